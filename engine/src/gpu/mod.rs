@@ -1,0 +1,13 @@
+//! The GPU runtime: adapter and device setup ([`context`]), tensors ([`tensor`]), shader
+//! assembly and the pipeline cache ([`pipeline`]), and command recording ([`recorder`]).
+
+pub mod context;
+mod oneshot;
+pub mod pipeline;
+pub mod recorder;
+pub mod tensor;
+
+pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext, Precision};
+pub use pipeline::{assemble, Binding, KernelSource};
+pub use recorder::{grid, Dispatch, Recorder};
+pub use tensor::{DType, Tensor};

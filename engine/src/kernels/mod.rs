@@ -1,0 +1,86 @@
+//! WGSL kernels: one module per family, each with the host-side launch code and a plain-Rust
+//! CPU reference the tests hold the GPU to. Every kernel comes in an f16-activation variant
+//! and an f32 one (for adapters without shader-f16), chosen by the activation tensors' dtype.
+
+pub mod argmax;
+pub mod attention;
+pub mod embedding;
+pub mod matmul;
+pub mod residual;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
+pub mod weight;
+
+use crate::error::{ensure_shape, Result};
+use crate::gpu::{KernelSource, Precision, Tensor};
+use crate::quant::WeightFormat;
+
+/// The WGSL files, compiled into the crate.
+pub(crate) mod wgsl {
+    pub const WEIGHTS_GROUPED: &str = include_str!("../../../shaders/weights_grouped.wgsl");
+    pub const WEIGHTS_F16: &str = include_str!("../../../shaders/weights_f16.wgsl");
+    pub const WEIGHTS_COMMON: &str = include_str!("../../../shaders/weights_common.wgsl");
+    pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+    pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
+    pub const RMSNORM: &str = include_str!("../../../shaders/rmsnorm.wgsl");
+    pub const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
+    pub const SWIGLU: &str = include_str!("../../../shaders/swiglu.wgsl");
+    pub const RESIDUAL: &str = include_str!("../../../shaders/residual.wgsl");
+    pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+    pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+    pub const ATTENTION_SPLIT: &str = include_str!("../../../shaders/attention_split.wgsl");
+    pub const ATTENTION_COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
+    pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+}
+
+pub const PRECISIONS: [Precision; 2] = [Precision::F16, Precision::F32];
+
+/// Every kernel variant glim can build: the shader-translation test walks this list.
+pub fn all_sources() -> Vec<KernelSource> {
+    let mut all = Vec::new();
+    for precision in PRECISIONS {
+        for format in WeightFormat::ALL {
+            all.extend(matmul::sources(precision, format));
+            all.push(embedding::source(precision, format));
+        }
+        all.push(rmsnorm::source(precision));
+        all.push(rope::source(precision));
+        all.push(swiglu::source(precision));
+        all.push(residual::source(precision));
+        all.extend(attention::sources(precision));
+        all.push(argmax::source(precision));
+    }
+    all
+}
+
+/// Short name of a precision for kernel labels.
+pub(crate) fn precision_tag(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F16 => "f16",
+        Precision::F32 => "f32",
+    }
+}
+
+/// The precision shared by a kernel's activation tensors, or a shape error naming them.
+pub(crate) fn common_precision(kernel: &str, tensors: &[&Tensor]) -> Result<Precision> {
+    let first = tensors[0].precision()?;
+    for t in &tensors[1..] {
+        ensure_shape(t.precision()? == first, || {
+            format!("{kernel}: activation tensors mix f16 and f32")
+        })?;
+    }
+    Ok(first)
+}
+
+/// Checks a tensor holds at least `len` elements.
+pub(crate) fn ensure_len(kernel: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
+    ensure_shape(t.len() >= len, || {
+        format!("{kernel}: {what} holds {} elements, needs {len}", t.len())
+    })
+}
+
+/// Workgroups of `size` threads needed to cover `n` items.
+pub(crate) fn groups_for(n: usize, size: usize) -> u32 {
+    n.div_ceil(size).max(1) as u32
+}

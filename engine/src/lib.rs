@@ -1,0 +1,13 @@
+//! glim: run large language models on any GPU through WebGPU.
+//!
+//! The crate is layered the way data flows: [`gpu`] owns the device, buffers and pipelines;
+//! [`quant`] defines the packed weight formats and their CPU (de)quantizers; [`kernels`] holds
+//! one module per WGSL kernel family, each with the host-side launch code and a plain-Rust CPU
+//! reference that the tests hold the GPU to.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod quant;
+
+pub use error::{Error, Result};

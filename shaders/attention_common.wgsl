@@ -1,0 +1,102 @@
+// Causal grouped-query attention over a KV cache, shared by the one-pass kernel (prefill)
+// and the split-sequence kernel (decode). Query token t sits at absolute position
+// positions[t] and sees keys 0..=positions[t]. Layouts, all row-major:
+//   q, out: [n_tokens, n_heads, head_dim]      k_cache, v_cache: [context, n_kv_heads, head_dim]
+// Query head h reads KV head h / (n_heads / n_kv_heads). Softmax is computed online (running
+// max and sum, rescaled per tile of keys) so no score row is ever stored whole.
+
+struct Params {
+    n_tokens: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    n_splits: u32,
+    split_len: u32,  // keys per split (split kernel only)
+    scale: f32,      // usually 1 / sqrt(head_dim)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<act>;
+@group(0) @binding(2) var<storage, read> k_cache: array<act>;
+@group(0) @binding(3) var<storage, read> v_cache: array<act>;
+@group(0) @binding(4) var<storage, read> positions: array<u32>;
+
+const THREADS: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+const DIMS_PER_THREAD: u32 = MAX_HEAD_DIM / THREADS;
+const NEG_BIG: f32 = -3.0e38;
+
+var<workgroup> q_s: array<f32, MAX_HEAD_DIM>;
+var<workgroup> probs: array<f32, THREADS>;
+var<workgroup> red: array<f32, THREADS>;
+
+// Running softmax state of one thread: its output dims are tid + i * THREADS.
+struct Partial {
+    m: f32,
+    l: f32,
+    acc: array<f32, DIMS_PER_THREAD>,
+}
+
+fn reduce(v: f32, tid: u32, take_max: bool) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
+        if (tid < stride) {
+            let o = red[tid + stride];
+            red[tid] = select(red[tid] + o, max(red[tid], o), take_max);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Attends query (t, h) to keys [begin, end). `begin` and `end` are workgroup-uniform.
+fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
+    let hd = p.head_dim;
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let q_base = (t * p.n_heads + h) * hd;
+    for (var d = tid; d < hd; d += THREADS) {
+        q_s[d] = f32(q[q_base + d]) * p.scale;
+    }
+    workgroupBarrier();
+    var st: Partial;
+    st.m = NEG_BIG;
+    st.l = 0.0;
+    for (var tile = begin; tile < end; tile += THREADS) {
+        let key = tile + tid;
+        var s = NEG_BIG;
+        if (key < end) {
+            let k_base = (key * p.n_kv_heads + kvh) * hd;
+            s = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                s += q_s[d] * f32(k_cache[k_base + d]);
+            }
+        }
+        let new_m = max(st.m, reduce(s, tid, true));
+        var e = 0.0;
+        if (key < end) {
+            e = exp(s - new_m);
+        }
+        probs[tid] = e;
+        let tile_sum = reduce(e, tid, false);  // its barriers also publish probs
+        let correction = exp(st.m - new_m);
+        st.l = st.l * correction + tile_sum;
+        st.m = new_m;
+        let n_keys = min(THREADS, end - tile);
+        for (var i = 0u; i < DIMS_PER_THREAD; i++) {
+            let d = tid + i * THREADS;
+            if (d < hd) {
+                var a = st.acc[i] * correction;
+                for (var j = 0u; j < n_keys; j++) {
+                    a += probs[j] * f32(v_cache[((tile + j) * p.n_kv_heads + kvh) * hd + d]);
+                }
+                st.acc[i] = a;
+            }
+        }
+        workgroupBarrier();
+    }
+    return st;
+}

@@ -1,0 +1,96 @@
+//! Helpers shared by glim's workspace-level tests.
+
+use std::sync::OnceLock;
+
+use glim::gpu::{GpuContext, Precision};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Opens the adapter the environment selects. Under CI (`CI` set) a missing adapter fails
+/// the test; elsewhere the test prints why it is skipped and returns `None`.
+pub fn open_gpu() -> Option<GpuContext> {
+    match GpuContext::from_env_blocking() {
+        Ok(ctx) => {
+            eprintln!(
+                "adapter: {} ({}, {}, driver {}), shader-f16: {}",
+                ctx.summary.name, ctx.summary.backend, ctx.summary.device_type, ctx.summary.driver, ctx.summary.shader_f16
+            );
+            Some(ctx)
+        }
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI needs a GPU adapter (lavapipe will do): {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+/// One shared context per test binary.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(open_gpu).as_ref()
+}
+
+/// The activation precisions this adapter runs: f32 always, f16 where it has shader-f16.
+pub fn precisions(ctx: &GpuContext) -> Vec<Precision> {
+    let mut all = vec![Precision::F32];
+    if ctx.supports_f16() {
+        all.insert(0, Precision::F16);
+    } else {
+        eprintln!("adapter lacks shader-f16: testing the f32 variant only");
+    }
+    all
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in `[-scale, scale)`.
+pub fn random_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Rounds values to what a tensor of `precision` stores, so CPU references see the GPU's
+/// inputs exactly.
+pub fn as_stored(values: &[f32], precision: Precision) -> Vec<f32> {
+    match precision {
+        Precision::F16 => values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+        Precision::F32 => values.to_vec(),
+    }
+}
+
+/// Root mean square of `values`.
+pub fn rms(values: &[f32]) -> f32 {
+    (values.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / values.len().max(1) as f64).sqrt() as f32
+}
+
+/// Asserts `|got - want| <= abs + rel * |want|` element-wise, reporting the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, f32::NEG_INFINITY);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g}");
+        let excess = (g - w).abs() - (abs + rel * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+    }
+    let (i, excess) = worst;
+    assert!(
+        excess <= 0.0,
+        "{what}: element {i} is {} but should be {} (tolerance {abs} + {rel} * |want|)",
+        got[i],
+        want[i]
+    );
+    let max_err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+    eprintln!("{what}: ok, max |error| {max_err:.3e} over {} values", got.len());
+}
+
+/// Tolerance relative to an output element for a precision: half an f16 ulp and some
+/// accumulated rounding for f16 stores, f32 rounding otherwise.
+pub fn rel_tol(precision: Precision) -> f32 {
+    match precision {
+        Precision::F16 => 2e-3,
+        Precision::F32 => 1e-5,
+    }
+}
