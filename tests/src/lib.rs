@@ -12,11 +12,17 @@ pub fn open_gpu() -> Option<GpuContext> {
         Ok(ctx) => {
             eprintln!(
                 "adapter: {} ({}, {}, driver {}), shader-f16: {}",
-                ctx.summary.name, ctx.summary.backend, ctx.summary.device_type, ctx.summary.driver, ctx.summary.shader_f16
+                ctx.summary.name,
+                ctx.summary.backend,
+                ctx.summary.device_type,
+                ctx.summary.driver,
+                ctx.summary.shader_f16
             );
             Some(ctx)
         }
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI needs a GPU adapter (lavapipe will do): {e}"),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("CI needs a GPU adapter (lavapipe will do): {e}")
+        }
         Err(e) => {
             eprintln!("skipping: {e}");
             None
@@ -54,14 +60,18 @@ pub fn random_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 /// inputs exactly.
 pub fn as_stored(values: &[f32], precision: Precision) -> Vec<f32> {
     match precision {
-        Precision::F16 => values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+        Precision::F16 => values
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
         Precision::F32 => values.to_vec(),
     }
 }
 
 /// Root mean square of `values`.
 pub fn rms(values: &[f32]) -> f32 {
-    (values.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / values.len().max(1) as f64).sqrt() as f32
+    (values.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / values.len().max(1) as f64).sqrt()
+        as f32
 }
 
 /// Asserts `|got - want| <= abs + rel * |want|` element-wise, reporting the worst element.
@@ -82,8 +92,15 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
         got[i],
         want[i]
     );
-    let max_err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
-    eprintln!("{what}: ok, max |error| {max_err:.3e} over {} values", got.len());
+    let max_err = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max);
+    eprintln!(
+        "{what}: ok, max |error| {max_err:.3e} over {} values",
+        got.len()
+    );
 }
 
 /// Tolerance relative to an output element for a precision: half an f16 ulp and some

@@ -10,7 +10,8 @@ use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
 
 fn upload(ctx: &GpuContext, values: &[f32], precision: Precision) -> Tensor {
-    ctx.tensor_from_f32(values, &[values.len()], precision.into()).unwrap()
+    ctx.tensor_from_f32(values, &[values.len()], precision.into())
+        .unwrap()
 }
 
 fn run(ctx: &GpuContext, dispatches: &[&glim::gpu::Dispatch]) {
@@ -22,7 +23,14 @@ fn run(ctx: &GpuContext, dispatches: &[&glim::gpu::Dispatch]) {
 }
 
 /// Runs one matmul shape through GEMV (m = 1) or GEMM and checks it.
-fn check_matmul(ctx: &GpuContext, format: WeightFormat, precision: Precision, m: usize, n: usize, k: usize) {
+fn check_matmul(
+    ctx: &GpuContext,
+    format: WeightFormat,
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
     let mut r = rng((m * 31 + n * 7 + k) as u64);
     let w = random_vec(&mut r, n * k, 0.5);
     let packed = PackedWeight::quantize(format, &w, n, k).unwrap();
@@ -36,7 +44,11 @@ fn check_matmul(ctx: &GpuContext, format: WeightFormat, precision: Precision, m:
     let want = matmul::reference(&x, m, &packed);
     // f32 accumulation over k terms in another order: a few ulps of the output's scale.
     let abs = rms(&want) * 1e-5 * (k as f32).sqrt();
-    let what = format!("{} {precision:?} m={m} n={n} k={k} ({} chunks)", format.name(), weight.chunks.len());
+    let what = format!(
+        "{} {precision:?} m={m} n={n} k={k} ({} chunks)",
+        format.name(),
+        weight.chunks.len()
+    );
     assert_close(&what, &got, &want, abs, rel_tol(precision));
 }
 
@@ -89,16 +101,27 @@ fn weights_split_across_bindings() {
         }
         let mut r = rng(5);
         let (vocab, dim) = (1000, 576);
-        let table = PackedWeight::quantize(format, &random_vec(&mut r, vocab * dim, 1.0), vocab, dim).unwrap();
+        let table =
+            PackedWeight::quantize(format, &random_vec(&mut r, vocab * dim, 1.0), vocab, dim)
+                .unwrap();
         let gpu_table = GpuWeight::upload(&ctx, &table).unwrap();
-        assert!(gpu_table.chunks.len() > 2, "{format:?} table should be split");
+        assert!(
+            gpu_table.chunks.len() > 2,
+            "{format:?} table should be split"
+        );
         let ids = [0u32, 999, 500, 77, 998, 1];
         let ids_t = ctx.tensor_from_u32(&ids, &[ids.len()]).unwrap();
         let out = ctx.zeros(&[ids.len(), dim], precision.into()).unwrap();
         let ops = embedding::embed(&ctx, &ids_t, &gpu_table, &out, ids.len()).unwrap();
         run(&ctx, &ops.iter().collect::<Vec<_>>());
         let want = as_stored(&embedding::reference(&ids, &table), precision);
-        assert_close(&format!("split embedding {format:?}"), &ctx.read_f32_blocking(&out).unwrap(), &want, 0.0, 0.0);
+        assert_close(
+            &format!("split embedding {format:?}"),
+            &ctx.read_f32_blocking(&out).unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -109,7 +132,9 @@ fn embedding_lookup() {
         for format in WeightFormat::ALL {
             let mut r = rng(11);
             let (vocab, dim) = (300, 100);
-            let table = PackedWeight::quantize(format, &random_vec(&mut r, vocab * dim, 1.0), vocab, dim).unwrap();
+            let table =
+                PackedWeight::quantize(format, &random_vec(&mut r, vocab * dim, 1.0), vocab, dim)
+                    .unwrap();
             let gpu_table = GpuWeight::upload(ctx, &table).unwrap();
             let ids: Vec<u32> = (0..17).map(|i| (i * 37 % vocab) as u32).collect();
             let ids_t = ctx.tensor_from_u32(&ids, &[ids.len()]).unwrap();
@@ -119,7 +144,13 @@ fn embedding_lookup() {
             // A dequantized weight is an exact product of an f16 scale and a small integer;
             // only the store to f16 rounds.
             let want = as_stored(&embedding::reference(&ids, &table), precision);
-            assert_close(&format!("embedding {format:?} {precision:?}"), &ctx.read_f32_blocking(&out).unwrap(), &want, 0.0, 0.0);
+            assert_close(
+                &format!("embedding {format:?} {precision:?}"),
+                &ctx.read_f32_blocking(&out).unwrap(),
+                &want,
+                0.0,
+                0.0,
+            );
         }
     }
 }
@@ -138,7 +169,13 @@ fn rmsnorm_rows() {
             let op = rmsnorm::rmsnorm(ctx, &xt, &wt, &y, rows, 1e-5).unwrap();
             run(ctx, &[&op]);
             let want = rmsnorm::reference(&x, &w, 1e-5);
-            assert_close(&format!("rmsnorm {precision:?} {rows}x{dim}"), &ctx.read_f32_blocking(&y).unwrap(), &want, 1e-5, rel_tol(precision) + 1e-5);
+            assert_close(
+                &format!("rmsnorm {precision:?} {rows}x{dim}"),
+                &ctx.read_f32_blocking(&y).unwrap(),
+                &want,
+                1e-5,
+                rel_tol(precision) + 1e-5,
+            );
         }
     }
 }
@@ -148,20 +185,35 @@ fn rope_both_layouts() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
         for mode in [RopeMode::Interleaved, RopeMode::Halves] {
-            for (n_tokens, n_heads, head_dim, base) in [(5, 9, 64, 100_000.0), (3, 3, 128, 10_000.0), (1, 32, 128, 500_000.0)] {
+            for (n_tokens, n_heads, head_dim, base) in [
+                (5, 9, 64, 100_000.0),
+                (3, 3, 128, 10_000.0),
+                (1, 32, 128, 500_000.0),
+            ] {
                 let mut r = rng(head_dim as u64);
-                let x = as_stored(&random_vec(&mut r, n_tokens * n_heads * head_dim, 2.0), precision);
+                let x = as_stored(
+                    &random_vec(&mut r, n_tokens * n_heads * head_dim, 2.0),
+                    precision,
+                );
                 let positions: Vec<u32> = (0..n_tokens as u32).map(|t| t * 997 % 4096).collect();
                 let freqs = rope::inv_freq(head_dim, base, None);
                 let xt = upload(ctx, &x, precision);
                 let pt = ctx.tensor_from_u32(&positions, &[n_tokens]).unwrap();
-                let ft = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32).unwrap();
+                let ft = ctx
+                    .tensor_from_f32(&freqs, &[freqs.len()], DType::F32)
+                    .unwrap();
                 let op = rope::rope(ctx, &xt, &pt, &ft, n_tokens, n_heads, mode).unwrap();
                 run(ctx, &[&op]);
                 let mut want = x.clone();
                 rope::reference(&mut want, &positions, &freqs, n_heads, mode);
                 // Angles reach thousands of radians: f32 angle rounding dominates (~2e-4).
-                assert_close(&format!("rope {precision:?} {mode:?} hd={head_dim}"), &ctx.read_f32_blocking(&xt).unwrap(), &want, 2e-3, rel_tol(precision));
+                assert_close(
+                    &format!("rope {precision:?} {mode:?} hd={head_dim}"),
+                    &ctx.read_f32_blocking(&xt).unwrap(),
+                    &want,
+                    2e-3,
+                    rel_tol(precision),
+                );
             }
         }
     }
@@ -169,7 +221,12 @@ fn rope_both_layouts() {
 
 #[test]
 fn llama3_rope_scaling_matches_formula() {
-    let scaling = rope::Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_context: 8192.0 };
+    let scaling = rope::Llama3Scaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_context: 8192.0,
+    };
     let plain = rope::inv_freq(128, 500_000.0, None);
     let scaled = rope::inv_freq(128, 500_000.0, Some(scaling));
     // High frequencies (short wavelengths) are untouched, the lowest are divided by factor.
@@ -190,11 +247,23 @@ fn swiglu_and_residual() {
         let out = ctx.zeros(&[n], precision.into()).unwrap();
         let op = swiglu::swiglu(ctx, &gt, &ut, &out, n).unwrap();
         run(ctx, &[&op]);
-        assert_close(&format!("swiglu {precision:?}"), &ctx.read_f32_blocking(&out).unwrap(), &swiglu::reference(&gate, &up), 1e-6, rel_tol(precision) + 1e-6);
+        assert_close(
+            &format!("swiglu {precision:?}"),
+            &ctx.read_f32_blocking(&out).unwrap(),
+            &swiglu::reference(&gate, &up),
+            1e-6,
+            rel_tol(precision) + 1e-6,
+        );
 
         let op = residual::add(ctx, &gt, &ut, n).unwrap();
         run(ctx, &[&op]);
-        assert_close(&format!("residual {precision:?}"), &ctx.read_f32_blocking(&gt).unwrap(), &residual::reference(&gate, &up), 0.0, rel_tol(precision) / 2.0);
+        assert_close(
+            &format!("residual {precision:?}"),
+            &ctx.read_f32_blocking(&gt).unwrap(),
+            &residual::reference(&gate, &up),
+            0.0,
+            rel_tol(precision) / 2.0,
+        );
     }
 }
 
@@ -224,17 +293,37 @@ struct AttentionCase {
     positions: Vec<u32>,
 }
 
-fn check_attention(ctx: &GpuContext, precision: Precision, case: &AttentionCase, n_splits: Option<usize>) {
+fn check_attention(
+    ctx: &GpuContext,
+    precision: Precision,
+    case: &AttentionCase,
+    n_splits: Option<usize>,
+) {
     let s = &case.shape;
     let mut r = rng((s.context * 3 + s.n_tokens) as u64);
-    let q = as_stored(&random_vec(&mut r, s.n_tokens * s.n_heads * s.head_dim, 1.0), precision);
+    let q = as_stored(
+        &random_vec(&mut r, s.n_tokens * s.n_heads * s.head_dim, 1.0),
+        precision,
+    );
     let cache_len = s.context * s.n_kv_heads * s.head_dim;
     let k = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
     let v = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
-    let (qt, kt, vt) = (upload(ctx, &q, precision), upload(ctx, &k, precision), upload(ctx, &v, precision));
+    let (qt, kt, vt) = (
+        upload(ctx, &q, precision),
+        upload(ctx, &k, precision),
+        upload(ctx, &v, precision),
+    );
     let pt = ctx.tensor_from_u32(&case.positions, &[s.n_tokens]).unwrap();
-    let out = ctx.zeros(&[s.n_tokens * s.n_heads * s.head_dim], precision.into()).unwrap();
-    let inputs = AttentionInputs { q: &qt, k_cache: &kt, v_cache: &vt, positions: &pt, out: &out };
+    let out = ctx
+        .zeros(&[s.n_tokens * s.n_heads * s.head_dim], precision.into())
+        .unwrap();
+    let inputs = AttentionInputs {
+        q: &qt,
+        k_cache: &kt,
+        v_cache: &vt,
+        positions: &pt,
+        out: &out,
+    };
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     match n_splits {
         None => run(ctx, &[&attention::prefill(ctx, &inputs, s, scale).unwrap()]),
@@ -246,22 +335,49 @@ fn check_attention(ctx: &GpuContext, precision: Precision, case: &AttentionCase,
     }
     let want = attention::reference(&q, &k, &v, &case.positions, s, scale);
     let what = format!("attention {precision:?} {s:?} splits {n_splits:?}");
-    assert_close(&what, &ctx.read_f32_blocking(&out).unwrap(), &want, 1e-4, rel_tol(precision) * 2.0);
+    assert_close(
+        &what,
+        &ctx.read_f32_blocking(&out).unwrap(),
+        &want,
+        1e-4,
+        rel_tol(precision) * 2.0,
+    );
 }
 
 #[test]
 fn attention_prefill() {
     let Some(ctx) = gpu() else { return };
-    let shape = |n_tokens, head_dim, context| AttentionShape { n_tokens, n_heads: 9, n_kv_heads: 3, head_dim, context };
+    let shape = |n_tokens, head_dim, context| AttentionShape {
+        n_tokens,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim,
+        context,
+    };
     for precision in precisions(ctx) {
         let cases = [
             // A fresh prompt: token t at position t.
-            AttentionCase { shape: shape(1, 64, 1), positions: vec![0] },
-            AttentionCase { shape: shape(70, 64, 70), positions: (0..70).collect() },
+            AttentionCase {
+                shape: shape(1, 64, 1),
+                positions: vec![0],
+            },
+            AttentionCase {
+                shape: shape(70, 64, 70),
+                positions: (0..70).collect(),
+            },
             // A prompt continuing a cache of 100 tokens.
-            AttentionCase { shape: shape(37, 64, 137), positions: (100..137).collect() },
-            AttentionCase { shape: shape(3, 256, 10), positions: vec![7, 8, 9] },
-            AttentionCase { shape: shape(5, 80, 2048), positions: vec![0, 511, 1024, 2000, 2047] },
+            AttentionCase {
+                shape: shape(37, 64, 137),
+                positions: (100..137).collect(),
+            },
+            AttentionCase {
+                shape: shape(3, 256, 10),
+                positions: vec![7, 8, 9],
+            },
+            AttentionCase {
+                shape: shape(5, 80, 2048),
+                positions: vec![0, 511, 1024, 2000, 2047],
+            },
         ];
         for case in &cases {
             check_attention(ctx, precision, case, None);
@@ -273,15 +389,49 @@ fn attention_prefill() {
 fn attention_decode_split() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
-        for (pos, context, splits) in [(0, 1, 1), (1, 2, 4), (300, 512, 4), (2047, 2048, 8), (1000, 2048, 16)] {
+        for (pos, context, splits) in [
+            (0, 1, 1),
+            (1, 2, 4),
+            (300, 512, 4),
+            (2047, 2048, 8),
+            (1000, 2048, 16),
+        ] {
             for head_dim in [64, 128] {
-                let shape = AttentionShape { n_tokens: 1, n_heads: 9, n_kv_heads: 3, head_dim, context };
-                check_attention(ctx, precision, &AttentionCase { shape, positions: vec![pos] }, Some(splits));
+                let shape = AttentionShape {
+                    n_tokens: 1,
+                    n_heads: 9,
+                    n_kv_heads: 3,
+                    head_dim,
+                    context,
+                };
+                check_attention(
+                    ctx,
+                    precision,
+                    &AttentionCase {
+                        shape,
+                        positions: vec![pos],
+                    },
+                    Some(splits),
+                );
             }
         }
         // Many queries through the split kernel too (it is not decode-only).
-        let shape = AttentionShape { n_tokens: 4, n_heads: 8, n_kv_heads: 8, head_dim: 64, context: 300 };
-        check_attention(ctx, precision, &AttentionCase { shape, positions: vec![3, 100, 250, 299] }, Some(3));
+        let shape = AttentionShape {
+            n_tokens: 4,
+            n_heads: 8,
+            n_kv_heads: 8,
+            head_dim: 64,
+            context: 300,
+        };
+        check_attention(
+            ctx,
+            precision,
+            &AttentionCase {
+                shape,
+                positions: vec![3, 100, 250, 299],
+            },
+            Some(3),
+        );
     }
 }
 
@@ -295,30 +445,79 @@ fn bad_shapes_are_errors_not_panics() {
     let weight = GpuWeight::upload(ctx, &packed).unwrap();
 
     let short_x = matmul::gemv(ctx, &f32s(63), &weight, &f32s(64));
-    assert!(matches!(short_x, Err(Error::Shape(_))), "{:?}", short_x.err());
+    assert!(
+        matches!(short_x, Err(Error::Shape(_))),
+        "{:?}",
+        short_x.err()
+    );
     let short_y = matmul::gemm(ctx, &f32s(64 * 4), &weight, &f32s(64 * 3), 4);
     assert!(matches!(short_y, Err(Error::Shape(_))));
     let ids = f32s(4); // ids must be u32
     assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4).is_err());
     assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10).is_err());
-    assert!(rmsnorm::rmsnorm(ctx, &f32s(10), &ctx.zeros(&[5], DType::U32).unwrap(), &f32s(10), 2, 1e-5).is_err());
+    assert!(rmsnorm::rmsnorm(
+        ctx,
+        &f32s(10),
+        &ctx.zeros(&[5], DType::U32).unwrap(),
+        &f32s(10),
+        2,
+        1e-5
+    )
+    .is_err());
     if ctx.supports_f16() {
-        let mixed = swiglu::swiglu(ctx, &f32s(8), &f32s(8), &ctx.zeros(&[8], DType::F16).unwrap(), 8);
+        let mixed = swiglu::swiglu(
+            ctx,
+            &f32s(8),
+            &f32s(8),
+            &ctx.zeros(&[8], DType::F16).unwrap(),
+            8,
+        );
         assert!(matches!(mixed, Err(Error::Shape(_))));
     }
 
     let positions = ctx.tensor_from_u32(&[0], &[1]).unwrap();
     let t = f32s(1 << 16);
-    let inputs = AttentionInputs { q: &t, k_cache: &t, v_cache: &t, positions: &positions, out: &t };
-    let uneven = AttentionShape { n_tokens: 1, n_heads: 10, n_kv_heads: 3, head_dim: 64, context: 4 };
-    assert!(matches!(attention::prefill(ctx, &inputs, &uneven, 1.0), Err(Error::Shape(_))));
-    let too_wide = AttentionShape { n_tokens: 1, n_heads: 4, n_kv_heads: 4, head_dim: 512, context: 4 };
+    let inputs = AttentionInputs {
+        q: &t,
+        k_cache: &t,
+        v_cache: &t,
+        positions: &positions,
+        out: &t,
+    };
+    let uneven = AttentionShape {
+        n_tokens: 1,
+        n_heads: 10,
+        n_kv_heads: 3,
+        head_dim: 64,
+        context: 4,
+    };
+    assert!(matches!(
+        attention::prefill(ctx, &inputs, &uneven, 1.0),
+        Err(Error::Shape(_))
+    ));
+    let too_wide = AttentionShape {
+        n_tokens: 1,
+        n_heads: 4,
+        n_kv_heads: 4,
+        head_dim: 512,
+        context: 4,
+    };
     assert!(attention::prefill(ctx, &inputs, &too_wide, 1.0).is_err());
-    let long_context = AttentionShape { n_tokens: 1, n_heads: 4, n_kv_heads: 4, head_dim: 64, context: 1 << 20 };
+    let long_context = AttentionShape {
+        n_tokens: 1,
+        n_heads: 4,
+        n_kv_heads: 4,
+        head_dim: 64,
+        context: 1 << 20,
+    };
     assert!(attention::decode(ctx, &inputs, &t, &long_context, 1.0, 4).is_err());
 
     let huge = ctx.zeros(&[1 << 40], DType::F32);
-    assert!(matches!(huge, Err(Error::OutOfMemory(_))), "{:?}", huge.err());
+    assert!(
+        matches!(huge, Err(Error::OutOfMemory(_))),
+        "{:?}",
+        huge.err()
+    );
     let kernel = glim::kernels::residual::source(glim::gpu::Precision::F32);
     assert!(ctx.dispatch(&kernel, &[&t.buffer], [1, 1, 1]).is_err());
 }
@@ -328,7 +527,10 @@ fn a_row_wider_than_any_binding_is_an_error() {
     let Some(mut ctx) = open_gpu() else { return };
     ctx.limit_binding_size(64);
     let packed = PackedWeight::quantize(WeightFormat::F16, &[0.0; 64], 1, 64).unwrap();
-    assert!(matches!(GpuWeight::upload(&ctx, &packed), Err(glim::Error::Unsupported(_))));
+    assert!(matches!(
+        GpuWeight::upload(&ctx, &packed),
+        Err(glim::Error::Unsupported(_))
+    ));
 }
 
 /// Adapters without shader-f16 get a clear error for f16 activations, not a crash.
@@ -340,5 +542,8 @@ fn f16_without_shader_f16_is_an_error() {
         return;
     }
     let h = ctx.zeros(&[8], DType::F16).unwrap();
-    assert!(matches!(swiglu::swiglu(ctx, &h, &h, &h, 8), Err(glim::Error::Unsupported(_))));
+    assert!(matches!(
+        swiglu::swiglu(ctx, &h, &h, &h, 8),
+        Err(glim::Error::Unsupported(_))
+    ));
 }

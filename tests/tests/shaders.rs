@@ -6,23 +6,45 @@ use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn translate(kernel: &KernelSource) -> Result<(), String> {
-    let module = naga::front::wgsl::parse_str(&kernel.source).map_err(|e| e.emit_to_string(&kernel.source))?;
+    let module = naga::front::wgsl::parse_str(&kernel.source)
+        .map_err(|e| e.emit_to_string(&kernel.source))?;
     let info = Validator::new(ValidationFlags::all(), Capabilities::all())
         .validate(&module)
         .map_err(|e| e.emit_to_string(&kernel.source))?;
     let stage = naga::ShaderStage::Compute;
     let entry = kernel.entry.to_string();
 
-    let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: entry.clone() };
-    spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline)).map_err(|e| format!("SPIR-V: {e}"))?;
+    let spv_pipeline = spv::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry.clone(),
+    };
+    spv::write_vec(
+        &module,
+        &info,
+        &spv::Options::default(),
+        Some(&spv_pipeline),
+    )
+    .map_err(|e| format!("SPIR-V: {e}"))?;
 
-    let msl_options = msl::Options { lang_version: (2, 4), ..Default::default() };
-    let msl_pipeline = msl::PipelineOptions { entry_point: Some((stage, entry.clone())), ..Default::default() };
-    msl::write_string(&module, &info, &msl_options, &msl_pipeline).map_err(|e| format!("MSL: {e}"))?;
+    let msl_options = msl::Options {
+        lang_version: (2, 4),
+        ..Default::default()
+    };
+    let msl_pipeline = msl::PipelineOptions {
+        entry_point: Some((stage, entry.clone())),
+        ..Default::default()
+    };
+    msl::write_string(&module, &info, &msl_options, &msl_pipeline)
+        .map_err(|e| format!("MSL: {e}"))?;
 
     // Shader model 6.2 is the first with native 16-bit types (DX12 exposes shader-f16 there).
-    let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
-    let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, entry)) };
+    let hlsl_options = hlsl::Options {
+        shader_model: hlsl::ShaderModel::V6_2,
+        ..Default::default()
+    };
+    let hlsl_pipeline = hlsl::PipelineOptions {
+        entry_point: Some((stage, entry)),
+    };
     let mut out = String::new();
     hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
         .write(&module, &info, None)
@@ -33,13 +55,30 @@ fn translate(kernel: &KernelSource) -> Result<(), String> {
 #[test]
 fn every_kernel_translates_to_spirv_msl_and_hlsl() {
     let kernels = glim::kernels::all_sources();
-    assert!(kernels.len() >= 30, "expected every kernel variant, got {}", kernels.len());
+    assert!(
+        kernels.len() >= 30,
+        "expected every kernel variant, got {}",
+        kernels.len()
+    );
     let failures: Vec<String> = kernels
         .iter()
-        .filter_map(|k| translate(k).err().map(|e| format!("{}::{}: {e}", k.label, k.entry)))
+        .filter_map(|k| {
+            translate(k)
+                .err()
+                .map(|e| format!("{}::{}: {e}", k.label, k.entry))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} of {} kernels failed:\n{}", failures.len(), kernels.len(), failures.join("\n"));
-    eprintln!("{} kernel entry points translate to SPIR-V, MSL and HLSL", kernels.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} kernels failed:\n{}",
+        failures.len(),
+        kernels.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} kernel entry points translate to SPIR-V, MSL and HLSL",
+        kernels.len()
+    );
 }
 
 /// The f32 variants must not need shader-f16 at all: browsers without it run them.
@@ -52,7 +91,9 @@ fn f32_variants_do_not_use_f16() {
             let caps = Capabilities::all() - Capabilities::SHADER_FLOAT16;
             Validator::new(ValidationFlags::all(), caps)
                 .validate(&module)
-                .unwrap_or_else(|e| panic!("{} needs a capability beyond core WGSL: {e:?}", k.label));
+                .unwrap_or_else(|e| {
+                    panic!("{} needs a capability beyond core WGSL: {e:?}", k.label)
+                });
         }
     }
 }

@@ -79,7 +79,9 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         name: info.name,
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
         timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -88,6 +90,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn preference(adapter: &wgpu::Adapter) -> (u8, u8) {
     let info = adapter.get_info();
     let kind = match info.device_type {
@@ -97,7 +100,11 @@ fn preference(adapter: &wgpu::Adapter) -> (u8, u8) {
         wgpu::DeviceType::Cpu => 3,
         wgpu::DeviceType::Other => 4,
     };
-    let api = if info.backend == wgpu::Backend::Gl { 1 } else { 0 };
+    let api = if info.backend == wgpu::Backend::Gl {
+        1
+    } else {
+        0
+    };
     (kind, api)
 }
 
@@ -147,7 +154,9 @@ async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Resu
         Ok(index) => (index < adapters.len()).then_some(index),
         Err(_) => {
             let needle = wanted.to_lowercase();
-            names.iter().position(|n| n.to_lowercase().contains(&needle))
+            names
+                .iter()
+                .position(|n| n.to_lowercase().contains(&needle))
         }
     };
     match found {
@@ -171,6 +180,7 @@ async fn pick_adapter(instance: &wgpu::Instance, _choice: &AdapterChoice) -> Res
             power_preference: wgpu::PowerPreference::HighPerformance,
             force_fallback_adapter: false,
             compatible_surface: None,
+            ..Default::default()
         })
         .await
         .map_err(|e| Error::NoAdapter(format!("the browser offers no WebGPU adapter: {e}")))
@@ -195,9 +205,8 @@ impl GpuContext {
     pub async fn new(choice: &AdapterChoice) -> Result<Self> {
         let instance = new_instance(choice);
         let adapter = pick_adapter(&instance, choice).await?;
-        let wanted = wgpu::Features::SHADER_F16
-            | wgpu::Features::SUBGROUP
-            | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & wanted;
         // The adapter's own limits are the most it can give: large models need its full
         // storage-binding and buffer sizes, not WebGPU's conservative defaults.

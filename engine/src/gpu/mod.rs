@@ -7,7 +7,9 @@ pub mod pipeline;
 pub mod recorder;
 pub mod tensor;
 
-pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext, Precision};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::list_adapters;
+pub use context::{AdapterChoice, AdapterSummary, GpuContext, Precision};
 pub use pipeline::{assemble, Binding, KernelSource};
 pub use recorder::{grid, Dispatch, Recorder};
 pub use tensor::{DType, Tensor};

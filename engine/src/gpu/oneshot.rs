@@ -16,7 +16,11 @@ pub struct Sender<T>(Arc<Mutex<Slot<T>>>);
 pub struct Receiver<T>(Arc<Mutex<Slot<T>>>);
 
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot { value: None, sender_gone: false, waker: None }));
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        sender_gone: false,
+        waker: None,
+    }));
     (Sender(slot.clone()), Receiver(slot))
 }
 

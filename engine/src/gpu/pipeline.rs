@@ -58,7 +58,11 @@ impl GpuContext {
     /// The compiled pipeline for `kernel`, building it on first use.
     pub fn pipeline(&self, kernel: &KernelSource) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = (kernel.label.clone(), kernel.entry);
-        let mut cache = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .pipelines
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(found) = cache.get(&key) {
             return Ok(found.clone());
         }
@@ -104,7 +108,9 @@ impl GpuContext {
                         min_binding_size: None,
                     },
                     Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: *b == Binding::Read },
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *b == Binding::Read,
+                        },
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
@@ -112,27 +118,35 @@ impl GpuContext {
                 count: None,
             })
             .collect();
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(&kernel.label),
-            entries: &entries,
-        });
-        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(&kernel.label),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&kernel.label),
-            source: wgpu::ShaderSource::Wgsl(kernel.source.as_str().into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&kernel.label),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(kernel.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&kernel.label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&kernel.label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&kernel.label),
+                source: wgpu::ShaderSource::Wgsl(kernel.source.as_str().into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&kernel.label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         self.take_error().map_err(|e| Error::Shader {
             name: format!("{}::{}", kernel.label, kernel.entry),
             message: e.to_string(),

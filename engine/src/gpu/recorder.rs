@@ -63,12 +63,20 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { pipeline, bind_group, workgroups })
+        Ok(Dispatch {
+            pipeline,
+            bind_group,
+            workgroups,
+        })
     }
 
     /// A fresh recorder on this device.
     pub fn recorder(&self) -> Recorder<'_> {
-        Recorder { ctx: self, encoder: None, pass: None }
+        Recorder {
+            ctx: self,
+            encoder: None,
+            pass: None,
+        }
     }
 }
 
@@ -100,9 +108,17 @@ impl Recorder<'_> {
     }
 
     /// Records a buffer-to-buffer copy (offsets and size in bytes, multiples of 4).
-    pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) {
+    pub fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
         self.pass = None;
-        self.encoder().copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+        self.encoder()
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
     }
 
     /// Ends recording and hands the work to the GPU.

@@ -95,7 +95,11 @@ impl GpuContext {
             usage: STORAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A storage buffer holding `bytes` (padded to 4 bytes).
@@ -103,19 +107,23 @@ impl GpuContext {
         let size = padded_size(bytes.len());
         self.check_alloc(size, label)?;
         if size as usize == bytes.len() {
-            return Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: STORAGE,
-            }));
+            return Ok(self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: STORAGE,
+                }));
         }
         let mut padded = bytes.to_vec();
         padded.resize(size as usize, 0);
-        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &padded,
-            usage: STORAGE,
-        }))
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &padded,
+                usage: STORAGE,
+            }))
     }
 
     /// A tensor holding `data`, converted to `dtype` (`U32` takes the values as integers).
@@ -138,7 +146,11 @@ impl GpuContext {
             }
         };
         let buffer = self.upload_bytes(&bytes, "tensor")?;
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A `U32` tensor holding `data`.
@@ -150,20 +162,30 @@ impl GpuContext {
             )));
         }
         let buffer = self.upload_bytes(bytemuck::cast_slice(data), "tensor")?;
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype: DType::U32 })
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype: DType::U32,
+        })
     }
 
     /// A small uniform buffer holding one parameter block.
     pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host.
-    pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub async fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let size = size.div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -200,7 +222,9 @@ impl GpuContext {
 
     /// Reads a float tensor back as f32 values.
     pub async fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(&tensor.buffer, 0, tensor.byte_len() as u64).await?;
+        let bytes = self
+            .read_bytes(&tensor.buffer, 0, tensor.byte_len() as u64)
+            .await?;
         Ok(match tensor.dtype {
             DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..tensor.len()].to_vec(),
             DType::F16 => bytemuck::cast_slice::<u8, f16>(&bytes)[..tensor.len()]
@@ -216,7 +240,9 @@ impl GpuContext {
 
     /// Reads a u32 tensor back.
     pub async fn read_u32(&self, tensor: &Tensor) -> Result<Vec<u32>> {
-        let bytes = self.read_bytes(&tensor.buffer, 0, (tensor.len() * 4) as u64).await?;
+        let bytes = self
+            .read_bytes(&tensor.buffer, 0, (tensor.len() * 4) as u64)
+            .await?;
         Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..tensor.len()].to_vec())
     }
 

@@ -6,7 +6,9 @@
 
 use super::{common_precision, ensure_len, precision_tag, wgsl};
 use crate::error::{ensure_shape, Result};
-use crate::gpu::{assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor};
+use crate::gpu::{
+    assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
+};
 
 /// Largest head dimension the kernels hold in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -23,14 +25,21 @@ pub struct AttentionShape {
 
 impl AttentionShape {
     fn check(&self) -> Result<()> {
-        ensure_shape(self.n_tokens > 0 && self.n_heads > 0 && self.n_kv_heads > 0, || {
-            format!("attention: empty shape {self:?}")
-        })?;
-        ensure_shape(self.n_heads % self.n_kv_heads == 0, || {
-            format!("attention: {} query heads do not divide into {} KV heads", self.n_heads, self.n_kv_heads)
+        ensure_shape(
+            self.n_tokens > 0 && self.n_heads > 0 && self.n_kv_heads > 0,
+            || format!("attention: empty shape {self:?}"),
+        )?;
+        ensure_shape(self.n_heads.is_multiple_of(self.n_kv_heads), || {
+            format!(
+                "attention: {} query heads do not divide into {} KV heads",
+                self.n_heads, self.n_kv_heads
+            )
         })?;
         ensure_shape(self.head_dim > 0 && self.head_dim <= MAX_HEAD_DIM, || {
-            format!("attention: head dim {} outside 1..={MAX_HEAD_DIM}", self.head_dim)
+            format!(
+                "attention: head dim {} outside 1..={MAX_HEAD_DIM}",
+                self.head_dim
+            )
         })
     }
 
@@ -53,8 +62,14 @@ struct Params {
     _pad: u32,
 }
 
-const QKV_BINDINGS: [Binding; 6] =
-    [Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite];
+const QKV_BINDINGS: [Binding; 6] = [
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+];
 
 /// The prefill, split and combine entry points for one precision.
 pub fn sources(precision: Precision) -> [KernelSource; 3] {
@@ -68,7 +83,11 @@ pub fn sources(precision: Precision) -> [KernelSource; 3] {
         },
         KernelSource {
             label: format!("attention_split.{tag}"),
-            source: assemble(precision, &[], &[wgsl::ATTENTION_COMMON, wgsl::ATTENTION_SPLIT]),
+            source: assemble(
+                precision,
+                &[],
+                &[wgsl::ATTENTION_COMMON, wgsl::ATTENTION_SPLIT],
+            ),
             entry: "attend_split",
             bindings: &QKV_BINDINGS,
         },
@@ -94,9 +113,17 @@ pub struct AttentionInputs<'a> {
 
 fn check(inputs: &AttentionInputs, shape: &AttentionShape) -> Result<Precision> {
     shape.check()?;
-    let AttentionInputs { q, k_cache, v_cache, positions, out } = inputs;
+    let AttentionInputs {
+        q,
+        k_cache,
+        v_cache,
+        positions,
+        out,
+    } = inputs;
     let precision = common_precision("attention", &[q, k_cache, v_cache, out])?;
-    ensure_shape(positions.dtype == DType::U32, || "attention: positions must be u32".into())?;
+    ensure_shape(positions.dtype == DType::U32, || {
+        "attention: positions must be u32".into()
+    })?;
     let rows = shape.n_tokens * shape.n_heads * shape.head_dim;
     ensure_len("attention", "q", q, rows)?;
     ensure_len("attention", "out", out, rows)?;
@@ -121,14 +148,26 @@ fn params(shape: &AttentionShape, n_splits: usize, split_len: usize, scale: f32)
 }
 
 /// One pass per (token, head): the prefill kernel.
-pub fn prefill(ctx: &GpuContext, inputs: &AttentionInputs, shape: &AttentionShape, scale: f32) -> Result<Dispatch> {
+pub fn prefill(
+    ctx: &GpuContext,
+    inputs: &AttentionInputs,
+    shape: &AttentionShape,
+    scale: f32,
+) -> Result<Dispatch> {
     let precision = check(inputs, shape)?;
     let [kernel, _, _] = sources(precision);
     let uniform = ctx.uniform(&params(shape, 1, shape.context, scale));
     let i = inputs;
     ctx.dispatch(
         &kernel,
-        &[&uniform, &i.q.buffer, &i.k_cache.buffer, &i.v_cache.buffer, &i.positions.buffer, &i.out.buffer],
+        &[
+            &uniform,
+            &i.q.buffer,
+            &i.k_cache.buffer,
+            &i.v_cache.buffer,
+            &i.positions.buffer,
+            &i.out.buffer,
+        ],
         grid((shape.n_tokens * shape.n_heads) as u32),
     )
 }
@@ -150,24 +189,49 @@ pub fn decode(
 ) -> Result<[Dispatch; 2]> {
     let precision = check(inputs, shape)?;
     ensure_shape(n_splits > 0, || "attention: need at least one split".into())?;
-    ensure_shape(partial.dtype == DType::F32, || "attention: partial must be f32".into())?;
+    ensure_shape(partial.dtype == DType::F32, || {
+        "attention: partial must be f32".into()
+    })?;
     ensure_len("attention", "partial", partial, shape.partial_len(n_splits))?;
     let [_, split, combine] = sources(precision);
-    let uniform = ctx.uniform(&params(shape, n_splits, split_len(shape.context, n_splits), scale));
+    let uniform = ctx.uniform(&params(
+        shape,
+        n_splits,
+        split_len(shape.context, n_splits),
+        scale,
+    ));
     let i = inputs;
     let rows = shape.n_tokens * shape.n_heads;
     let first = ctx.dispatch(
         &split,
-        &[&uniform, &i.q.buffer, &i.k_cache.buffer, &i.v_cache.buffer, &i.positions.buffer, &partial.buffer],
+        &[
+            &uniform,
+            &i.q.buffer,
+            &i.k_cache.buffer,
+            &i.v_cache.buffer,
+            &i.positions.buffer,
+            &partial.buffer,
+        ],
         grid((rows * n_splits) as u32),
     )?;
     let combine_params = ctx.uniform(&[rows as u32, n_splits as u32, shape.head_dim as u32, 0]);
-    let second = ctx.dispatch(&combine, &[&combine_params, &partial.buffer, &i.out.buffer], grid(rows as u32))?;
+    let second = ctx.dispatch(
+        &combine,
+        &[&combine_params, &partial.buffer, &i.out.buffer],
+        grid(rows as u32),
+    )?;
     Ok([first, second])
 }
 
 /// CPU reference: plain softmax attention in f64.
-pub fn reference(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], shape: &AttentionShape, scale: f32) -> Vec<f32> {
+pub fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    positions: &[u32],
+    shape: &AttentionShape,
+    scale: f32,
+) -> Vec<f32> {
     let (hd, nkv) = (shape.head_dim, shape.n_kv_heads);
     let group = shape.n_heads / nkv;
     let mut out = vec![0.0; shape.n_tokens * shape.n_heads * hd];
@@ -178,7 +242,11 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], shape: &Att
             let scores: Vec<f64> = (0..=pos as usize)
                 .map(|j| {
                     let kv = &k[(j * nkv + kvh) * hd..][..hd];
-                    qv.iter().zip(kv).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale as f64
+                    qv.iter()
+                        .zip(kv)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
+                        * scale as f64
                 })
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -186,7 +254,11 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], shape: &Att
             let total: f64 = weights.iter().sum();
             let o = &mut out[(t * shape.n_heads + h) * hd..][..hd];
             for (d, od) in o.iter_mut().enumerate() {
-                let acc: f64 = weights.iter().enumerate().map(|(j, w)| w * v[(j * nkv + kvh) * hd + d] as f64).sum();
+                let acc: f64 = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| w * v[(j * nkv + kvh) * hd + d] as f64)
+                    .sum();
                 *od = (acc / total) as f32;
             }
         }

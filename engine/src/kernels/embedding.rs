@@ -21,14 +21,28 @@ pub fn source(precision: Precision, format: WeightFormat) -> KernelSource {
         label: format!("embedding.{}.{}", format.name(), precision_tag(precision)),
         source: weight_access(precision, format, wgsl::EMBEDDING),
         entry: "embed",
-        bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite],
+        bindings: &[
+            Binding::Uniform,
+            Binding::Read,
+            Binding::Read,
+            Binding::Read,
+            Binding::ReadWrite,
+        ],
     }
 }
 
 /// Looks up `n_tokens` ids (a `U32` tensor) into `out` (`[n_tokens, table.cols]`). Ids are
 /// checked on the host by the caller; an id past the table leaves its output row untouched.
-pub fn embed(ctx: &GpuContext, ids: &Tensor, table: &GpuWeight, out: &Tensor, n_tokens: usize) -> Result<Vec<Dispatch>> {
-    ensure_shape(ids.dtype == DType::U32, || "embedding: ids must be u32".into())?;
+pub fn embed(
+    ctx: &GpuContext,
+    ids: &Tensor,
+    table: &GpuWeight,
+    out: &Tensor,
+    n_tokens: usize,
+) -> Result<Vec<Dispatch>> {
+    ensure_shape(ids.dtype == DType::U32, || {
+        "embedding: ids must be u32".into()
+    })?;
     ensure_len("embedding", "ids", ids, n_tokens)?;
     ensure_len("embedding", "out", out, n_tokens * table.cols)?;
     let kernel = source(out.precision()?, table.format);
@@ -43,7 +57,17 @@ pub fn embed(ctx: &GpuContext, ids: &Tensor, table: &GpuWeight, out: &Tensor, n_
                 row_start: chunk.row_start as u32,
                 rows: chunk.rows as u32,
             });
-            ctx.dispatch(&kernel, &[&params, &ids.buffer, &chunk.codes, &chunk.scales, &out.buffer], workgroups)
+            ctx.dispatch(
+                &kernel,
+                &[
+                    &params,
+                    &ids.buffer,
+                    &chunk.codes,
+                    &chunk.scales,
+                    &out.buffer,
+                ],
+                workgroups,
+            )
         })
         .collect()
 }

@@ -8,7 +8,13 @@ use crate::error::{ensure_shape, Result};
 use crate::gpu::{assemble, grid, Binding, Dispatch, GpuContext, KernelSource, Precision, Tensor};
 use crate::quant::{PackedWeight, WeightFormat};
 
-const BINDINGS: &[Binding] = &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite];
+const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+];
 const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
 
@@ -66,7 +72,13 @@ fn check(x: &Tensor, w: &GpuWeight, y: &Tensor, m: usize) -> Result<Precision> {
 }
 
 /// `y[m, :] = W x[m, :]` for `m` rows of `x`. Picks GEMV for one row, GEMM otherwise.
-pub fn matmul(ctx: &GpuContext, x: &Tensor, w: &GpuWeight, y: &Tensor, m: usize) -> Result<Vec<Dispatch>> {
+pub fn matmul(
+    ctx: &GpuContext,
+    x: &Tensor,
+    w: &GpuWeight,
+    y: &Tensor,
+    m: usize,
+) -> Result<Vec<Dispatch>> {
     if m == 1 {
         gemv(ctx, x, w, y)
     } else {
@@ -83,11 +95,19 @@ pub fn gemv(ctx: &GpuContext, x: &Tensor, w: &GpuWeight, y: &Tensor) -> Result<V
 }
 
 /// Prefill path: `m` rows of `x` at once, tiled.
-pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &GpuWeight, y: &Tensor, m: usize) -> Result<Vec<Dispatch>> {
+pub fn gemm(
+    ctx: &GpuContext,
+    x: &Tensor,
+    w: &GpuWeight,
+    y: &Tensor,
+    m: usize,
+) -> Result<Vec<Dispatch>> {
     let precision = check(x, w, y, m)?;
     let [_, kernel] = sources(precision, w.format);
     let tiles_m = m.div_ceil(GEMM_TILE_M) as u32;
-    launch(ctx, &kernel, x, w, y, m, |rows| [rows.div_ceil(GEMM_TILE_N) as u32, tiles_m, 1])
+    launch(ctx, &kernel, x, w, y, m, |rows| {
+        [rows.div_ceil(GEMM_TILE_N) as u32, tiles_m, 1]
+    })
 }
 
 fn launch(
@@ -127,7 +147,11 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight) -> Vec<f32> {
         let xi = &x[i * w.cols..(i + 1) * w.cols];
         for n in 0..w.rows {
             let row = &dense[n * w.cols..(n + 1) * w.cols];
-            y[i * w.rows + n] = xi.iter().zip(row).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+            y[i * w.rows + n] = xi
+                .iter()
+                .zip(row)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32;
         }
     }
     y

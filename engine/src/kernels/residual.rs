@@ -19,7 +19,11 @@ pub fn add(ctx: &GpuContext, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispatc
     ensure_len("residual", "x", x, n)?;
     ensure_len("residual", "y", y, n)?;
     let params = ctx.uniform(&[n as u32, 0, 0, 0]);
-    ctx.dispatch(&source(precision), &[&params, &y.buffer, &x.buffer], grid(groups_for(n, 256)))
+    ctx.dispatch(
+        &source(precision),
+        &[&params, &y.buffer, &x.buffer],
+        grid(groups_for(n, 256)),
+    )
 }
 
 /// CPU reference.

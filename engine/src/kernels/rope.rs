@@ -2,7 +2,9 @@
 
 use super::{ensure_len, groups_for, precision_tag, wgsl};
 use crate::error::{ensure_shape, Result};
-use crate::gpu::{assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor};
+use crate::gpu::{
+    assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
+};
 
 /// Which elements of a head form a rotated pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +61,12 @@ pub fn source(precision: Precision) -> KernelSource {
         label: format!("rope.{}", precision_tag(precision)),
         source: assemble(precision, &[], &[wgsl::ROPE]),
         entry: "rope",
-        bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite],
+        bindings: &[
+            Binding::Uniform,
+            Binding::Read,
+            Binding::Read,
+            Binding::ReadWrite,
+        ],
     }
 }
 
@@ -75,8 +82,12 @@ pub fn rope(
     mode: RopeMode,
 ) -> Result<Dispatch> {
     let head_dim = inv_freq.len() * 2;
-    ensure_shape(positions.dtype == DType::U32, || "rope: positions must be u32".into())?;
-    ensure_shape(inv_freq.dtype == DType::F32, || "rope: inv_freq must be f32".into())?;
+    ensure_shape(positions.dtype == DType::U32, || {
+        "rope: positions must be u32".into()
+    })?;
+    ensure_shape(inv_freq.dtype == DType::F32, || {
+        "rope: inv_freq must be f32".into()
+    })?;
     ensure_len("rope", "positions", positions, n_tokens)?;
     ensure_len("rope", "x", x, n_tokens * n_heads * head_dim)?;
     let params = ctx.uniform(&Params {
@@ -94,7 +105,13 @@ pub fn rope(
 }
 
 /// CPU reference, in place on `x`.
-pub fn reference(x: &mut [f32], positions: &[u32], inv_freq: &[f32], n_heads: usize, mode: RopeMode) {
+pub fn reference(
+    x: &mut [f32],
+    positions: &[u32],
+    inv_freq: &[f32],
+    n_heads: usize,
+    mode: RopeMode,
+) {
     let head_dim = inv_freq.len() * 2;
     for (t, &pos) in positions.iter().enumerate() {
         for h in 0..n_heads {

@@ -44,21 +44,34 @@ impl GpuWeight {
         let mut row_start = 0;
         while row_start < weight.rows {
             let rows = max_rows.min(weight.rows - row_start);
-            let codes = &weight.codes[row_start * words_per_row..(row_start + rows) * words_per_row];
+            let codes =
+                &weight.codes[row_start * words_per_row..(row_start + rows) * words_per_row];
             let codes = ctx.upload_bytes(bytemuck::cast_slice(codes), "weight codes")?;
             let scales = if scales_per_row == 0 {
                 ctx.upload_bytes(&[0; 4], "no scales")?
             } else {
                 let part = PackedWeight {
-                    scales: weight.scales[row_start * scales_per_row..(row_start + rows) * scales_per_row].to_vec(),
+                    scales: weight.scales
+                        [row_start * scales_per_row..(row_start + rows) * scales_per_row]
+                        .to_vec(),
                     codes: Vec::new(),
                     ..*weight
                 };
                 ctx.upload_bytes(bytemuck::cast_slice(&part.scale_words()), "weight scales")?
             };
-            chunks.push(WeightChunk { row_start, rows, codes, scales });
+            chunks.push(WeightChunk {
+                row_start,
+                rows,
+                codes,
+                scales,
+            });
             row_start += rows;
         }
-        Ok(Self { format, rows: weight.rows, cols: weight.cols, chunks })
+        Ok(Self {
+            format,
+            rows: weight.rows,
+            cols: weight.cols,
+            chunks,
+        })
     }
 }

@@ -34,6 +34,8 @@ use half::f16;
 
 use crate::error::{Error, Result};
 
+pub mod ggml;
+
 /// How a weight matrix is stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightFormat {
@@ -61,13 +63,24 @@ impl GroupSpec {
 }
 
 impl WeightFormat {
-    pub const ALL: [WeightFormat; 3] = [WeightFormat::Q4F16, WeightFormat::Q3F16, WeightFormat::F16];
+    pub const ALL: [WeightFormat; 3] =
+        [WeightFormat::Q4F16, WeightFormat::Q3F16, WeightFormat::F16];
 
     /// Group parameters, or `None` for an unquantized format.
     pub fn group_spec(self) -> Option<GroupSpec> {
         match self {
-            WeightFormat::Q4F16 => Some(GroupSpec { bits: 4, group_size: 32, codes_per_word: 8, max_int: 7 }),
-            WeightFormat::Q3F16 => Some(GroupSpec { bits: 3, group_size: 40, codes_per_word: 10, max_int: 3 }),
+            WeightFormat::Q4F16 => Some(GroupSpec {
+                bits: 4,
+                group_size: 32,
+                codes_per_word: 8,
+                max_int: 7,
+            }),
+            WeightFormat::Q3F16 => Some(GroupSpec {
+                bits: 3,
+                group_size: 40,
+                codes_per_word: 10,
+                max_int: 3,
+            }),
             WeightFormat::F16 => None,
         }
     }
@@ -104,7 +117,9 @@ impl WeightFormat {
             "q4f16" | "q4f16_1" => Ok(WeightFormat::Q4F16),
             "q3f16" | "q3f16_1" => Ok(WeightFormat::Q3F16),
             "f16" => Ok(WeightFormat::F16),
-            other => Err(Error::Invalid(format!("unknown weight format `{other}` (expected q4f16, q3f16 or f16)"))),
+            other => Err(Error::Invalid(format!(
+                "unknown weight format `{other}` (expected q4f16, q3f16 or f16)"
+            ))),
         }
     }
 }
@@ -128,7 +143,12 @@ fn f16_round(x: f32) -> f32 {
 impl PackedWeight {
     /// Quantizes a row-major `[rows, cols]` f32 matrix (values are first rounded to f16, the
     /// model dtype MLC quantizes from).
-    pub fn quantize(format: WeightFormat, weights: &[f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn quantize(
+        format: WeightFormat,
+        weights: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
         if weights.len() != rows * cols {
             return Err(Error::Shape(format!(
                 "{} weights do not fill a {rows}x{cols} matrix",
@@ -149,7 +169,13 @@ impl PackedWeight {
                 }
             }
         }
-        Ok(Self { format, rows, cols, codes, scales })
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            codes,
+            scales,
+        })
     }
 
     /// Weight `(row, k)` as the GPU kernels see it.
@@ -160,7 +186,8 @@ impl PackedWeight {
         match self.format.group_spec() {
             Some(spec) => {
                 let code = (word >> (j as u32 * spec.bits)) & ((1 << spec.bits) - 1);
-                let scale = self.scales[row * self.format.scales_per_row(self.cols) + k / spec.group_size];
+                let scale =
+                    self.scales[row * self.format.scales_per_row(self.cols) + k / spec.group_size];
                 (code as f32 - spec.max_int as f32) * scale.to_f32()
             }
             None => f16::from_bits((word >> (16 * j)) as u16).to_f32(),
@@ -197,7 +224,10 @@ impl PackedWeight {
 fn quantize_row(spec: &GroupSpec, row: &[f32], out: &mut [u32], scales: &mut Vec<f16>) {
     let max_int = spec.max_int as f32;
     for (g, group) in row.chunks(spec.group_size).enumerate() {
-        let max_abs = group.iter().map(|&w| f16_round(w).abs()).fold(0.0f32, f32::max);
+        let max_abs = group
+            .iter()
+            .map(|&w| f16_round(w).abs())
+            .fold(0.0f32, f32::max);
         let scale = f16::from_f32(max_abs / max_int);
         scales.push(scale);
         let s = scale.to_f32();

@@ -15,7 +15,10 @@ fn q4f16_hand_vector() {
     let w = group_with(&[0.7, -0.7, 0.2, 0.1], 32);
     let p = PackedWeight::quantize(WeightFormat::Q4F16, &w, 1, 32).unwrap();
     assert_eq!(p.scales, vec![f16::from_bits(0x2E67)]);
-    assert_eq!(p.codes, vec![0x7777_890E, 0x7777_7777, 0x7777_7777, 0x7777_7777]);
+    assert_eq!(
+        p.codes,
+        vec![0x7777_890E, 0x7777_7777, 0x7777_7777, 0x7777_7777]
+    );
     assert_eq!(p.scale_words(), vec![0x2E67]);
 }
 
@@ -25,7 +28,10 @@ fn q3f16_hand_vector() {
     let w = group_with(&[0.3, -0.3, 0.1], 40);
     let p = PackedWeight::quantize(WeightFormat::Q3F16, &w, 1, 40).unwrap();
     assert_eq!(p.scales, vec![f16::from_bits(0x2E67)]);
-    assert_eq!(p.codes, vec![0x1B6D_B706, 0x1B6D_B6DB, 0x1B6D_B6DB, 0x1B6D_B6DB]);
+    assert_eq!(
+        p.codes,
+        vec![0x1B6D_B706, 0x1B6D_B6DB, 0x1B6D_B6DB, 0x1B6D_B6DB]
+    );
 }
 
 #[test]
@@ -60,7 +66,9 @@ fn round_trip_error_is_half_a_step() {
             assert_eq!(p.scales.len(), rows * cols.div_ceil(spec.group_size));
             let back = p.dequantize();
             for (i, (&a, &b)) in w.iter().zip(&back).enumerate() {
-                let scale = p.scales[(i / cols) * format.scales_per_row(cols) + (i % cols) / spec.group_size].to_f32();
+                let scale = p.scales
+                    [(i / cols) * format.scales_per_row(cols) + (i % cols) / spec.group_size]
+                    .to_f32();
                 assert!(
                     (a - b).abs() <= scale * 0.5 + 2e-3 * a.abs() + 1e-3,
                     "{format:?} K={cols}: weight {i} {a} came back {b} (scale {scale})"
@@ -75,7 +83,9 @@ fn round_trip_error_is_half_a_step() {
 fn padded_group_codes_are_zero() {
     // K = 576 = 14 groups of 40 + 16: the 15th q3 group has 24 padded slots.
     let cols = 576;
-    let w: Vec<f32> = (0..cols).map(|k| if k >= 560 { 0.25 } else { 1.0 }).collect();
+    let w: Vec<f32> = (0..cols)
+        .map(|k| if k >= 560 { 0.25 } else { 1.0 })
+        .collect();
     let p = PackedWeight::quantize(WeightFormat::Q3F16, &w, 1, cols).unwrap();
     assert_eq!(p.codes.len(), 60);
     assert_eq!(p.scales[14].to_f32(), f16::from_f32(0.25 / 3.0).to_f32());

@@ -1,0 +1,4 @@
+//! Model files: reading weights, hyperparameters and tokenizer data from the formats
+//! models ship in.
+
+pub mod gguf;
