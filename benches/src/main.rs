@@ -154,15 +154,12 @@ fn run_batch(ctx: &GpuContext, dispatches: &[Dispatch], calls: usize) -> glim::R
 /// Warms up, picks the batch size and repetitions, and times one call (`dispatches`
 /// together: a GEMV over a split weight is one dispatch per chunk).
 fn measure(ctx: &GpuContext, dispatches: &[Dispatch], opts: &Options) -> glim::Result<Timing> {
-    // Warm-up and calibration: a single call, then a batch long enough to amortize the
-    // submit latency that dominates a single call on a fast GPU.
+    // Warm-up: a single call, which also pays any first-use cost (some drivers compile the
+    // shader on its first launch). Calibration: a batch long enough to amortize the submit
+    // latency that dominates a single call on a fast GPU.
     let single = run_batch(ctx, dispatches, 1)?;
     let probe = ((PROBE_SECONDS / single).ceil() as usize).clamp(1, MAX_BATCH);
-    let estimate = if probe > 1 {
-        run_batch(ctx, dispatches, probe)? / probe as f64
-    } else {
-        single
-    };
+    let estimate = run_batch(ctx, dispatches, probe)? / probe as f64;
 
     let reps = opts.reps.unwrap_or_else(|| {
         let fit = (opts.seconds / estimate).floor() as usize;
@@ -292,6 +289,13 @@ fn bench_gemv(
     })
 }
 
+fn precision_name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F16 => "f16",
+        Precision::F32 => "f32",
+    }
+}
+
 fn geomean(values: &[f64]) -> f64 {
     (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
 }
@@ -314,7 +318,11 @@ fn run(opts: &Options) -> Result<(), String> {
     let default = ctx.default_precision();
     let precision = opts.precision.unwrap_or(default);
     ctx.check_precision(precision).map_err(|e| e.to_string())?;
-    println!("activations: {precision:?} (adapter default: {default:?})");
+    println!(
+        "activations: {} (adapter default: {})",
+        precision_name(precision),
+        precision_name(default)
+    );
     println!(
         "timing:      wall clock of submit + wait for a batch of B launches, / B; median and min over R batches, \
          ~{:.1} s per case{}",
@@ -356,6 +364,11 @@ fn run(opts: &Options) -> Result<(), String> {
             rows.push(row);
         }
     }
+    // Timed again last: the two copy rows together show how much the device's speed drifted
+    // during the run (e.g. from other load on a software adapter). Ratios use the first.
+    let mut copy_again = bench_copy(&ctx, opts, &mut rng)?;
+    copy_again.shape = "(again, last)".into();
+    print_row(&copy_again, copy_gbps);
 
     println!();
     println!("summary (over the {} shapes):", SHAPES.len());
@@ -376,8 +389,9 @@ fn run(opts: &Options) -> Result<(), String> {
         );
     }
     println!(
-        "copy   {copy_gbps:>16.2} GB/s read ({:.2} GB/s read + write)",
-        2.0 * copy_gbps
+        "copy   {copy_gbps:>16.2} GB/s read ({:.2} GB/s read + write); {:.2} GB/s when timed again at the end",
+        2.0 * copy_gbps,
+        copy_again.gbps()
     );
     println!();
     println!("total run time: {:.1} s", started.elapsed().as_secs_f64());

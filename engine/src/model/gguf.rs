@@ -607,6 +607,16 @@ fn context(e: Error, what: impl fmt::Display) -> Error {
     }
 }
 
+/// `s` quoted and escaped for a one-line message, and cut short: names come from the file,
+/// which may make them megabytes long or fill them with control characters.
+fn quoted(s: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match s.char_indices().nth(MAX_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+    }
+}
+
 fn invalid(msg: String) -> Error {
     Error::Invalid(msg)
 }
@@ -662,7 +672,7 @@ impl<'a> Reader<'a> {
         let left = self.remaining();
         if u128::from(n) * min_bytes as u128 > left as u128 {
             return Err(invalid(format!(
-                "{what} {n} at byte {at} is impossible: that many need at least {} bytes, only {left} left",
+                "{what} {n} at byte {at} needs at least {} bytes, only {left} left (truncated or corrupt file)",
                 u128::from(n) * min_bytes as u128
             )));
         }
@@ -814,9 +824,9 @@ fn parse(buf: &[u8]) -> Result<Layout> {
         let value = r
             .value_type()
             .and_then(|ty| r.value(ty))
-            .map_err(|e| context(e, format_args!("metadata key {key:?}")))?;
+            .map_err(|e| context(e, format_args!("metadata key {}", quoted(&key))))?;
         if metadata_index.insert(key.clone(), metadata.len()).is_some() {
-            return Err(invalid(format!("duplicate metadata key {key:?}")));
+            return Err(invalid(format!("duplicate metadata key {}", quoted(&key))));
         }
         metadata.push((key, value));
     }
@@ -842,7 +852,8 @@ fn parse(buf: &[u8]) -> Result<Layout> {
 
     if u128::from(n_tensors) * MIN_TENSOR_INFO_BYTES as u128 > r.remaining() as u128 {
         return Err(invalid(format!(
-            "tensor count {n_tensors} is impossible: only {} bytes are left for tensor infos",
+            "tensor count {n_tensors} needs at least {} bytes of tensor infos, only {} left (truncated or corrupt file)",
+            u128::from(n_tensors) * MIN_TENSOR_INFO_BYTES as u128,
             r.remaining()
         )));
     }
@@ -852,7 +863,8 @@ fn parse(buf: &[u8]) -> Result<Layout> {
         let name = r
             .string("tensor name")
             .map_err(|e| context(e, format_args!("tensor info {i}")))?;
-        let info = tensor_info(&mut r).map_err(|e| context(e, format_args!("tensor {name:?}")))?;
+        let info = tensor_info(&mut r)
+            .map_err(|e| context(e, format_args!("tensor {}", quoted(&name))))?;
         raw.push((name, info));
     }
 
@@ -868,7 +880,10 @@ fn parse(buf: &[u8]) -> Result<Layout> {
             .insert(info.name.clone(), tensors.len())
             .is_some()
         {
-            return Err(invalid(format!("duplicate tensor name {:?}", info.name)));
+            return Err(invalid(format!(
+                "duplicate tensor name {}",
+                quoted(&info.name)
+            )));
         }
         tensors.push(info);
     }
@@ -920,19 +935,22 @@ fn place_tensor(
         })
         .ok_or_else(|| {
             invalid(format!(
-                "tensor {name:?}: dims {dims:?} overflow the element count"
+                "tensor {}: dims {dims:?} overflow the element count",
+                quoted(&name)
             ))
         })?;
     let row = dims.first().copied().unwrap_or(1);
     let block = ty.block_size() as u64;
-    if row % block != 0 {
+    if !row.is_multiple_of(block) {
         return Err(invalid(format!(
-            "tensor {name:?}: row length {row} is not a multiple of the {ty} block size {block}"
+            "tensor {}: row length {row} is not a multiple of the {ty} block size {block}",
+            quoted(&name)
         )));
     }
-    if offset % alignment != 0 {
+    if !offset.is_multiple_of(alignment) {
         return Err(invalid(format!(
-            "tensor {name:?}: offset {offset} is not a multiple of the alignment {alignment}"
+            "tensor {}: offset {offset} is not a multiple of the alignment {alignment}",
+            quoted(&name)
         )));
     }
     let extent = (n_elements / block)
@@ -943,7 +961,8 @@ fn place_tensor(
         Some((n, start, end)) if end <= file_len as u64 => (n, start),
         _ => {
             return Err(invalid(format!(
-                "tensor {name:?}: {ty} data of dims {dims:?} at offset {offset} runs past the end of the {file_len}-byte file"
+                "tensor {}: {ty} data of dims {dims:?} at offset {offset} runs past the end of the {file_len}-byte file",
+                quoted(&name)
             )))
         }
     };
@@ -1032,7 +1051,7 @@ mod tests {
             self
         }
         fn pad_to(&mut self, alignment: usize) {
-            while self.0.len() % alignment != 0 {
+            while !self.0.len().is_multiple_of(alignment) {
                 self.0.push(0);
             }
         }
@@ -1073,9 +1092,11 @@ mod tests {
         }
         w.pad_to(alignment);
         let data_offset = w.0.len();
-        for t in tensors {
+        for (i, t) in tensors.iter().enumerate() {
+            if i > 0 {
+                w.pad_to(alignment);
+            }
             w.0.extend(&t.data);
-            w.pad_to(alignment);
         }
         (w.0, data_offset)
     }
@@ -1283,8 +1304,9 @@ mod tests {
             (g.version(), g.alignment(), g.data_offset()),
             (2, 64, data_offset as u64)
         );
-        assert_eq!(g.tensor("c.q8_0").unwrap().offset(), 64);
-        assert_eq!(g.tensor("d.scalar").unwrap().offset(), 192);
+        assert_eq!(g.tensor("b.f16").unwrap().offset(), 64);
+        assert_eq!(g.tensor("c.q8_0").unwrap().offset(), 128);
+        assert_eq!(g.tensor("d.scalar").unwrap().offset(), 256);
         assert_eq!(g.tensor_f32("d.scalar").unwrap(), [7.0]);
     }
 
@@ -1384,11 +1406,11 @@ mod tests {
         rejects(header(3, 0, u64::MAX, &[0; 64]), "metadata count");
         // A key whose length is far beyond the file.
         rejects(
-            header(3, 0, 1, &W::default().u64(u64::MAX).0),
+            header(3, 0, 1, &W::default().u64(u64::MAX).u64(0).u64(0).0),
             "metadata key",
         );
         rejects(
-            header(3, 0, 1, &W::default().u64(1 << 33).0),
+            header(3, 0, 1, &W::default().u64(1 << 33).u64(0).u64(0).0),
             "metadata key",
         );
         // A string value and arrays that claim more than the file holds.
@@ -1426,6 +1448,17 @@ mod tests {
         let mut w = W::default();
         w.str("evil\nkey").u32(99);
         rejects(header(3, 0, 1, &w.0), "evil\\nkey");
+        // Huge names are cut short in messages.
+        let long = "x".repeat(100_000);
+        let mut w = W::default();
+        w.str(&long).u32(99);
+        let msg = GgufFile::from_bytes(header(3, 0, 1, &w.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.len() < 300 && msg.contains("xxx\"...") && msg.contains("99"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl GgmlType {
     /// is not a whole number of blocks or the size does not fit in `usize`.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(Error::Shape(format!(
                 "{n} {} elements are not a whole number of {bs}-element blocks",
                 self.name()
@@ -676,7 +676,7 @@ mod tests {
     /// even sub-block in the low nibbles.
     fn k_nibble(qs: &[u8], e: usize) -> u8 {
         let byte = qs[32 * (e / 64) + e % 32];
-        if (e / 32) % 2 == 0 {
+        if (e / 32).is_multiple_of(2) {
             byte & 0xF
         } else {
             byte >> 4

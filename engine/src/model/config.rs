@@ -1,0 +1,118 @@
+//! The Llama-family model configuration, read from a GGUF file's metadata.
+
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+use crate::kernels::rope::RopeMode;
+
+/// Shapes and constants of a Llama-family model (Llama 2/3, SmolLM, TinyLlama, Mistral
+/// without sliding windows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layers: usize,
+    pub dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    pub rope_base: f32,
+    pub rope_mode: RopeMode,
+    pub rms_eps: f32,
+    /// The model's trained context length.
+    pub context_length: usize,
+    /// The output head shares the token embedding table.
+    pub tied_embeddings: bool,
+}
+
+/// Architectures whose GGUF tensors and metadata follow llama.cpp's `llama` layout.
+const LLAMA_LIKE: &[&str] = &["llama"];
+
+impl LlamaConfig {
+    /// Reads the config of a GGUF Llama model. Other architectures are an error naming them.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch = file.architecture()?;
+        if !LLAMA_LIKE.contains(&arch) {
+            return Err(Error::Unsupported(format!(
+                "model architecture `{arch}` (glim runs: {})",
+                LLAMA_LIKE.join(", ")
+            )));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let opt_u32 = |k: &str| {
+            file.metadata(&key(k))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+        };
+        let opt_f32 = |k: &str| {
+            file.metadata(&key(k))
+                .and_then(|v| v.as_f64())
+                .map(|v| v as f32)
+        };
+        let n_layers = file.get_u32(&key("block_count"))? as usize;
+        let dim = file.get_u32(&key("embedding_length"))? as usize;
+        let n_heads = file.get_u32(&key("attention.head_count"))? as usize;
+        let n_kv_heads = opt_u32("attention.head_count_kv").unwrap_or(n_heads);
+        let ffn_dim = file.get_u32(&key("feed_forward_length"))? as usize;
+        if n_heads == 0 || n_kv_heads == 0 || dim == 0 || n_layers == 0 {
+            return Err(Error::Invalid(
+                "model has zero layers, heads or width".into(),
+            ));
+        }
+        let head_dim = opt_u32("attention.key_length").unwrap_or(dim / n_heads);
+        let vocab_size = match opt_u32("vocab_size") {
+            Some(v) => v,
+            None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+        };
+        let embeddings = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| Error::Invalid("model has no token_embd.weight tensor".into()))?;
+        let config = Self {
+            n_layers,
+            dim,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim,
+            vocab_size: vocab_size.max(embeddings.n_rows() as usize),
+            rope_base: opt_f32("rope.freq_base").unwrap_or(10_000.0),
+            // llama.cpp's converter permutes Q/K rows so rotated pairs are adjacent.
+            rope_mode: RopeMode::Interleaved,
+            rms_eps: opt_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            context_length: opt_u32("context_length").unwrap_or(2048),
+            tied_embeddings: file.tensor("output.weight").is_none(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the numbers fit together and the kernels' limits.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "{} heads do not group into {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2)
+            || self.head_dim > crate::kernels::attention::MAX_HEAD_DIM
+        {
+            return bad(format!(
+                "head dimension {} unsupported (even, at most 256)",
+                self.head_dim
+            ));
+        }
+        if self.vocab_size == 0 || self.ffn_dim == 0 {
+            return bad("model has an empty vocabulary or feed-forward layer".into());
+        }
+        Ok(())
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}

@@ -1,0 +1,540 @@
+//! The Llama-family forward pass on the GPU, readable top to bottom in [`Llama::plan`].
+//!
+//! All buffers (weights, KV cache, activations for up to `max_batch` tokens, logits) are
+//! allocated at load. A call records the plan for its tokens into one encoder and submits
+//! once; the decode plan (one token) is built once and reused, so a decode step allocates
+//! nothing and reads back only the 4-byte token id.
+
+use super::config::LlamaConfig;
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
+use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
+use crate::kernels::weight::GpuWeight;
+use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, rope, swiglu};
+use crate::quant::{PackedWeight, WeightFormat};
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// GPU weight format; GGUF tensors are decoded and re-quantized to it.
+    pub format: WeightFormat,
+    /// KV-cache length in tokens (prompt plus generated); capped at the model's own.
+    pub context: usize,
+    /// Tokens per prefill pass; longer prompts go in several passes.
+    pub max_batch: usize,
+    /// Activation precision; `None` picks the adapter's best.
+    pub precision: Option<Precision>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            format: WeightFormat::Q4F16,
+            context: 2048,
+            max_batch: 128,
+            precision: None,
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: GpuWeight,
+    wk: GpuWeight,
+    wv: GpuWeight,
+    wo: GpuWeight,
+    ffn_norm: Tensor,
+    w_gate: GpuWeight,
+    w_up: GpuWeight,
+    w_down: GpuWeight,
+    k_cache: Tensor,
+    v_cache: Tensor,
+}
+
+/// Activations for up to `max_batch` tokens.
+struct Buffers {
+    ids: Tensor,
+    positions: Tensor,
+    x: Tensor,
+    h: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    ffn: Tensor,
+    last: Tensor,
+    partial: Tensor,
+    logits: Tensor,
+    tokens: Tensor,
+    readback: wgpu::Buffer,
+}
+
+/// Which logits a pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, teacher-forced checks).
+    All,
+}
+
+/// One recorded step of a pass: a kernel, or copying the new K/V rows into the cache.
+enum Op {
+    Kernel(Dispatch),
+    StoreKv(usize),
+    CopyLastRow,
+}
+
+/// A loaded Llama-family model on one GPU.
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub precision: Precision,
+    pub format: WeightFormat,
+    pub context: usize,
+    max_batch: usize,
+    ctx: GpuContext,
+    embed: GpuWeight,
+    output: Option<GpuWeight>,
+    final_norm: Tensor,
+    inv_freq: Tensor,
+    layers: Vec<Layer>,
+    buf: Buffers,
+    decode_plan: Option<Vec<Op>>,
+    n_splits: usize,
+    weight_bytes: usize,
+}
+
+fn load_matrix(
+    ctx: &GpuContext,
+    file: &GgufFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    format: WeightFormat,
+    bytes: &mut usize,
+) -> Result<GpuWeight> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
+    if info.row_len() as usize != cols || info.n_rows() as usize != rows {
+        return Err(Error::Invalid(format!(
+            "tensor {name} is {:?}, expected {cols} x {rows} (GGUF order)",
+            info.dims()
+        )));
+    }
+    let packed = PackedWeight::quantize(format, &file.tensor_f32(name)?, rows, cols)?;
+    *bytes += packed.byte_size();
+    GpuWeight::upload(ctx, &packed)
+}
+
+fn load_vector(
+    ctx: &GpuContext,
+    file: &GgufFile,
+    name: &str,
+    len: usize,
+    bytes: &mut usize,
+) -> Result<Tensor> {
+    let values = file.tensor_f32(name)?;
+    if values.len() != len {
+        return Err(Error::Invalid(format!(
+            "tensor {name} has {} values, expected {len}",
+            values.len()
+        )));
+    }
+    *bytes += len * 4;
+    ctx.tensor_from_f32(&values, &[len], DType::F32)
+}
+
+impl Llama {
+    /// Loads a GGUF Llama model onto `ctx`. `progress(done, total)` is called per tensor.
+    pub fn from_gguf(
+        ctx: GpuContext,
+        file: &GgufFile,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
+        ctx.check_precision(precision)?;
+        let context = options.context.clamp(1, config.context_length.max(1));
+        let max_batch = options.max_batch.clamp(1, context);
+        let format = options.format;
+        let (dim, qd, kvd, ffn, vocab) = (
+            config.dim,
+            config.q_dim(),
+            config.kv_dim(),
+            config.ffn_dim,
+            config.vocab_size,
+        );
+        let total = 3 + config.n_layers * 9 + usize::from(!config.tied_embeddings);
+        let mut done = 0;
+        let mut tick = |n: &mut usize| {
+            *n += 1;
+            progress(*n, total);
+        };
+        let mut weight_bytes = 0;
+        let wb = &mut weight_bytes;
+
+        let embed = load_matrix(&ctx, file, "token_embd.weight", vocab, dim, format, wb)?;
+        tick(&mut done);
+        let output = if config.tied_embeddings {
+            None
+        } else {
+            let w = load_matrix(&ctx, file, "output.weight", vocab, dim, format, wb)?;
+            tick(&mut done);
+            Some(w)
+        };
+        let final_norm = load_vector(&ctx, file, "output_norm.weight", dim, wb)?;
+        tick(&mut done);
+        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, None);
+        // Llama 3 GGUFs carry their frequency scaling as per-pair divisors.
+        if file.tensor("rope_freqs.weight").is_some() {
+            let factors = file.tensor_f32("rope_freqs.weight")?;
+            if factors.len() != freqs.len() {
+                return Err(Error::Invalid(format!(
+                    "rope_freqs.weight has {} values, expected {}",
+                    factors.len(),
+                    freqs.len()
+                )));
+            }
+            freqs.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
+        }
+        let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
+        tick(&mut done);
+
+        let act = DType::from(precision);
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let name = |t: &str| format!("blk.{i}.{t}.weight");
+            let mut matrix = |t: &str, rows, cols, n: &mut usize| {
+                let w = load_matrix(&ctx, file, &name(t), rows, cols, format, wb);
+                tick(n);
+                w
+            };
+            let wq = matrix("attn_q", qd, dim, &mut done)?;
+            let wk = matrix("attn_k", kvd, dim, &mut done)?;
+            let wv = matrix("attn_v", kvd, dim, &mut done)?;
+            let wo = matrix("attn_output", dim, qd, &mut done)?;
+            let w_gate = matrix("ffn_gate", ffn, dim, &mut done)?;
+            let w_up = matrix("ffn_up", ffn, dim, &mut done)?;
+            let w_down = matrix("ffn_down", dim, ffn, &mut done)?;
+            let attn_norm = load_vector(&ctx, file, &name("attn_norm"), dim, wb)?;
+            tick(&mut done);
+            let ffn_norm = load_vector(&ctx, file, &name("ffn_norm"), dim, wb)?;
+            tick(&mut done);
+            layers.push(Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down,
+                k_cache: ctx.zeros(&[context, kvd], act)?,
+                v_cache: ctx.zeros(&[context, kvd], act)?,
+            });
+        }
+
+        let b = max_batch;
+        let n_splits = context.div_ceil(256).clamp(1, 32);
+        let buf = Buffers {
+            ids: ctx.zeros(&[b], DType::U32)?,
+            positions: ctx.zeros(&[b], DType::U32)?,
+            x: ctx.zeros(&[b, dim], act)?,
+            h: ctx.zeros(&[b, dim], act)?,
+            q: ctx.zeros(&[b, qd], act)?,
+            k: ctx.zeros(&[b, kvd], act)?,
+            v: ctx.zeros(&[b, kvd], act)?,
+            attn: ctx.zeros(&[b, qd], act)?,
+            gate: ctx.zeros(&[b, ffn], act)?,
+            up: ctx.zeros(&[b, ffn], act)?,
+            ffn: ctx.zeros(&[b, ffn], act)?,
+            last: ctx.zeros(&[dim], act)?,
+            partial: ctx.zeros(
+                &[AttentionShape {
+                    n_tokens: 1,
+                    n_heads: config.n_heads,
+                    n_kv_heads: config.n_kv_heads,
+                    head_dim: config.head_dim,
+                    context,
+                }
+                .partial_len(n_splits)],
+                DType::F32,
+            )?,
+            logits: ctx.zeros(&[b, vocab], act)?,
+            tokens: ctx.zeros(&[b], DType::U32)?,
+            readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("token readback"),
+                size: (b * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        ctx.take_error()?;
+        Ok(Self {
+            config,
+            precision,
+            format,
+            context,
+            max_batch,
+            ctx,
+            embed,
+            output,
+            final_norm,
+            inv_freq,
+            layers,
+            buf,
+            decode_plan: None,
+            n_splits,
+            weight_bytes,
+        })
+    }
+
+    pub fn gpu(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// The forward pass for `n` tokens (ids and positions already in their buffers).
+    fn plan(&self, n: usize, logits: Logits) -> Result<Vec<Op>> {
+        let c = &self.config;
+        let ctx = &self.ctx;
+        let b = &self.buf;
+        let mut ops = Vec::new();
+        let kernels =
+            |ds: Vec<Dispatch>, ops: &mut Vec<Op>| ops.extend(ds.into_iter().map(Op::Kernel));
+        let shape = AttentionShape {
+            n_tokens: n,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            context: self.context,
+        };
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+
+        kernels(
+            embedding::embed(ctx, &b.ids, &self.embed, &b.x, n)?,
+            &mut ops,
+        );
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            ops.push(Op::Kernel(rmsnorm::rmsnorm(
+                ctx,
+                &b.x,
+                &layer.attn_norm,
+                &b.h,
+                n,
+                c.rms_eps,
+            )?));
+            kernels(matmul::matmul(ctx, &b.h, &layer.wq, &b.q, n)?, &mut ops);
+            kernels(matmul::matmul(ctx, &b.h, &layer.wk, &b.k, n)?, &mut ops);
+            kernels(matmul::matmul(ctx, &b.h, &layer.wv, &b.v, n)?, &mut ops);
+            ops.push(Op::Kernel(rope::rope(
+                ctx,
+                &b.q,
+                &b.positions,
+                &self.inv_freq,
+                n,
+                c.n_heads,
+                c.rope_mode,
+            )?));
+            ops.push(Op::Kernel(rope::rope(
+                ctx,
+                &b.k,
+                &b.positions,
+                &self.inv_freq,
+                n,
+                c.n_kv_heads,
+                c.rope_mode,
+            )?));
+            ops.push(Op::StoreKv(i));
+            let inputs = AttentionInputs {
+                q: &b.q,
+                k_cache: &layer.k_cache,
+                v_cache: &layer.v_cache,
+                positions: &b.positions,
+                out: &b.attn,
+            };
+            if n == 1 {
+                let [split, combine] =
+                    attention::decode(ctx, &inputs, &b.partial, &shape, scale, self.n_splits)?;
+                ops.extend([Op::Kernel(split), Op::Kernel(combine)]);
+            } else {
+                ops.push(Op::Kernel(attention::prefill(ctx, &inputs, &shape, scale)?));
+            }
+            kernels(matmul::matmul(ctx, &b.attn, &layer.wo, &b.h, n)?, &mut ops);
+            ops.push(Op::Kernel(residual::add(ctx, &b.x, &b.h, n * c.dim)?));
+            // Feed-forward block.
+            ops.push(Op::Kernel(rmsnorm::rmsnorm(
+                ctx,
+                &b.x,
+                &layer.ffn_norm,
+                &b.h,
+                n,
+                c.rms_eps,
+            )?));
+            kernels(
+                matmul::matmul(ctx, &b.h, &layer.w_gate, &b.gate, n)?,
+                &mut ops,
+            );
+            kernels(matmul::matmul(ctx, &b.h, &layer.w_up, &b.up, n)?, &mut ops);
+            ops.push(Op::Kernel(swiglu::swiglu(
+                ctx,
+                &b.gate,
+                &b.up,
+                &b.ffn,
+                n * c.ffn_dim,
+            )?));
+            kernels(
+                matmul::matmul(ctx, &b.ffn, &layer.w_down, &b.h, n)?,
+                &mut ops,
+            );
+            ops.push(Op::Kernel(residual::add(ctx, &b.x, &b.h, n * c.dim)?));
+        }
+        ops.push(Op::Kernel(rmsnorm::rmsnorm(
+            ctx,
+            &b.x,
+            &self.final_norm,
+            &b.h,
+            n,
+            c.rms_eps,
+        )?));
+        let head = self.output.as_ref().unwrap_or(&self.embed);
+        let rows = match logits {
+            Logits::Last => {
+                ops.push(Op::CopyLastRow);
+                kernels(matmul::gemv(ctx, &b.last, head, &b.logits)?, &mut ops);
+                1
+            }
+            Logits::All => {
+                kernels(matmul::matmul(ctx, &b.h, head, &b.logits, n)?, &mut ops);
+                n
+            }
+        };
+        ops.push(Op::Kernel(argmax::argmax(
+            ctx,
+            &b.logits,
+            &b.tokens,
+            rows,
+            c.vocab_size,
+        )?));
+        Ok(ops)
+    }
+
+    /// Records `ops` for `n` tokens starting at `start` and submits them, reading back the
+    /// `rows` argmax token ids.
+    async fn run(&self, ops: &[Op], n: usize, start: usize, rows: usize) -> Result<Vec<u32>> {
+        let b = &self.buf;
+        let act = DType::from(self.precision).size() as u64;
+        let kv_row = (self.config.kv_dim() as u64) * act;
+        let mut rec = self.ctx.recorder();
+        for op in ops {
+            match op {
+                Op::Kernel(d) => rec.dispatch(d),
+                Op::StoreKv(i) => {
+                    let layer = &self.layers[*i];
+                    let (offset, size) = (start as u64 * kv_row, n as u64 * kv_row);
+                    rec.copy(&b.k.buffer, 0, &layer.k_cache.buffer, offset, size);
+                    rec.copy(&b.v.buffer, 0, &layer.v_cache.buffer, offset, size);
+                }
+                Op::CopyLastRow => {
+                    let row = self.config.dim as u64 * act;
+                    rec.copy(&b.h.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
+                }
+            }
+        }
+        rec.copy(&b.tokens.buffer, 0, &b.readback, 0, rows as u64 * 4);
+        rec.submit()?;
+        let bytes = self.ctx.map_and_copy(&b.readback).await?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..rows].to_vec())
+    }
+
+    fn check_span(&self, tokens: &[u32], start: usize) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no tokens to process".into()));
+        }
+        if start + tokens.len() > self.context {
+            return Err(Error::Invalid(format!(
+                "{} tokens at position {start} exceed the context of {} tokens",
+                tokens.len(),
+                self.context
+            )));
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn upload_inputs(&self, tokens: &[u32], start: usize) {
+        let positions: Vec<u32> = (start..start + tokens.len()).map(|p| p as u32).collect();
+        self.ctx
+            .queue
+            .write_buffer(&self.buf.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        self.ctx.queue.write_buffer(
+            &self.buf.positions.buffer,
+            0,
+            bytemuck::cast_slice(&positions),
+        );
+    }
+
+    /// Runs `tokens` at positions `start..`, filling the KV cache, in passes of at most
+    /// `max_batch` tokens. Returns the argmax token after each position (`Logits::All`) or
+    /// after the last one only (`Logits::Last`).
+    pub async fn forward(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        logits: Logits,
+    ) -> Result<Vec<u32>> {
+        self.check_span(tokens, start)?;
+        let mut out = Vec::new();
+        for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
+            let pos = start + i * self.max_batch;
+            let is_last = pos + chunk.len() == start + tokens.len();
+            self.upload_inputs(chunk, pos);
+            let n = chunk.len();
+            let rows = if logits == Logits::All { n } else { 1 };
+            let ids = if n == 1 && logits == Logits::Last {
+                if self.decode_plan.is_none() {
+                    self.decode_plan = Some(self.plan(1, Logits::Last)?);
+                }
+                self.run(self.decode_plan.as_ref().expect("just built"), 1, pos, 1)
+                    .await?
+            } else {
+                let ops = self.plan(n, logits)?;
+                self.run(&ops, n, pos, rows).await?
+            };
+            if logits == Logits::All || is_last {
+                out.extend(ids);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blocking [`Llama::forward`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        logits: Logits,
+    ) -> Result<Vec<u32>> {
+        pollster::block_on(self.forward(tokens, start, logits))
+    }
+}

@@ -1,0 +1,131 @@
+//! The whole Llama forward pass on SmolLM2-135M-Instruct (the default model, fetched by
+//! `scripts/fetch-model.sh`), prefill and decode, on a real adapter.
+//!
+//! Until the llama.cpp goldens land (with the tokenizer and the `glim` binary), this checks
+//! the f16 greedy continuation of "The capital of France is" against llama.cpp's own
+//! Vulkan-backend output on the same GGUF: " Paris.\n\nThe answer is".
+
+use std::path::PathBuf;
+
+use glim::model::gguf::GgufFile;
+use glim::model::llama::{Llama, LoadOptions, Logits};
+use glim::quant::WeightFormat;
+
+fn model_path() -> Option<PathBuf> {
+    let path = match std::env::var_os("GLIM_TEST_GGUF") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            let home = std::env::var_os("GLIM_HOME")
+                .map(PathBuf::from)
+                .unwrap_or(cache.join("glim"));
+            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        }
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the test model: run scripts/fetch-model.sh"
+    );
+    eprintln!(
+        "skipping: no model at {} (run scripts/fetch-model.sh)",
+        path.display()
+    );
+    None
+}
+
+/// Token ids of whole vocabulary entries (each word below is one token in SmolLM2's BPE).
+fn ids(vocab: &[String], words: &[&str]) -> Vec<u32> {
+    words
+        .iter()
+        .map(|w| {
+            vocab
+                .iter()
+                .position(|v| v == w)
+                .unwrap_or_else(|| panic!("{w} not in vocab")) as u32
+        })
+        .collect()
+}
+
+#[test]
+fn smollm2_f16_greedy_matches_llama_cpp() {
+    let Some(path) = model_path() else { return };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let vocab = file
+        .get_str_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .to_vec();
+    let options = LoadOptions {
+        format: WeightFormat::F16,
+        context: 64,
+        ..Default::default()
+    };
+    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        (
+            model.config.n_layers,
+            model.config.dim,
+            model.config.vocab_size
+        ),
+        (30, 576, 49152)
+    );
+
+    let prompt = ids(&vocab, &["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]);
+    let top1 = model.forward_blocking(&prompt, 0, Logits::All).unwrap();
+    assert_eq!(top1.len(), prompt.len());
+    let mut next = *top1.last().unwrap();
+    let mut generated = vec![next];
+    for pos in prompt.len()..prompt.len() + 6 {
+        next = model.forward_blocking(&[next], pos, Logits::Last).unwrap()[0];
+        generated.push(next);
+    }
+    let text: String = generated
+        .iter()
+        .map(|&t| vocab[t as usize].replace('Ġ', " ").replace('Ċ', "\n"))
+        .collect();
+    eprintln!("greedy continuation: {text:?}");
+    assert_eq!(text, " Paris.\n\nThe answer is");
+
+    // The same prompt through the last-logits path must give the same first token.
+    assert_eq!(
+        model.forward_blocking(&prompt, 0, Logits::Last).unwrap(),
+        vec![top1[4]]
+    );
+}
+
+#[test]
+fn over_long_prompts_and_bad_ids_are_errors() {
+    let Some(path) = model_path() else { return };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let options = LoadOptions {
+        format: WeightFormat::Q4F16,
+        context: 8,
+        max_batch: 4,
+        ..Default::default()
+    };
+    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let err = model
+        .forward_blocking(&[1; 9], 0, Logits::Last)
+        .unwrap_err();
+    assert!(err.to_string().contains("exceed the context"), "{err}");
+    assert!(model.forward_blocking(&[49152], 0, Logits::Last).is_err());
+    assert!(model.forward_blocking(&[], 0, Logits::Last).is_err());
+    // Chunked prefill (max_batch 4 < 6 tokens) still works after the errors.
+    assert_eq!(
+        model
+            .forward_blocking(&[1, 2, 3, 4, 5, 6], 0, Logits::All)
+            .unwrap()
+            .len(),
+        6
+    );
+}
