@@ -6,9 +6,11 @@
 //! reference that the tests hold the GPU to.
 
 pub mod error;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -111,3 +111,35 @@ pub fn rel_tol(precision: Precision) -> f32 {
         Precision::F32 => 1e-5,
     }
 }
+
+/// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) for whole-model tests:
+/// `GLIM_TEST_GGUF`, else `scripts/fetch-model.sh`'s destination. Under CI a missing model
+/// fails the test; elsewhere the test prints why it skips and gets `None`.
+pub fn test_model() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let path = match std::env::var_os("GLIM_TEST_GGUF") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            let home = std::env::var_os("GLIM_HOME")
+                .map(PathBuf::from)
+                .unwrap_or(cache.join("glim"));
+            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        }
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the test model at {}: run scripts/fetch-model.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipping: no model at {} (run scripts/fetch-model.sh)",
+        path.display()
+    );
+    None
+}

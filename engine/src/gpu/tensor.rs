@@ -225,17 +225,7 @@ impl GpuContext {
         let bytes = self
             .read_bytes(&tensor.buffer, 0, tensor.byte_len() as u64)
             .await?;
-        Ok(match tensor.dtype {
-            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..tensor.len()].to_vec(),
-            DType::F16 => bytemuck::cast_slice::<u8, f16>(&bytes)[..tensor.len()]
-                .iter()
-                .map(|h| h.to_f32())
-                .collect(),
-            DType::U32 => bytemuck::cast_slice::<u8, u32>(&bytes)[..tensor.len()]
-                .iter()
-                .map(|&w| w as f32)
-                .collect(),
-        })
+        Ok(floats_from_bytes(&bytes, tensor.dtype, tensor.len()))
     }
 
     /// Reads a u32 tensor back.
@@ -256,5 +246,20 @@ impl GpuContext {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32_blocking(&self, tensor: &Tensor) -> Result<Vec<u32>> {
         pollster::block_on(self.read_u32(tensor))
+    }
+}
+
+/// The first `n` elements of `bytes`, stored as `dtype`, as f32 values.
+pub(crate) fn floats_from_bytes(bytes: &[u8], dtype: DType, n: usize) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice::<u8, f32>(bytes)[..n].to_vec(),
+        DType::F16 => bytemuck::cast_slice::<u8, f16>(bytes)[..n]
+            .iter()
+            .map(|h| h.to_f32())
+            .collect(),
+        DType::U32 => bytemuck::cast_slice::<u8, u32>(bytes)[..n]
+            .iter()
+            .map(|&w| w as f32)
+            .collect(),
     }
 }

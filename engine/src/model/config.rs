@@ -2,7 +2,7 @@
 
 use super::gguf::GgufFile;
 use crate::error::{Error, Result};
-use crate::kernels::rope::RopeMode;
+use crate::kernels::rope::{Llama3Scaling, RopeMode};
 
 /// Shapes and constants of a Llama-family model (Llama 2/3, SmolLM, TinyLlama, Mistral
 /// without sliding windows).
@@ -17,6 +17,8 @@ pub struct LlamaConfig {
     pub vocab_size: usize,
     pub rope_base: f32,
     pub rope_mode: RopeMode,
+    /// Llama 3 frequency scaling, when the model's config asks for it.
+    pub rope_scaling: Option<Llama3Scaling>,
     pub rms_eps: f32,
     /// The model's trained context length.
     pub context_length: usize,
@@ -77,6 +79,8 @@ impl LlamaConfig {
             rope_base: opt_f32("rope.freq_base").unwrap_or(10_000.0),
             // llama.cpp's converter permutes Q/K rows so rotated pairs are adjacent.
             rope_mode: RopeMode::Interleaved,
+            rope_scaling: None, // GGUF files carry it as the rope_freqs.weight tensor
+
             rms_eps: opt_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             context_length: opt_u32("context_length").unwrap_or(2048),
             tied_embeddings: file.tensor("output.weight").is_none(),

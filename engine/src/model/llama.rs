@@ -7,7 +7,9 @@
 
 use super::config::LlamaConfig;
 use super::gguf::GgufFile;
+use super::source::WeightSource;
 use crate::error::{Error, Result};
+use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
 use crate::kernels::weight::GpuWeight;
@@ -109,41 +111,26 @@ pub struct Llama {
 
 fn load_matrix(
     ctx: &GpuContext,
-    file: &GgufFile,
+    source: &dyn WeightSource,
     name: &str,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
     format: WeightFormat,
     bytes: &mut usize,
 ) -> Result<GpuWeight> {
-    let info = file
-        .tensor(name)
-        .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
-    if info.row_len() as usize != cols || info.n_rows() as usize != rows {
-        return Err(Error::Invalid(format!(
-            "tensor {name} is {:?}, expected {cols} x {rows} (GGUF order)",
-            info.dims()
-        )));
-    }
-    let packed = PackedWeight::quantize(format, &file.tensor_f32(name)?, rows, cols)?;
+    let values = source.tensor_f32(name, &[rows, cols])?;
+    let packed = PackedWeight::quantize(format, &values, rows, cols)?;
     *bytes += packed.byte_size();
     GpuWeight::upload(ctx, &packed)
 }
 
 fn load_vector(
     ctx: &GpuContext,
-    file: &GgufFile,
+    source: &dyn WeightSource,
     name: &str,
     len: usize,
     bytes: &mut usize,
 ) -> Result<Tensor> {
-    let values = file.tensor_f32(name)?;
-    if values.len() != len {
-        return Err(Error::Invalid(format!(
-            "tensor {name} has {} values, expected {len}",
-            values.len()
-        )));
-    }
+    let values = source.tensor_f32(name, &[len])?;
     *bytes += len * 4;
     ctx.tensor_from_f32(&values, &[len], DType::F32)
 }
@@ -156,7 +143,19 @@ impl Llama {
         options: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(file)?;
+        Self::load(ctx, LlamaConfig::from_gguf(file)?, file, options, progress)
+    }
+
+    /// Loads a model of `config` whose weights `source` provides.
+    pub fn load(
+        ctx: GpuContext,
+        config: LlamaConfig,
+        source: &dyn WeightSource,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        config.validate()?;
+        let file = source;
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
         let context = options.context.clamp(1, config.context_length.max(1));
@@ -178,28 +177,21 @@ impl Llama {
         let mut weight_bytes = 0;
         let wb = &mut weight_bytes;
 
-        let embed = load_matrix(&ctx, file, "token_embd.weight", vocab, dim, format, wb)?;
+        let embed = load_matrix(&ctx, file, "token_embd.weight", (vocab, dim), format, wb)?;
         tick(&mut done);
         let output = if config.tied_embeddings {
             None
         } else {
-            let w = load_matrix(&ctx, file, "output.weight", vocab, dim, format, wb)?;
+            let w = load_matrix(&ctx, file, "output.weight", (vocab, dim), format, wb)?;
             tick(&mut done);
             Some(w)
         };
         let final_norm = load_vector(&ctx, file, "output_norm.weight", dim, wb)?;
         tick(&mut done);
-        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, None);
-        // Llama 3 GGUFs carry their frequency scaling as per-pair divisors.
-        if file.tensor("rope_freqs.weight").is_some() {
-            let factors = file.tensor_f32("rope_freqs.weight")?;
-            if factors.len() != freqs.len() {
-                return Err(Error::Invalid(format!(
-                    "rope_freqs.weight has {} values, expected {}",
-                    factors.len(),
-                    freqs.len()
-                )));
-            }
+        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, config.rope_scaling);
+        // Llama 3 GGUFs carry their frequency scaling as per-pair divisors instead.
+        if file.has("rope_freqs.weight") {
+            let factors = file.tensor_f32("rope_freqs.weight", &[freqs.len()])?;
             freqs.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
         }
         let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
@@ -210,7 +202,7 @@ impl Llama {
         for i in 0..config.n_layers {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
             let mut matrix = |t: &str, rows, cols, n: &mut usize| {
-                let w = load_matrix(&ctx, file, &name(t), rows, cols, format, wb);
+                let w = load_matrix(&ctx, file, &name(t), (rows, cols), format, wb);
                 tick(n);
                 w
             };
@@ -502,8 +494,29 @@ impl Llama {
         start: usize,
         logits: Logits,
     ) -> Result<Vec<u32>> {
+        Ok(self.forward_inner(tokens, start, logits, false).await?.0)
+    }
+
+    /// Like [`Llama::forward`], but returns the logits themselves (`vocab_size` values per
+    /// returned row, row-major) for sampling and perplexity.
+    pub async fn forward_logits(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        Ok(self.forward_inner(tokens, start, logits, true).await?.1)
+    }
+
+    async fn forward_inner(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        logits: Logits,
+        read_logits: bool,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
-        let mut out = Vec::new();
+        let (mut ids_out, mut logits_out) = (Vec::new(), Vec::new());
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let pos = start + i * self.max_batch;
             let is_last = pos + chunk.len() == start + tokens.len();
@@ -521,10 +534,30 @@ impl Llama {
                 self.run(&ops, n, pos, rows).await?
             };
             if logits == Logits::All || is_last {
-                out.extend(ids);
+                ids_out.extend(ids);
+                if read_logits {
+                    let t = &self.buf.logits;
+                    let n_values = rows * self.config.vocab_size;
+                    let bytes = self
+                        .ctx
+                        .read_bytes(&t.buffer, 0, (n_values * t.dtype.size()) as u64)
+                        .await?;
+                    logits_out.extend(floats_from_bytes(&bytes, t.dtype, n_values));
+                }
             }
         }
-        Ok(out)
+        Ok((ids_out, logits_out))
+    }
+
+    /// Blocking [`Llama::forward_logits`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_logits_blocking(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_logits(tokens, start, logits))
     }
 
     /// Blocking [`Llama::forward`] (native only).

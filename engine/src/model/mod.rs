@@ -3,4 +3,9 @@
 
 pub mod config;
 pub mod gguf;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod hf;
 pub mod llama;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod loader;
+pub mod source;

@@ -1,0 +1,105 @@
+//! One entry point for every model format the front ends accept: a path in, a model on the
+//! GPU with its tokenizer and chat template out. Native only: the browser loads from bytes.
+
+use std::path::Path;
+
+use super::gguf::GgufFile;
+use super::hf::HfModel;
+use super::llama::{Llama, LoadOptions};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::text::{ChatTemplate, Tokenizer};
+
+/// A model ready to generate with.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// The model's name from its metadata, or the file name.
+    pub name: String,
+}
+
+/// Loads the model at `path`: a `.gguf` file, or a Hugging Face folder (`config.json`,
+/// `tokenizer.json`, `*.safetensors`). `progress(done, total)` is called per tensor.
+pub fn load(
+    path: &Path,
+    ctx: GpuContext,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel> {
+    if path.is_dir() {
+        return load_hf(path, ctx, options, progress);
+    }
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "no model file at {}",
+            path.display()
+        )));
+    }
+    let file = GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let template = ChatTemplate::from_gguf(&file)?;
+    let name = file
+        .metadata("general.name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        });
+    let model = Llama::from_gguf(ctx, &file, options, progress)?;
+    check_vocab(&model, &tokenizer)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        template,
+        name,
+    })
+}
+
+fn load_hf(
+    dir: &Path,
+    ctx: GpuContext,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel> {
+    let tokenizer_json = dir.join("tokenizer.json");
+    if !tokenizer_json.exists() {
+        return Err(Error::Invalid(format!(
+            "{} has no tokenizer.json",
+            dir.display()
+        )));
+    }
+    let weights = HfModel::open(dir)?;
+    let mut tokenizer = Tokenizer::from_file(&tokenizer_json)?;
+    if let Ok(config) = std::fs::read(dir.join("tokenizer_config.json")) {
+        tokenizer = tokenizer.with_config_json(&config)?;
+    }
+    let template = ChatTemplate::from_tokenizer(&tokenizer)?;
+    let name = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let model = Llama::load(ctx, weights.config.clone(), &weights, options, progress)?;
+    check_vocab(&model, &tokenizer)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        template,
+        name,
+    })
+}
+
+fn check_vocab(model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
+    if model.config.vocab_size < tokenizer.vocab_size() {
+        return Err(Error::Invalid(format!(
+            "the tokenizer has {} tokens but the model only {}",
+            tokenizer.vocab_size(),
+            model.config.vocab_size
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! glim against llama.cpp on the same GGUF (SmolLM2-135M-Instruct Q4_1), with goldens
+//! recorded by `tests/reference/make_goldens.py` (llama.cpp's CPU backend through
+//! llama-cpp-python).
+//!
+//! llama.cpp's CPU path quantizes activations to 8 bits inside its Q4_1 matmuls, so where
+//! its own top-2 logits are within 0.5 of each other the two engines may honestly disagree;
+//! the goldens record that margin at every step and the tests print it at any divergence.
+
+use glim::generate::perplexity::perplexity;
+use glim::model::gguf::GgufFile;
+use glim::model::llama::{Llama, LoadOptions, Logits};
+use glim::quant::WeightFormat;
+use glim::text::Tokenizer;
+use serde_json::Value;
+
+const NEAR_TIE: f64 = 0.5;
+
+fn goldens() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/goldens.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn load(format: WeightFormat) -> Option<(Llama, GgufFile)> {
+    let path = glim_tests::test_model()?;
+    let ctx = glim_tests::open_gpu()?;
+    let file = GgufFile::open(&path).unwrap();
+    let options = LoadOptions {
+        format,
+        context: 512,
+        max_batch: 128,
+        precision: None,
+    };
+    let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    Some((model, file))
+}
+
+/// Teacher-forced top-1 agreement over the fixed text: (all positions, positions where
+/// llama.cpp itself is not near a tie).
+fn forced_agreement(model: &mut Llama, g: &Value) -> (f64, f64) {
+    let forced = &g["forced"];
+    let (text_ids, want, margins) = (
+        ids(&forced["ids"]),
+        ids(&forced["top1"]),
+        floats(&forced["margins"]),
+    );
+    let got = model.forward_blocking(&text_ids, 0, Logits::All).unwrap();
+    let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    let differ: Vec<String> = (0..want.len())
+        .filter(|&i| got[i] != want[i])
+        .map(|i| format!("{i}:{:.2}", margins[i]))
+        .collect();
+    eprintln!(
+        "positions where glim's top-1 differs (position:llama.cpp margin): {}",
+        differ.join(" ")
+    );
+    let clear: Vec<usize> = (0..want.len())
+        .filter(|&i| margins[i] >= NEAR_TIE)
+        .collect();
+    let agree_clear = clear.iter().filter(|&&i| got[i] == want[i]).count();
+    (
+        agree as f64 / want.len() as f64,
+        agree_clear as f64 / clear.len() as f64,
+    )
+}
+
+fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
+    let p = &g["perplexity"];
+    let ctx = p["ctx"].as_u64().unwrap() as usize;
+    let bos = p["bos"].as_bool().unwrap().then_some(1);
+    let text_ids = ids(&g["forced"]["ids"]);
+    let report =
+        pollster::block_on(perplexity(model, &text_ids, ctx, bos, &mut |_, _, _| {})).unwrap();
+    assert_eq!(report.scored_tokens as u64, p["scored"].as_u64().unwrap());
+    report.perplexity
+}
+
+#[test]
+fn f16_matches_llama_cpp() {
+    let Some((mut model, file)) = load(WeightFormat::F16) else {
+        return;
+    };
+    let g = goldens();
+
+    let (all, clear) = forced_agreement(&mut model, &g);
+    eprintln!("f16 teacher-forced top-1 agreement with llama.cpp: {:.2}% ({:.2}% where llama.cpp's margin >= {NEAR_TIE})", all * 100.0, clear * 100.0);
+    // Wherever llama.cpp is not itself near a tie, glim must pick the same token. Overall,
+    // 161 of the text's 451 positions are near-ties for llama.cpp (a 135M model on prose),
+    // where its 8-bit activations decide as much as the model: 96.7% agree there.
+    assert_eq!(
+        clear, 1.0,
+        "glim differs from llama.cpp where llama.cpp is confident"
+    );
+    assert!(all >= 0.95, "agreement {all} below 95%");
+
+    for case in g["greedy"].as_array().unwrap() {
+        let prompt = ids(&case["prompt_ids"]);
+        let (want, margins) = (ids(&case["tokens"]), floats(&case["margins"]));
+        // Compare up to (and including) the first step where llama.cpp faces a near-tie.
+        let steps = margins
+            .iter()
+            .position(|&m| m < NEAR_TIE)
+            .map_or(want.len(), |i| i + 1);
+        let mut got = model.forward_blocking(&prompt, 0, Logits::Last).unwrap();
+        while got.len() < steps {
+            let pos = prompt.len() + got.len() - 1;
+            got.push(
+                model
+                    .forward_blocking(&[*got.last().unwrap()], pos, Logits::Last)
+                    .unwrap()[0],
+            );
+        }
+        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+        match first_diff {
+            Some(i) if margins[i] >= NEAR_TIE => panic!(
+                "{:?}: step {i}: glim chose {} where llama.cpp chose {} with a top-2 margin of {:.3}",
+                case["prompt"], got[i], want[i], margins[i]
+            ),
+            Some(i) => eprintln!("{:?}: equal for {i} tokens, then a near-tie (llama.cpp margin {:.3})", case["prompt"], margins[i]),
+            None => eprintln!("{:?}: equal for all {steps} compared tokens", case["prompt"]),
+        }
+    }
+
+    let ppl = glim_perplexity(&mut model, &g);
+    let peer = g["perplexity"]["ppl"].as_f64().unwrap();
+    eprintln!(
+        "f16 perplexity {ppl:.3} vs llama.cpp {peer:.3} (ctx {})",
+        g["perplexity"]["ctx"]
+    );
+    assert!(
+        (ppl / peer - 1.0).abs() < 0.05,
+        "perplexity {ppl} too far from llama.cpp's {peer}"
+    );
+
+    // glim's tokenizer gives llama.cpp's prompt ids.
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    for case in g["greedy"].as_array().unwrap() {
+        let text = case["prompt"].as_str().unwrap();
+        assert_eq!(
+            tokenizer.encode(text, true).unwrap(),
+            ids(&case["prompt_ids"]),
+            "{text:?}"
+        );
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/reference/text.txt"))
+        .unwrap();
+    assert_eq!(
+        tokenizer.encode(&text, true).unwrap(),
+        ids(&g["forced"]["ids"])
+    );
+}
+
+/// The quantized formats are re-quantized from Q4_1, so they differ from llama.cpp by their
+/// own rounding: the figures are printed (README's table), with only a loose sanity floor.
+#[test]
+fn quantized_formats_agreement_and_perplexity() {
+    let g = goldens();
+    let peer = g["perplexity"]["ppl"].as_f64().unwrap();
+    for format in [WeightFormat::Q4F16, WeightFormat::Q3F16] {
+        let Some((mut model, _)) = load(format) else {
+            return;
+        };
+        let (all, clear) = forced_agreement(&mut model, &g);
+        let ppl = glim_perplexity(&mut model, &g);
+        eprintln!(
+            "{}: weights {:.1} MiB, top-1 agreement {:.2}% ({:.2}% clear), perplexity {ppl:.3} (llama.cpp Q4_1: {peer:.3})",
+            format.name(),
+            model.weight_bytes() as f64 / (1 << 20) as f64,
+            all * 100.0,
+            clear * 100.0
+        );
+        assert!(
+            ppl.is_finite() && ppl < peer * 20.0,
+            "{} perplexity {ppl} is broken",
+            format.name()
+        );
+    }
+}
