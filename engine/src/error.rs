@@ -13,8 +13,9 @@ pub enum Error {
     /// Tensor shapes or sizes that do not fit the operation.
     #[error("shape mismatch: {0}")]
     Shape(String),
-    /// The adapter lacks a feature or a limit the operation needs.
-    #[error("not supported on this adapter: {0}")]
+    /// Something glim or the adapter cannot do: a missing feature or limit, an unknown
+    /// architecture, tensor type or format.
+    #[error("unsupported: {0}")]
     Unsupported(String),
     /// The GPU could not allocate a buffer.
     #[error("GPU out of memory: {0}")]

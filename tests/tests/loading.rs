@@ -1,0 +1,309 @@
+//! Model loading end to end: the same weights as a Hugging Face folder give the same
+//! tokens as the GGUF, and every kind of bad input is a one-line error, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use glim::generate::{GenerationParams, Session};
+use glim::model::config::LlamaConfig;
+use glim::model::gguf::GgufFile;
+use glim::model::llama::LoadOptions;
+use glim::model::loader::{load, LoadedModel};
+use glim::model::source::WeightSource;
+use glim::quant::WeightFormat;
+use glim::text::Tokenizer;
+use glim::Error;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glim-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn options(format: WeightFormat) -> LoadOptions {
+    LoadOptions {
+        format,
+        context: 64,
+        max_batch: 64,
+        precision: None,
+    }
+}
+
+fn try_load(path: &Path) -> Result<LoadedModel, Error> {
+    let ctx = glim_tests::open_gpu().expect("adapter");
+    load(path, ctx, &options(WeightFormat::Q4F16), &mut |_, _| {})
+}
+
+/// Asserts loading `path` fails with a one-line message containing `needle`.
+fn assert_load_error(path: &Path, needle: &str) {
+    let err = match try_load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("{}: error: {err}", path.display());
+    assert!(!err.contains('\n'), "multi-line error: {err}");
+    assert!(
+        err.contains(needle),
+        "error {err:?} does not mention {needle:?}"
+    );
+}
+
+/// llama.cpp's converter interleaves each head's Q/K rows (pairs rotated by RoPE made
+/// adjacent); Hugging Face keeps the two halves apart. Undo it: HF row `h*d + j*d/2 + i`
+/// is GGUF row `h*d + 2i + j`.
+fn unpermute(rows: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; rows.len()];
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..head_dim / 2 {
+                let hf = h * head_dim + j * head_dim / 2 + i;
+                let gguf = h * head_dim + 2 * i + j;
+                out[hf * cols..(hf + 1) * cols]
+                    .copy_from_slice(&rows[gguf * cols..(gguf + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes the GGUF model as an HF folder in two safetensors shards (f32 weights).
+fn write_hf_folder(file: &GgufFile, dir: &Path) {
+    let c = LlamaConfig::from_gguf(file).unwrap();
+    let config = serde_json::json!({
+        "model_type": "llama", "num_hidden_layers": c.n_layers, "hidden_size": c.dim,
+        "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+        "intermediate_size": c.ffn_dim, "vocab_size": c.vocab_size, "rope_theta": c.rope_base,
+        "rms_norm_eps": c.rms_eps, "max_position_embeddings": c.context_length, "tie_word_embeddings": true,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(file).unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        tokenizer.inner().to_string(false).unwrap(),
+    )
+    .unwrap();
+    let tokenizer_config = serde_json::json!({
+        "chat_template": file.get_str("tokenizer.chat_template").unwrap(),
+        "bos_token": tokenizer.bos_token(), "eos_token": tokenizer.eos_token(),
+    });
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        tokenizer_config.to_string(),
+    )
+    .unwrap();
+
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, values: Vec<f32>| {
+        tensors.push((
+            name,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    };
+    let (d, q, kv, f) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, d],
+        WeightSource::tensor_f32(file, "token_embd.weight", &[c.vocab_size, d]).unwrap(),
+    );
+    add(
+        "model.norm.weight".into(),
+        vec![d],
+        WeightSource::tensor_f32(file, "output_norm.weight", &[d]).unwrap(),
+    );
+    for l in 0..c.n_layers {
+        let get = |t: &str, shape: &[usize]| {
+            WeightSource::tensor_f32(file, &format!("blk.{l}.{t}.weight"), shape).unwrap()
+        };
+        let p = |t: &str| format!("model.layers.{l}.{t}.weight");
+        add(
+            p("self_attn.q_proj"),
+            vec![q, d],
+            unpermute(&get("attn_q", &[q, d]), c.n_heads, c.head_dim, d),
+        );
+        add(
+            p("self_attn.k_proj"),
+            vec![kv, d],
+            unpermute(&get("attn_k", &[kv, d]), c.n_kv_heads, c.head_dim, d),
+        );
+        add(p("self_attn.v_proj"), vec![kv, d], get("attn_v", &[kv, d]));
+        add(
+            p("self_attn.o_proj"),
+            vec![d, q],
+            get("attn_output", &[d, q]),
+        );
+        add(p("mlp.gate_proj"), vec![f, d], get("ffn_gate", &[f, d]));
+        add(p("mlp.up_proj"), vec![f, d], get("ffn_up", &[f, d]));
+        add(p("mlp.down_proj"), vec![d, f], get("ffn_down", &[d, f]));
+        add(p("input_layernorm"), vec![d], get("attn_norm", &[d]));
+        add(
+            p("post_attention_layernorm"),
+            vec![d],
+            get("ffn_norm", &[d]),
+        );
+    }
+    let half = tensors.len() / 2;
+    for (i, shard) in [&tensors[..half], &tensors[half..]].into_iter().enumerate() {
+        let views = shard.iter().map(|(name, shape, bytes)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .unwrap(),
+            )
+        });
+        let path = dir.join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+    }
+}
+
+#[test]
+fn hf_folder_gives_the_gguf_tokens() {
+    let Some(gguf) = glim_tests::test_model() else {
+        return;
+    };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&gguf).unwrap();
+    let dir = scratch_dir("hf");
+    write_hf_folder(&file, &dir);
+
+    let loaded = load(&dir, ctx, &options(WeightFormat::F16), &mut |_, _| {}).unwrap();
+    assert_eq!(
+        loaded.model.config.rope_mode,
+        glim::kernels::rope::RopeMode::Halves
+    );
+    let gguf_tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    let prompt = "The capital of France is";
+    let ids = loaded.tokenizer.encode(prompt, true).unwrap();
+    assert_eq!(ids, gguf_tokenizer.encode(prompt, true).unwrap());
+    assert!(!loaded.template.is_fallback());
+
+    let mut session = Session::new(loaded.model, loaded.tokenizer);
+    let params = GenerationParams {
+        max_tokens: 6,
+        ..Default::default()
+    };
+    let (text, stats) = session
+        .generate_blocking(&ids, &params, &mut |_| true)
+        .unwrap();
+    eprintln!("HF folder, greedy: {text:?} ({stats:?})");
+    // The same continuation as the GGUF in tests/model.rs (and llama.cpp's Vulkan backend).
+    assert_eq!(text, " Paris.\n\nThe answer");
+    // A second call with a longer prompt reuses the cached prefix.
+    let mut longer = ids.clone();
+    longer.extend(session.tokenizer.encode(" Paris", false).unwrap());
+    let (_, stats) = session
+        .generate_blocking(
+            &longer,
+            &GenerationParams {
+                max_tokens: 1,
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(stats.reused_tokens, ids.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_model_files_are_one_line_errors() {
+    let Some(gguf) = glim_tests::test_model() else {
+        return;
+    };
+    if glim_tests::gpu().is_none() {
+        return;
+    }
+    let dir = scratch_dir("bad");
+    let bytes = std::fs::read(&gguf).unwrap();
+
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 3 / 5]).unwrap();
+    assert_load_error(&truncated, "past the end");
+    let header_only = dir.join("header.gguf");
+    std::fs::write(&header_only, &bytes[..1000]).unwrap();
+    assert_load_error(&header_only, "GGUF");
+
+    let not_gguf = dir.join("notes.gguf");
+    std::fs::write(&not_gguf, "these are not weights\n").unwrap();
+    assert_load_error(&not_gguf, "GGUF");
+    assert_load_error(&dir.join("missing.gguf"), "no model file");
+
+    // Same file, architecture renamed to one glim does not run (same length, so the
+    // rest of the file stays valid).
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let mut renamed = bytes.clone();
+    let value = at + 4 + 8; // value type (u32), string length (u64)
+    assert_eq!(&renamed[value..value + 5], b"llama");
+    renamed[value..value + 5].copy_from_slice(b"gemma");
+    let unknown = dir.join("gemma.gguf");
+    std::fs::write(&unknown, &renamed).unwrap();
+    assert_load_error(&unknown, "architecture `gemma`");
+
+    // HF folders: no tokenizer, corrupt weights, truncated weights, unknown architecture.
+    let config = r#"{"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2,
+        "intermediate_size": 16, "vocab_size": 10}"#;
+    let hf = dir.join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::write(hf.join("config.json"), config).unwrap();
+    assert_load_error(&hf, "no tokenizer.json");
+    std::fs::write(hf.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(
+        hf.join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage",
+    )
+    .unwrap();
+    assert_load_error(&hf, "");
+    let weights =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![10, 8], &[0u8; 320])
+            .unwrap();
+    safetensors::serialize_to_file(
+        [("model.embed_tokens.weight", weights)],
+        None,
+        &hf.join("model.safetensors"),
+    )
+    .unwrap();
+    let whole = std::fs::read(hf.join("model.safetensors")).unwrap();
+    std::fs::write(hf.join("model.safetensors"), &whole[..whole.len() - 100]).unwrap();
+    assert_load_error(&hf, "safetensors");
+    std::fs::write(
+        hf.join("config.json"),
+        config.replace("\"llama\"", "\"gpt_neox\""),
+    )
+    .unwrap();
+    assert_load_error(&hf, "architecture `gpt_neox`");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prompts_past_the_context_are_errors() {
+    let Some(gguf) = glim_tests::test_model() else {
+        return;
+    };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let loaded = load(&gguf, ctx, &options(WeightFormat::Q4F16), &mut |_, _| {}).unwrap();
+    let mut session = Session::new(loaded.model, loaded.tokenizer);
+    let prompt = session.tokenizer.encode(&"word ".repeat(60), true).unwrap();
+    let params = GenerationParams {
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let err = session
+        .generate_blocking(&prompt, &params, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    eprintln!("error: {err}");
+    assert!(
+        err.contains("exceed the context of 64 tokens") && !err.contains('\n'),
+        "{err}"
+    );
+    // The session still works afterwards.
+    let short = session.tokenizer.encode("Hello", true).unwrap();
+    assert!(session
+        .generate_blocking(&short, &params, &mut |_| true)
+        .is_ok());
+}
