@@ -190,20 +190,25 @@ fn hf_folder_gives_the_gguf_tokens() {
     eprintln!("HF folder, greedy: {text:?} ({stats:?})");
     // The same continuation as the GGUF in tests/model.rs (and llama.cpp's Vulkan backend).
     assert_eq!(text, " Paris.\n\nThe answer");
-    // A second call with a longer prompt reuses the cached prefix.
+    // A second call with a longer prompt reuses the cached prefix, and continues exactly as
+    // a fresh session would.
     let mut longer = ids.clone();
-    longer.extend(session.tokenizer.encode(" Paris", false).unwrap());
-    let (_, stats) = session
-        .generate_blocking(
-            &longer,
-            &GenerationParams {
-                max_tokens: 1,
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
+    longer.extend(session.tokenizer.encode(" Paris. It is also", false).unwrap());
+    let three = GenerationParams {
+        max_tokens: 4,
+        ..Default::default()
+    };
+    let (reusing, stats) = session
+        .generate_blocking(&longer, &three, &mut |_| true)
         .unwrap();
-    assert_eq!(stats.reused_tokens, ids.len());
+    // The prompt and the generated " Paris." (fed back during decoding) are both cached.
+    assert_eq!(stats.reused_tokens, ids.len() + 2);
+    session.reset();
+    let (fresh, stats) = session
+        .generate_blocking(&longer, &three, &mut |_| true)
+        .unwrap();
+    assert_eq!(stats.reused_tokens, 0);
+    assert_eq!(reusing, fresh);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -174,7 +174,7 @@ impl Session {
         let mut next = self
             .next_token(&prompt[reused..], reused, &mut sampler, &history)
             .await?;
-        self.cached.extend_from_slice(prompt);
+        self.cached.extend_from_slice(&prompt[reused..]);
         let prefill_seconds = started.elapsed().as_secs_f64();
 
         let decode_started = Instant::now();
