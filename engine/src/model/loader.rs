@@ -50,8 +50,7 @@ pub fn load(
                 .into_owned()
         });
     let model = Llama::from_gguf(ctx, &file, options, progress)?;
-    check_vocab(&model, &tokenizer)?;
-    Ok(LoadedModel {
+    checked(LoadedModel {
         model,
         tokenizer,
         template,
@@ -84,8 +83,7 @@ fn load_hf(
         .to_string_lossy()
         .into_owned();
     let model = Llama::load(ctx, weights.config.clone(), &weights, options, progress)?;
-    check_vocab(&model, &tokenizer)?;
-    Ok(LoadedModel {
+    checked(LoadedModel {
         model,
         tokenizer,
         template,
@@ -93,7 +91,9 @@ fn load_hf(
     })
 }
 
-fn check_vocab(model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
+/// `loaded`, once its tokenizer is known to fit its model.
+fn checked(loaded: LoadedModel) -> Result<LoadedModel> {
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     if model.config.vocab_size < tokenizer.vocab_size() {
         return Err(Error::Invalid(format!(
             "the tokenizer has {} tokens but the model only {}",
@@ -101,5 +101,5 @@ fn check_vocab(model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
             model.config.vocab_size
         )));
     }
-    Ok(())
+    Ok(loaded)
 }
