@@ -1,0 +1,270 @@
+//! `glim`: the desktop command line for the glim engine.
+//!
+//! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
+//! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does.
+//! Every failure ends as one `error: ...` line on stderr and exit status 1.
+
+mod chat;
+mod devices;
+mod model;
+mod ppl;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use glim::generate::SamplingParams;
+use glim::quant::WeightFormat;
+
+/// Run large language models on your GPU through WebGPU.
+#[derive(Parser, Debug)]
+#[command(name = "glim", version, propagate_version = true)]
+#[command(after_help = "\
+Environment:
+  GLIM_HOME       where the default model lives (default: $XDG_CACHE_HOME/glim or ~/.cache/glim)
+  GLIM_BACKEND    search only this GPU backend: vulkan, metal, dx12 or gl
+  GLIM_ADAPTER    use this adapter: an index or a name substring, as `glim devices` lists them
+  GLIM_PRECISION  f32 to force f32 activations on adapters with shader-f16
+
+Get the default model (SmolLM2-135M-Instruct) with scripts/fetch-model.sh.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Answer a prompt (-p), or chat with a model on the terminal
+    #[command(after_help = "\
+Without -p, glim chats: type a message and press Enter. /clear starts a new conversation,
+/exit or Ctrl-D quits, Ctrl-C stops the answer being written (at the prompt, it quits).
+
+Examples:
+  glim run -p \"What is the capital of France?\"
+  glim run model.gguf --raw -p \"Once upon a time\" -n 64 --temperature 0.8
+  glim run --system \"You answer in one sentence.\"")]
+    Run(RunArgs),
+    /// List the GPU adapters glim can use, marking the one it picks
+    Devices,
+    /// Measure a model's perplexity on a text file, like llama.cpp's llama-perplexity
+    Ppl(PplArgs),
+}
+
+/// Weight formats on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Quant {
+    /// 4-bit weights, f16 scales (MLC q4f16_1)
+    #[value(alias = "q4f16_1")]
+    Q4f16,
+    /// 3-bit weights, f16 scales (MLC q3f16_1)
+    #[value(alias = "q3f16_1")]
+    Q3f16,
+    /// Unquantized f16 weights
+    F16,
+}
+
+impl From<Quant> for WeightFormat {
+    fn from(q: Quant) -> Self {
+        match q {
+            Quant::Q4f16 => WeightFormat::Q4F16,
+            Quant::Q3f16 => WeightFormat::Q3F16,
+            Quant::F16 => WeightFormat::F16,
+        }
+    }
+}
+
+/// How a model is loaded.
+#[derive(Args, Debug, Clone)]
+struct ModelArgs {
+    /// Weight format on the GPU (the file's weights are re-quantized to it)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Quant::Q4f16)]
+    quant: Quant,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A .gguf file or a Hugging Face model folder [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    #[arg(value_name = "MODEL")]
+    model: Option<PathBuf>,
+
+    /// Answer this prompt and exit (without it, chat interactively)
+    #[arg(short, long, value_name = "PROMPT")]
+    prompt: Option<String>,
+
+    /// Feed the prompt to the model as is, without the chat template
+    #[arg(long, requires = "prompt")]
+    raw: bool,
+
+    /// A system message to start the conversation with
+    #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
+    system: Option<String>,
+
+    /// Sampling temperature; 0 always picks the most likely token (greedy)
+    #[arg(long, value_name = "F", allow_negative_numbers = true, default_value_t = SamplingParams::default().temperature)]
+    temperature: f32,
+
+    /// Sample only from the K most likely tokens (0: all)
+    #[arg(long, value_name = "N", default_value_t = SamplingParams::default().top_k)]
+    top_k: usize,
+
+    /// Sample only from the most likely tokens whose probabilities add up to P (1: all)
+    #[arg(long, value_name = "F", allow_negative_numbers = true, default_value_t = SamplingParams::default().top_p)]
+    top_p: f32,
+
+    /// Drop tokens less likely than this fraction of the most likely one (0: off)
+    #[arg(long, value_name = "F", allow_negative_numbers = true, default_value_t = SamplingParams::default().min_p)]
+    min_p: f32,
+
+    /// Penalize tokens seen in the last 64 (1: off)
+    #[arg(long, value_name = "F", allow_negative_numbers = true, default_value_t = SamplingParams::default().repetition_penalty)]
+    repeat_penalty: f32,
+
+    /// Random seed for sampling [default: a new one each run]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Most tokens to generate per answer
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    max_tokens: usize,
+
+    /// Context length in tokens (prompt and answer, or the whole conversation)
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    ctx: usize,
+
+    #[command(flatten)]
+    load: ModelArgs,
+
+    /// Stop the answer before this text (may be repeated)
+    #[arg(long, value_name = "STR")]
+    stop: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PplArgs {
+    /// A .gguf file or a Hugging Face model folder
+    #[arg(value_name = "MODEL")]
+    model: PathBuf,
+
+    /// The text to score (UTF-8)
+    #[arg(value_name = "TEXTFILE")]
+    text: PathBuf,
+
+    /// Tokens per chunk; the second half of each chunk is scored
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    ctx: usize,
+
+    #[command(flatten)]
+    load: ModelArgs,
+}
+
+/// An error for the user: printed as `error: <message>`, exit status 1.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<glim::Error> for CliError {
+    fn from(e: glim::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+/// `Err(CliError)` with a formatted message.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err($crate::CliError(format!($($arg)*)))
+    };
+}
+
+/// `message` on one line: multi-line engine errors (shader logs, template errors) joined.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Devices => devices::devices(),
+        Command::Ppl(args) => ppl::ppl(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.0));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["glim", "run", "-p", "hi"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.max_tokens, 256);
+        assert_eq!(args.ctx, 2048);
+        assert_eq!(args.load.quant, Quant::Q4f16);
+        assert_eq!(args.temperature, SamplingParams::default().temperature);
+        assert!(args.model.is_none());
+    }
+
+    #[test]
+    fn raw_conflicts_with_system() {
+        assert!(
+            Cli::try_parse_from(["glim", "run", "-p", "hi", "--raw", "--system", "x"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["glim", "run", "--raw"]).is_err());
+    }
+
+    #[test]
+    fn stop_repeats_and_quant_aliases() {
+        let cli = Cli::try_parse_from([
+            "glim", "run", "m.gguf", "--stop", "a", "--stop", "b", "--quant", "q3f16_1",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.stop, ["a", "b"]);
+        assert_eq!(args.load.quant, Quant::Q3f16);
+        assert_eq!(args.model, Some(PathBuf::from("m.gguf")));
+    }
+
+    #[test]
+    fn errors_print_on_one_line() {
+        assert_eq!(
+            one_line("shader failed:\n  line 3\n\n  bad"),
+            "shader failed: line 3 bad"
+        );
+    }
+}

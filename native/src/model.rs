@@ -1,0 +1,114 @@
+//! Finding, loading and prompting a model: what `run` and `ppl` share.
+
+use std::path::{Path, PathBuf};
+
+use glim::gpu::{GpuContext, Precision};
+use glim::model::llama::LoadOptions;
+use glim::model::loader::{self, LoadedModel};
+use glim::text::Tokenizer;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{bail, CliResult};
+
+/// The file `scripts/fetch-model.sh` fetches.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// An environment variable's value, unless unset or empty (as the shell's `${VAR:-...}`).
+fn var_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// glim's data folder: `$GLIM_HOME`, else `$XDG_CACHE_HOME/glim`, else `~/.cache/glim`
+/// (the rule `scripts/fetch-model.sh` follows).
+pub fn glim_home() -> Option<PathBuf> {
+    var_path("GLIM_HOME").or_else(|| {
+        var_path("XDG_CACHE_HOME")
+            .or_else(|| var_path("HOME").map(|home| home.join(".cache")))
+            .map(|cache| cache.join("glim"))
+    })
+}
+
+/// Where `scripts/fetch-model.sh` puts the default model.
+pub fn default_model_path() -> Option<PathBuf> {
+    glim_home().map(|home| home.join("models").join(DEFAULT_MODEL_FILE))
+}
+
+/// The model to load: `given`, else the default model; an error when it is not there.
+pub fn resolve(given: Option<PathBuf>) -> CliResult<PathBuf> {
+    match given {
+        Some(path) if path.exists() => Ok(path),
+        Some(path) => bail!("no model file at {}", path.display()),
+        None => match default_model_path() {
+            Some(path) if path.exists() => Ok(path),
+            Some(path) => bail!(
+                "no model at {}: run scripts/fetch-model.sh to fetch the default model, or pass a MODEL path",
+                path.display()
+            ),
+            None => bail!("neither GLIM_HOME nor HOME is set: pass a MODEL path"),
+        },
+    }
+}
+
+/// Opens the GPU the environment selects and loads `path` onto it, with a progress bar on
+/// stderr, then prints one line about what was loaded.
+pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
+    let gpu = GpuContext::from_env_blocking()?;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    let file_name = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    bar.set_message(format!("loading {file_name}"));
+    let loaded = loader::load(path, gpu, options, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let loaded = loaded?;
+    let model = &loaded.model;
+    let summary = &model.gpu().summary;
+    let precision = match model.precision {
+        Precision::F16 => "f16",
+        Precision::F32 => "f32",
+    };
+    eprintln!(
+        "{}: {} weights, {:.1} MiB, {precision} activations, context {} tokens, on {} ({})",
+        loaded.name,
+        model.format.name(),
+        model.weight_bytes() as f64 / (1024.0 * 1024.0),
+        model.context,
+        summary.name,
+        summary.backend,
+    );
+    Ok(loaded)
+}
+
+/// Token ids for a prompt or a text: `text` as is (special-token text becomes its id), with
+/// the BOS token in front when the tokenizer wants one and the text (say, a chat template
+/// that writes `bos_token` itself) does not already start with it. Never adds EOS.
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> CliResult<Vec<u32>> {
+    let mut ids = tokenizer.encode(text, false)?;
+    if let Some(bos) = tokenizer.bos_id().filter(|_| tokenizer.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_explicit_model_is_an_error() {
+        let err = resolve(Some(PathBuf::from("/nonexistent/glim/model.gguf"))).unwrap_err();
+        assert!(err.0.contains("/nonexistent/glim/model.gguf"), "{}", err.0);
+    }
+}

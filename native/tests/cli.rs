@@ -1,0 +1,413 @@
+//! Drives the built `glim` binary. Tests that need the model use `GLIM_TEST_GGUF` or the
+//! default model path; they skip without it, except under CI (`CI` set), where they fail.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn glim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_glim"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit status 1, one `error: ...` line as the last thing on stderr, no panic.
+fn assert_clean_error(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "stderr: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "stderr: {stderr}");
+    errors[0].to_string()
+}
+
+/// A path in the temp folder unique to this test process.
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("glim-cli-test-{}-{name}", std::process::id()))
+}
+
+/// The default model: `GLIM_TEST_GGUF`, else where `scripts/fetch-model.sh` puts it.
+fn test_model() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let path = var("GLIM_TEST_GGUF").or_else(|| {
+        let home = var("GLIM_HOME").or_else(|| {
+            var("XDG_CACHE_HOME")
+                .or_else(|| var("HOME").map(|h| h.join(".cache")))
+                .map(|c| c.join("glim"))
+        })?;
+        Some(home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    });
+    match path {
+        Some(path) if path.exists() => Some(path),
+        path => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs the test model at {path:?}: run scripts/fetch-model.sh"
+            );
+            eprintln!("skipping: no model at {path:?} (run scripts/fetch-model.sh)");
+            None
+        }
+    }
+}
+
+/// One model test at a time: the GPU here is a software rasterizer on few cores.
+fn gpu_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts the stats lines `glim run` prints after each answer.
+fn answers(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("| generated: "))
+        .count()
+}
+
+#[test]
+fn help_reads_well() {
+    let out = glim().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["run", "devices", "ppl", "GLIM_ADAPTER", "fetch-model.sh"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let out = glim().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in [
+        "--prompt",
+        "--raw",
+        "--system",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--min-p",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    for flag in [
+        "--repeat-penalty",
+        "--seed",
+        "--max-tokens",
+        "--ctx",
+        "--quant",
+        "--stop",
+        "q3f16",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    let out = glim().args(["ppl", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("TEXTFILE"));
+}
+
+#[test]
+fn devices_lists_adapters_or_fails_cleanly() {
+    let out = glim().arg("devices").output().unwrap();
+    if out.status.success() {
+        let list = text(&out.stdout);
+        assert!(
+            list.lines().any(|l| l.starts_with('*')),
+            "no adapter marked: {list}"
+        );
+        assert!(list.contains("shader-f16"), "{list}");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs a GPU adapter: {}",
+            text(&out.stderr)
+        );
+        assert_clean_error(&out);
+    }
+    let out = glim()
+        .arg("devices")
+        .env("GLIM_BACKEND", "nonsense")
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("GLIM_BACKEND"), "{error}");
+}
+
+#[test]
+fn missing_model_file_is_a_clean_error() {
+    let missing = temp_path("missing.gguf");
+    let out = glim()
+        .arg("run")
+        .arg(&missing)
+        .args(["-p", "hi"])
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains(&*missing.to_string_lossy()), "{error}");
+
+    // No MODEL and no default model: say how to get one.
+    let home = temp_path("empty-home");
+    let out = glim()
+        .args(["run", "-p", "hi"])
+        .env("GLIM_HOME", &home)
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("scripts/fetch-model.sh"), "{error}");
+}
+
+#[test]
+fn bad_options_are_clean_errors() {
+    let out = glim()
+        .args(["run", "-p", "hi", "--temperature", "-1"])
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("--temperature"), "{error}");
+    let out = glim()
+        .args(["run", "-p", "hi", "-n", "300", "--ctx", "256"])
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("--ctx"), "{error}");
+    // Usage errors are clap's (exit status 2), still without a panic.
+    let out = glim().args(["run", "--quant", "q9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error:"));
+}
+
+#[test]
+fn non_gguf_file_is_a_clean_error() {
+    let path = temp_path("garbage.gguf");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, garbage).unwrap();
+    let out = glim()
+        .arg("run")
+        .arg(&path)
+        .args(["-p", "hi"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_clean_error(&out);
+}
+
+#[test]
+fn ppl_with_a_too_short_text_is_a_clean_error() {
+    let text_path = temp_path("short.txt");
+    std::fs::write(&text_path, "Hello world.").unwrap();
+    let model = test_model();
+    let _gpu = gpu_lock();
+    let model_arg = model.clone().unwrap_or_else(|| temp_path("missing.gguf"));
+    let out = glim()
+        .arg("ppl")
+        .arg(&model_arg)
+        .arg(&text_path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&text_path);
+    let error = assert_clean_error(&out);
+    if model.is_some() {
+        assert!(error.contains("fewer than one chunk"), "{error}");
+    }
+    // A text file that is not there fails before the model loads.
+    let out = glim()
+        .arg("ppl")
+        .arg(&model_arg)
+        .arg(temp_path("absent.txt"))
+        .output()
+        .unwrap();
+    assert_clean_error(&out);
+}
+
+#[test]
+fn run_answers_a_prompt() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let out = glim()
+        .arg("run")
+        .arg(&model)
+        .args([
+            "-p",
+            "What is the capital of France?",
+            "-n",
+            "8",
+            "--ctx",
+            "256",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let answer = text(&out.stdout);
+    assert!(!answer.trim().is_empty(), "stderr: {stderr}");
+    eprintln!("answer: {answer}\n{stderr}");
+    assert_eq!(answers(&stderr), 1, "{stderr}");
+    assert!(stderr.contains("q4f16"), "{stderr}");
+}
+
+#[test]
+fn run_raw_prompt_is_greedy_and_matches_llama_cpp() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let out = glim()
+        .arg("run")
+        .arg(&model)
+        .args([
+            "--raw",
+            "-p",
+            "The capital of France is",
+            "-n",
+            "3",
+            "--quant",
+            "f16",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let answer = text(&out.stdout);
+    assert!(
+        answer.starts_with(" Paris"),
+        "answer: {answer:?}\nstderr: {stderr}"
+    );
+}
+
+/// Runs a chat with `input` on stdin; returns (stdout, stderr).
+fn chat(model: &PathBuf, args: &[&str], input: &str) -> (String, String) {
+    let mut child = glim()
+        .arg("run")
+        .arg(model)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    eprintln!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "stderr: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn chat_answers_clears_and_exits() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let (stdout, stderr) = chat(
+        &model,
+        &["-n", "8", "--ctx", "256"],
+        "Hi\n/clear\nHello\n/exit\n",
+    );
+    assert_eq!(answers(&stderr), 2, "{stderr}");
+    assert!(stderr.contains("(conversation cleared)"), "{stderr}");
+    assert!(
+        stdout.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "{stdout}"
+    );
+    assert!(!stderr.contains("error:"), "{stderr}");
+}
+
+#[test]
+fn chat_keeps_going_when_the_conversation_outgrows_the_context() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    // With a 64-token context the third turn no longer fits: the first turn is dropped. A
+    // message too long for the context alone is refused, and the chat goes on (EOF quits).
+    let long = "word ".repeat(100);
+    let input = format!("Hi\nHow are you?\nWhat is 2+2?\n{long}\nThanks\n");
+    let (_, stderr) = chat(&model, &["-n", "8", "--ctx", "64"], &input);
+    assert!(stderr.contains("dropped the oldest"), "{stderr}");
+    assert_eq!(answers(&stderr), 4, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("exceed the context"), "{stderr}");
+}
+
+/// Ctrl-C while an answer streams stops that answer only; at the prompt it quits.
+#[cfg(unix)]
+#[test]
+fn chat_ctrl_c_stops_the_answer_then_quits() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let mut child = glim()
+        .arg("run")
+        .arg(&model)
+        .args(["-n", "200", "--ctx", "512"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let collect = |mut source: Box<dyn Read + Send>| {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let writer = sink.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = source.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                writer.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        sink
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    let wait_for = |what: &str, sink: &Arc<Mutex<Vec<u8>>>, found: &dyn Fn(&str) -> bool| {
+        let started = Instant::now();
+        while !found(&text(&sink.lock().unwrap())) {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let interrupt = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    stdin
+        .write_all(b"Write a long story about a dragon who learns to bake bread.\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for("the answer to start", &stdout, &|s| !s.is_empty());
+    interrupt(child.id());
+    wait_for("the answer to stop", &stderr, &|s| {
+        s.contains("| generated: ")
+    });
+    let err = text(&stderr.lock().unwrap());
+    assert!(err.contains("(stopped)"), "{err}");
+    // Back at the prompt: Ctrl-C quits.
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(child.id());
+    let status = child.wait().unwrap();
+    let err = text(&stderr.lock().unwrap());
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!err.contains("error:"), "{err}");
+}
