@@ -193,7 +193,12 @@ fn hf_folder_gives_the_gguf_tokens() {
     // A second call with a longer prompt reuses the cached prefix, and continues exactly as
     // a fresh session would.
     let mut longer = ids.clone();
-    longer.extend(session.tokenizer.encode(" Paris. It is also", false).unwrap());
+    longer.extend(
+        session
+            .tokenizer
+            .encode(" Paris. It is also", false)
+            .unwrap(),
+    );
     let three = GenerationParams {
         max_tokens: 4,
         ..Default::default()
