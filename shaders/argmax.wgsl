@@ -1,11 +1,10 @@
-// out[r] = index of the largest of logits[r, 0..n) (the lowest such index on ties; NaNs
-// never win). One workgroup per row: the vocabulary never leaves the GPU, only the id does.
+// out[r] = index of the largest of logits[r, 0..n) (the lowest such index on ties). One workgroup per row: the vocabulary never leaves the GPU, only the id does.
 
 struct Params {
     rows: u32,
-    n: u32,
-    _pad0: u32,
-    _pad1: u32,
+    n: u32,       // candidates per row (may be fewer than the row holds)
+    stride: u32,  // values per row
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,8 +27,8 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>,
     var v = 0.0;
     var i = NONE;
     for (var k = tid; k < p.n; k += THREADS) {
-        let x = f32(logits[row * p.n + k]);
-        if (x == x && (i == NONE || x > v)) {  // x == x is false only for NaN
+        let x = f32(logits[row * p.stride + k]);
+        if (i == NONE || x > v) {
             v = x;
             i = k;
         }

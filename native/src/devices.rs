@@ -1,6 +1,6 @@
 //! `glim devices`: the adapters glim can use, best first, as `GLIM_ADAPTER` indexes them.
 
-use glim::gpu::{list_adapters, AdapterChoice, AdapterSummary};
+use glim::gpu::{list_adapters, match_adapter, AdapterChoice, AdapterSummary};
 
 use crate::{bail, CliResult};
 
@@ -29,21 +29,10 @@ pub fn devices() -> CliResult<()> {
     Ok(())
 }
 
-/// The adapter glim opens: `wanted` as an index or a name substring, else the first (best).
-/// The same rule as the engine's.
+/// The adapter glim opens, by the engine's own rule.
 fn picked(adapters: &[AdapterSummary], wanted: Option<&str>) -> Option<usize> {
-    let Some(wanted) = wanted else {
-        return (!adapters.is_empty()).then_some(0);
-    };
-    match wanted.parse::<usize>() {
-        Ok(index) => (index < adapters.len()).then_some(index),
-        Err(_) => {
-            let needle = wanted.to_lowercase();
-            adapters
-                .iter()
-                .position(|a| a.name.to_lowercase().contains(&needle))
-        }
-    }
+    let names: Vec<String> = adapters.iter().map(|a| a.name.clone()).collect();
+    match_adapter(&names, wanted)
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -214,7 +214,7 @@ fn ppl_with_a_too_short_text_is_a_clean_error() {
     let _ = std::fs::remove_file(&text_path);
     let error = assert_clean_error(&out);
     if model.is_some() {
-        assert!(error.contains("fewer than one chunk"), "{error}");
+        assert!(error.contains("fewer than two chunks"), "{error}");
     }
     // A text file that is not there fails before the model loads.
     let out = glim()

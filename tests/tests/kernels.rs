@@ -280,11 +280,17 @@ fn argmax_rows_with_ties() {
         logits[3 * n + n - 1] = 70.0; // row 3: the last element
         let lt = upload(ctx, &logits, precision);
         let out = ctx.zeros(&[rows], DType::U32).unwrap();
-        let op = argmax::argmax(ctx, &lt, &out, rows, n).unwrap();
+        let op = argmax::argmax(ctx, &lt, &out, rows, n, n).unwrap();
         run(ctx, &[&op]);
         let got = ctx.read_u32_blocking(&out).unwrap();
         assert_eq!(got, argmax::reference(&logits, n), "{precision:?}");
         assert_eq!(&got[1..], &[40_000, 7, (n - 1) as u32]);
+        // Only the first n - 1 candidates of each row: row 3's winner is out of reach.
+        let op = argmax::argmax(ctx, &lt, &out, rows, n - 1, n).unwrap();
+        run(ctx, &[&op]);
+        let got = ctx.read_u32_blocking(&out).unwrap();
+        assert_eq!(got[3], argmax::argmax_row(&logits[3 * n..4 * n - 1]));
+        assert_ne!(got[3], (n - 1) as u32);
     }
 }
 
@@ -454,7 +460,9 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(matches!(short_y, Err(Error::Shape(_))));
     let ids = f32s(4); // ids must be u32
     assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4).is_err());
-    assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10).is_err());
+    assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10, 10).is_err());
+    let ids = ctx.zeros(&[1], DType::U32).unwrap();
+    assert!(argmax::argmax(ctx, &f32s(10), &ids, 1, 11, 10).is_err());
     assert!(rmsnorm::rmsnorm(
         ctx,
         &f32s(10),

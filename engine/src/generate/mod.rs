@@ -150,7 +150,11 @@ impl Session {
         if prompt.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
-        if prompt.len() + params.max_tokens > context {
+        if params.max_tokens == 0 {
+            return Err(Error::Invalid("asked for 0 new tokens".into()));
+        }
+        // The last generated token is never fed back, so it needs no KV slot.
+        if prompt.len() + params.max_tokens > context + 1 {
             return Err(Error::Invalid(format!(
                 "the prompt ({} tokens) plus up to {} new tokens exceed the context of {context} tokens; \
                  shorten the prompt, lower the token limit or raise the context",
@@ -178,7 +182,7 @@ impl Session {
         let prefill_seconds = started.elapsed().as_secs_f64();
 
         let decode_started = Instant::now();
-        let mut decoder = self.tokenizer.stream_decoder();
+        let mut decoder = self.tokenizer.continuation_decoder();
         let mut filter = StopFilter {
             stops: &params.stop_strings,
             pending: String::new(),
@@ -244,7 +248,8 @@ impl Session {
             return Ok(self.model.forward(tokens, pos, Logits::Last).await?[0]);
         }
         let mut logits = self.model.forward_logits(tokens, pos, Logits::Last).await?;
-        Ok(sampler.sample(&mut logits, history))
+        let n = self.model.output_vocab();
+        Ok(sampler.sample(&mut logits[..n], history))
     }
 
     /// Blocking [`Session::generate`] (native only).

@@ -5,6 +5,7 @@
 //! least `ctx / 2` tokens of context.
 
 use crate::error::{Error, Result};
+use crate::kernels::argmax::argmax_row;
 use crate::model::llama::{Llama, Logits};
 
 /// The result of [`perplexity`].
@@ -46,9 +47,10 @@ pub async fn perplexity(
         )));
     }
     let chunks = tokens.len() / ctx;
-    if chunks == 0 {
+    // llama-perplexity's own minimum: two chunks.
+    if chunks < 2 {
         return Err(Error::Invalid(format!(
-            "the text has {} tokens, fewer than one chunk of {ctx}; use a longer text or a smaller --ctx",
+            "the text has {} tokens, fewer than two chunks of {ctx} (as llama-perplexity asks); use a longer text or a smaller --ctx",
             tokens.len()
         )));
     }
@@ -65,7 +67,7 @@ pub async fn perplexity(
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[c * ctx + j + 1];
             total_nll += nll(row, target);
-            hits += usize::from(super::sampler::argmax(row) == target);
+            hits += usize::from(argmax_row(row) == target);
             scored += 1;
         }
         on_chunk(c + 1, chunks, (total_nll / scored as f64).exp());

@@ -1,6 +1,8 @@
 //! Choosing the next token from logits: greedy, or llama.cpp's default chain —
 //! repetition penalty, top-k, top-p, min-p, temperature — then a seeded draw.
 
+use crate::kernels::argmax::argmax_row;
+
 /// Sampling settings. The defaults are greedy decoding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -92,7 +94,7 @@ impl Sampler {
             }
         }
         if p.is_greedy() {
-            return argmax(logits);
+            return argmax_row(logits);
         }
         // Candidates, most likely first (NaN logits never qualify).
         let mut cand: Vec<(u32, f32)> = logits
@@ -111,6 +113,10 @@ impl Sampler {
         }
         cand.sort_unstable_by(by_logit);
         let probs = softmax(&cand, 1.0);
+        // Infinite logits (an f16 overflow) leave no distribution: take the top one.
+        if probs.iter().any(|q| !q.is_finite()) {
+            return cand[0].0;
+        }
         let mut keep = cand.len();
         if p.top_p < 1.0 {
             let mut total = 0.0;
@@ -128,6 +134,9 @@ impl Sampler {
         }
         cand.truncate(keep.max(1));
         let probs = softmax(&cand, p.temperature);
+        if probs.iter().any(|q| !q.is_finite()) {
+            return cand[0].0;
+        }
         let r = self.rng.next_f64();
         let mut total = 0.0;
         for (&(id, _), q) in cand.iter().zip(&probs) {
@@ -149,17 +158,6 @@ fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
         .collect();
     let sum: f64 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// Index of the largest logit (the lowest index on ties).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 #[cfg(test)]
@@ -241,6 +239,15 @@ mod tests {
             }),
             vec![0, 1]
         );
+    }
+
+    #[test]
+    fn infinite_and_nan_logits_do_not_derail_sampling() {
+        let mut s = Sampler::new(params(1.0));
+        assert_eq!(s.sample(&mut [1.0, f32::INFINITY, 2.0], &[]), 1);
+        assert_eq!(s.sample(&mut [f32::NEG_INFINITY; 3], &[]), 0);
+        let mut g = Sampler::new(params(0.0));
+        assert_eq!(g.sample(&mut [f32::NAN, 1.0, 3.0], &[]), 2);
     }
 
     #[test]

@@ -136,8 +136,30 @@ async fn sorted_adapters(instance: &wgpu::Instance, choice: &AdapterChoice) -> V
     adapters
 }
 
+/// Which of `names` (best first) `wanted` picks: an index, or else the first name that
+/// contains it, case-insensitively; no `wanted` picks the first. `glim devices` uses the
+/// same rule to mark the adapter glim will open.
+pub fn match_adapter(names: &[String], wanted: Option<&str>) -> Option<usize> {
+    let Some(wanted) = wanted else {
+        return (!names.is_empty()).then_some(0);
+    };
+    match wanted.parse::<usize>() {
+        Ok(index) => (index < names.len()).then_some(index),
+        Err(_) => {
+            let needle = wanted.to_lowercase();
+            names
+                .iter()
+                .position(|n| n.to_lowercase().contains(&needle))
+        }
+    }
+}
+
+/// The chosen adapter and its index in the sorted list.
 #[cfg(not(target_arch = "wasm32"))]
-async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+async fn pick_adapter(
+    instance: &wgpu::Instance,
+    choice: &AdapterChoice,
+) -> Result<(usize, wgpu::Adapter)> {
     let adapters = sorted_adapters(instance, choice).await;
     if adapters.is_empty() {
         return Err(Error::NoAdapter(
@@ -146,23 +168,15 @@ async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Resu
                 .into(),
         ));
     }
-    let Some(wanted) = &choice.adapter else {
-        return Ok(adapters.into_iter().next().expect("checked non-empty"));
-    };
     let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-    let found = match wanted.parse::<usize>() {
-        Ok(index) => (index < adapters.len()).then_some(index),
-        Err(_) => {
-            let needle = wanted.to_lowercase();
-            names
-                .iter()
-                .position(|n| n.to_lowercase().contains(&needle))
-        }
-    };
-    match found {
-        Some(index) => Ok(adapters.into_iter().nth(index).expect("index in range")),
+    match match_adapter(&names, choice.adapter.as_deref()) {
+        Some(index) => Ok((
+            index,
+            adapters.into_iter().nth(index).expect("index in range"),
+        )),
         None => Err(Error::NoAdapter(format!(
-            "GLIM_ADAPTER={wanted} matches none of: {}",
+            "GLIM_ADAPTER={} matches none of: {}",
+            choice.adapter.as_deref().unwrap_or_default(),
             names
                 .iter()
                 .enumerate()
@@ -174,7 +188,10 @@ async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Resu
 }
 
 #[cfg(target_arch = "wasm32")]
-async fn pick_adapter(instance: &wgpu::Instance, _choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+async fn pick_adapter(
+    instance: &wgpu::Instance,
+    _choice: &AdapterChoice,
+) -> Result<(usize, wgpu::Adapter)> {
     instance
         .request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
@@ -183,6 +200,7 @@ async fn pick_adapter(instance: &wgpu::Instance, _choice: &AdapterChoice) -> Res
             ..Default::default()
         })
         .await
+        .map(|adapter| (0, adapter))
         .map_err(|e| Error::NoAdapter(format!("the browser offers no WebGPU adapter: {e}")))
 }
 
@@ -204,7 +222,7 @@ impl GpuContext {
     /// queries where the adapter has them and for the adapter's own buffer-size limits.
     pub async fn new(choice: &AdapterChoice) -> Result<Self> {
         let instance = new_instance(choice);
-        let adapter = pick_adapter(&instance, choice).await?;
+        let (index, adapter) = pick_adapter(&instance, choice).await?;
         let wanted =
             wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & wanted;
@@ -233,10 +251,7 @@ impl GpuContext {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
         });
-        let mut summary = summarize(0, &adapter);
-        if let Some(wanted) = &choice.adapter {
-            summary.index = wanted.parse().unwrap_or(0);
-        }
+        let summary = summarize(index, &adapter);
         log::info!("glim adapter: {} ({})", summary.name, summary.backend);
         Ok(Self {
             device,

@@ -16,19 +16,24 @@ pub fn source(precision: Precision) -> KernelSource {
     }
 }
 
-/// `out[r] = argmax(logits[r, 0..n])` for `rows` rows; `out` is a u32 tensor.
+/// `out[r] = argmax(logits[r, 0..n])` for `rows` rows of `stride` values; `out` is a u32
+/// tensor. (`n` < `stride` leaves the tail of each row out, e.g. padding in a model's
+/// vocabulary that its tokenizer has no tokens for.)
 pub fn argmax(
     ctx: &GpuContext,
     logits: &Tensor,
     out: &Tensor,
     rows: usize,
     n: usize,
+    stride: usize,
 ) -> Result<Dispatch> {
     ensure_shape(out.dtype == DType::U32, || "argmax: out must be u32".into())?;
-    ensure_shape(n > 0, || "argmax: empty rows".into())?;
-    ensure_len("argmax", "logits", logits, rows * n)?;
+    ensure_shape(n > 0 && n <= stride, || {
+        format!("argmax: {n} candidates in rows of {stride}")
+    })?;
+    ensure_len("argmax", "logits", logits, rows * stride)?;
     ensure_len("argmax", "out", out, rows)?;
-    let params = ctx.uniform(&[rows as u32, n as u32, 0, 0]);
+    let params = ctx.uniform(&[rows as u32, n as u32, stride as u32, 0]);
     ctx.dispatch(
         &source(logits.precision()?),
         &[&params, &logits.buffer, &out.buffer],
@@ -36,18 +41,18 @@ pub fn argmax(
     )
 }
 
-/// CPU reference: lowest index of the maximum of each row.
+/// Index of the largest value of `row`, the lowest on ties; NaNs never win.
+pub fn argmax_row(row: &[f32]) -> u32 {
+    let mut best: Option<usize> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|b| v > row[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0) as u32
+}
+
+/// CPU reference: [`argmax_row`] of each row.
 pub fn reference(logits: &[f32], n: usize) -> Vec<u32> {
-    logits
-        .chunks(n)
-        .map(|row| {
-            let mut best = 0;
-            for (i, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        })
-        .collect()
+    logits.chunks(n).map(argmax_row).collect()
 }

@@ -26,6 +26,12 @@ pub struct LlamaConfig {
     pub tied_embeddings: bool,
 }
 
+/// Bounds on sizes read from files: far above any real model, far below what would make
+/// an allocation or an index overflow.
+const MAX_LAYERS: usize = 1024;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+
 /// Architectures whose GGUF tensors and metadata follow llama.cpp's `llama` layout.
 const LLAMA_LIKE: &[&str] = &["llama"];
 
@@ -65,6 +71,21 @@ impl LlamaConfig {
             Some(v) => v,
             None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
         };
+        if let Some(kind) = file
+            .metadata(&key("rope.scaling.type"))
+            .and_then(|v| v.as_str())
+        {
+            if kind != "none" {
+                return Err(Error::Unsupported(format!("rope scaling `{kind}`")));
+            }
+        }
+        if let Some(rotary) = opt_u32("rope.dimension_count") {
+            if rotary != head_dim {
+                return Err(Error::Unsupported(format!(
+                    "rotary embedding over {rotary} of {head_dim} head dimensions"
+                )));
+            }
+        }
         let embeddings = file
             .tensor("token_embd.weight")
             .ok_or_else(|| Error::Invalid("model has no token_embd.weight tensor".into()))?;
@@ -89,25 +110,41 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks the numbers fit together and the kernels' limits.
+    /// Checks the numbers fit together and the kernels' limits. Sizes come from files, so
+    /// they are bounded before anything is allocated from them.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
+        let sizes = [
+            ("layers", self.n_layers, MAX_LAYERS),
+            ("width", self.dim, MAX_WIDTH),
+            ("attention heads", self.n_heads, MAX_WIDTH),
+            ("KV heads", self.n_kv_heads, MAX_WIDTH),
+            ("feed-forward width", self.ffn_dim, MAX_WIDTH),
+            ("vocabulary", self.vocab_size, MAX_VOCAB),
+        ];
+        for (what, value, max) in sizes {
+            if value == 0 || value > max {
+                return bad(format!("model has {value} {what} (expected 1 to {max})"));
+            }
+        }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} heads do not group into {} KV heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if !self.head_dim.is_multiple_of(2)
+        if self.head_dim == 0
+            || !self.head_dim.is_multiple_of(2)
             || self.head_dim > crate::kernels::attention::MAX_HEAD_DIM
         {
             return bad(format!(
-                "head dimension {} unsupported (even, at most 256)",
+                "head dimension {} unsupported (even, 2 to 256)",
                 self.head_dim
             ));
         }
-        if self.vocab_size == 0 || self.ffn_dim == 0 {
-            return bad("model has an empty vocabulary or feed-forward layer".into());
+        // Rows of f16 activations are copied whole; copies move 4-byte units.
+        if !self.dim.is_multiple_of(2) {
+            return bad(format!("model width {} is odd", self.dim));
         }
         Ok(())
     }

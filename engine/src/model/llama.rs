@@ -3,7 +3,8 @@
 //! All buffers (weights, KV cache, activations for up to `max_batch` tokens, logits) are
 //! allocated at load. A call records the plan for its tokens into one encoder and submits
 //! once; the decode plan (one token) is built once and reused, so a decode step allocates
-//! nothing and reads back only the 4-byte token id.
+//! nothing and reads back only the 4-byte token id (or, when sampling on the host, one row
+//! of logits into a buffer kept for it).
 
 use super::config::LlamaConfig;
 use super::gguf::GgufFile;
@@ -72,6 +73,8 @@ struct Buffers {
     logits: Tensor,
     tokens: Tensor,
     readback: wgpu::Buffer,
+    /// One row of logits, for sampling on the host.
+    logits_readback: wgpu::Buffer,
 }
 
 /// Which logits a pass computes.
@@ -105,6 +108,9 @@ pub struct Llama {
     layers: Vec<Layer>,
     buf: Buffers,
     decode_plan: Option<Vec<Op>>,
+    /// Tokens the output may pick from: the vocabulary, or fewer when the tokenizer has
+    /// fewer tokens than the output head has rows (padding).
+    output_vocab: usize,
     n_splits: usize,
     weight_bytes: usize,
 }
@@ -159,7 +165,24 @@ impl Llama {
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
         let context = options.context.clamp(1, config.context_length.max(1));
-        let max_batch = options.max_batch.clamp(1, context);
+        // Each layer's KV cache and the logits are single bindings: keep them under the
+        // adapter's binding limit, with a clear error up front instead of a GPU error later.
+        let act_bytes = DType::from(precision).size();
+        let limit = ctx.max_binding_size() as usize;
+        let kv_row = config.kv_dim() * act_bytes;
+        if context * kv_row > limit {
+            return Err(Error::Unsupported(format!(
+                "a KV cache of {context} tokens needs {} MiB per layer, over this adapter's {} MiB binding limit; use a context of at most {}",
+                (context * kv_row) >> 20,
+                limit >> 20,
+                limit / kv_row
+            )));
+        }
+        let logits_row = config.vocab_size * act_bytes;
+        let max_batch = options
+            .max_batch
+            .clamp(1, context)
+            .min((limit / logits_row).max(1));
         let format = options.format;
         let (dim, qd, kvd, ffn, vocab) = (
             config.dim,
@@ -198,7 +221,7 @@ impl Llama {
         tick(&mut done);
 
         let act = DType::from(precision);
-        let mut layers = Vec::with_capacity(config.n_layers);
+        let mut layers = Vec::new();
         for i in 0..config.n_layers {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
             let mut matrix = |t: &str, rows, cols, n: &mut usize| {
@@ -266,6 +289,12 @@ impl Llama {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            logits_readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("logits readback"),
+                size: (logits_row as u64).div_ceil(4) * 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
         };
         ctx.take_error()?;
         Ok(Self {
@@ -282,6 +311,7 @@ impl Llama {
             layers,
             buf,
             decode_plan: None,
+            output_vocab: vocab,
             n_splits,
             weight_bytes,
         })
@@ -291,13 +321,25 @@ impl Llama {
         &self.ctx
     }
 
+    /// Keeps generation to the first `n` vocabulary entries (those a tokenizer can decode).
+    pub fn limit_output_vocab(&mut self, n: usize) {
+        self.output_vocab = n.clamp(1, self.config.vocab_size);
+        self.decode_plan = None;
+    }
+
+    /// How many vocabulary entries generation picks from.
+    pub fn output_vocab(&self) -> usize {
+        self.output_vocab
+    }
+
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
     }
 
-    /// The forward pass for `n` tokens (ids and positions already in their buffers).
-    fn plan(&self, n: usize, logits: Logits) -> Result<Vec<Op>> {
+    /// The forward pass for `n` tokens (ids and positions already in their buffers); with
+    /// `logits` `None` it only fills the KV cache (an early chunk of a long prompt).
+    fn plan(&self, n: usize, logits: Option<Logits>) -> Result<Vec<Op>> {
         let c = &self.config;
         let ctx = &self.ctx;
         let b = &self.buf;
@@ -392,6 +434,9 @@ impl Llama {
             );
             ops.push(Op::Kernel(residual::add(ctx, &b.x, &b.h, n * c.dim)?));
         }
+        let Some(logits) = logits else {
+            return Ok(ops);
+        };
         ops.push(Op::Kernel(rmsnorm::rmsnorm(
             ctx,
             &b.x,
@@ -417,13 +462,14 @@ impl Llama {
             &b.logits,
             &b.tokens,
             rows,
+            self.output_vocab,
             c.vocab_size,
         )?));
         Ok(ops)
     }
 
     /// Records `ops` for `n` tokens starting at `start` and submits them, reading back the
-    /// `rows` argmax token ids.
+    /// `rows` argmax token ids (none, without waiting, when `rows` is 0).
     async fn run(&self, ops: &[Op], n: usize, start: usize, rows: usize) -> Result<Vec<u32>> {
         let b = &self.buf;
         let act = DType::from(self.precision).size() as u64;
@@ -443,6 +489,10 @@ impl Llama {
                     rec.copy(&b.h.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
                 }
             }
+        }
+        if rows == 0 {
+            rec.submit()?;
+            return Ok(Vec::new());
         }
         rec.copy(&b.tokens.buffer, 0, &b.readback, 0, rows as u64 * 4);
         rec.submit()?;
@@ -520,30 +570,48 @@ impl Llama {
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let pos = start + i * self.max_batch;
             let is_last = pos + chunk.len() == start + tokens.len();
-            self.upload_inputs(chunk, pos);
             let n = chunk.len();
-            let rows = if logits == Logits::All { n } else { 1 };
-            let ids = if n == 1 && logits == Logits::Last {
+            // Early chunks of a prompt whose last logits are all that is wanted only fill
+            // the KV cache: no output head, no readback, no wait.
+            let wanted = (logits == Logits::All || is_last).then_some(logits);
+            let rows = match wanted {
+                Some(Logits::All) => n,
+                Some(Logits::Last) => 1,
+                None => 0,
+            };
+            self.upload_inputs(chunk, pos);
+            let ids = if n == 1 && wanted == Some(Logits::Last) {
                 if self.decode_plan.is_none() {
-                    self.decode_plan = Some(self.plan(1, Logits::Last)?);
+                    self.decode_plan = Some(self.plan(1, Some(Logits::Last))?);
                 }
-                self.run(self.decode_plan.as_ref().expect("just built"), 1, pos, 1)
-                    .await?
+                let plan = self.decode_plan.as_ref().expect("just built");
+                self.run(plan, 1, pos, 1).await?
             } else {
-                let ops = self.plan(n, logits)?;
+                let ops = self.plan(n, wanted)?;
                 self.run(&ops, n, pos, rows).await?
             };
-            if logits == Logits::All || is_last {
-                ids_out.extend(ids);
-                if read_logits {
-                    let t = &self.buf.logits;
-                    let n_values = rows * self.config.vocab_size;
-                    let bytes = self
-                        .ctx
-                        .read_bytes(&t.buffer, 0, (n_values * t.dtype.size()) as u64)
-                        .await?;
-                    logits_out.extend(floats_from_bytes(&bytes, t.dtype, n_values));
-                }
+            ids_out.extend(ids);
+            if read_logits && rows > 0 {
+                let t = &self.buf.logits;
+                let n_values = rows * self.config.vocab_size;
+                let size = (n_values * t.dtype.size()) as u64;
+                let bytes = if rows == 1 {
+                    // Sampling reads one row per token: into a buffer kept for it.
+                    let staging = &self.buf.logits_readback;
+                    let mut rec = self.ctx.recorder();
+                    rec.copy(
+                        &t.buffer,
+                        0,
+                        staging,
+                        0,
+                        staging.size().min(size.div_ceil(4) * 4),
+                    );
+                    rec.submit()?;
+                    self.ctx.map_and_copy(staging).await?
+                } else {
+                    self.ctx.read_bytes(&t.buffer, 0, size).await?
+                };
+                logits_out.extend(floats_from_bytes(&bytes, t.dtype, n_values));
             }
         }
         Ok((ids_out, logits_out))

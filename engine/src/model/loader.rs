@@ -38,7 +38,7 @@ pub fn load(
     }
     let file = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let template = ChatTemplate::from_gguf(&file)?;
+    let template = ChatTemplate::from_tokenizer(&tokenizer)?;
     let name = file
         .metadata("general.name")
         .and_then(|v| v.as_str())
@@ -92,14 +92,17 @@ fn load_hf(
 }
 
 /// `loaded`, once its tokenizer is known to fit its model.
-fn checked(loaded: LoadedModel) -> Result<LoadedModel> {
-    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
-    if model.config.vocab_size < tokenizer.vocab_size() {
+fn checked(mut loaded: LoadedModel) -> Result<LoadedModel> {
+    let (model_vocab, tokens) = (
+        loaded.model.config.vocab_size,
+        loaded.tokenizer.vocab_size(),
+    );
+    if model_vocab < tokens {
         return Err(Error::Invalid(format!(
-            "the tokenizer has {} tokens but the model only {}",
-            tokenizer.vocab_size(),
-            model.config.vocab_size
+            "the tokenizer has {tokens} tokens but the model only {model_vocab}"
         )));
     }
+    // Output rows past the tokenizer's vocabulary are padding: never generate them.
+    loaded.model.limit_output_vocab(tokens);
     Ok(loaded)
 }

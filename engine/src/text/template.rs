@@ -25,7 +25,6 @@ use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, ErrorKind, Value};
 
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
 
 use super::tokenizer::Tokenizer;
 
@@ -154,27 +153,6 @@ impl ChatTemplate {
         let eos = tokenizer.eos_token().unwrap_or_default();
         match tokenizer.chat_template() {
             Some(source) => Self::new(source, bos, eos),
-            None => Ok(Self::chatml(bos, eos)),
-        }
-    }
-
-    /// The template in a GGUF file's `tokenizer.chat_template`, or ChatML when it has none,
-    /// with the texts of its BOS and EOS tokens.
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let token_text = |key: &str| -> Result<String> {
-            let Some(id) = g.metadata(key).map(|_| g.get_u32(key)).transpose()? else {
-                return Ok(String::new());
-            };
-            let tokens = match g.metadata("tokenizer.ggml.tokens") {
-                Some(_) => g.get_str_array("tokenizer.ggml.tokens")?,
-                None => &[],
-            };
-            Ok(tokens.get(id as usize).cloned().unwrap_or_default())
-        };
-        let bos = token_text("tokenizer.ggml.bos_token_id")?;
-        let eos = token_text("tokenizer.ggml.eos_token_id")?;
-        match g.metadata("tokenizer.chat_template") {
-            Some(_) => Self::new(g.get_str("tokenizer.chat_template")?, bos, eos),
             None => Ok(Self::chatml(bos, eos)),
         }
     }

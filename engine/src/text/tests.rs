@@ -862,7 +862,7 @@ fn smollm2_tokenizer() {
     }
 
     // The GGUF's own template.
-    let tmpl = ChatTemplate::from_gguf(&g).unwrap();
+    let tmpl = ChatTemplate::from_tokenizer(&t).unwrap();
     assert!(!tmpl.is_fallback());
     let prompt = tmpl.render(&[Message::user("What is 2+2?")], true).unwrap();
     assert_eq!(

@@ -877,6 +877,16 @@ impl Tokenizer {
         }
     }
 
+    /// A decoder for tokens that continue a text, such as a model's answer after its
+    /// prompt: unlike [`Tokenizer::stream_decoder`], it keeps a SentencePiece token's leading
+    /// space (" Paris" after "France is"), as llama.cpp prints it.
+    pub fn continuation_decoder(&self) -> StreamDecoder {
+        StreamDecoder {
+            at_start: false,
+            ..self.stream_decoder()
+        }
+    }
+
     /// The raw bytes token `id` stands for (possibly part of a UTF-8 character).
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         self.table.get(id)
