@@ -285,10 +285,6 @@ fn gguf_errors() {
         ],
         vec![
             ("tokenizer.ggml.model", V::Str("llama".into())),
-            ("tokenizer.ggml.tokens", V::Strs(strs(&["a", "a"]))),
-        ],
-        vec![
-            ("tokenizer.ggml.model", V::Str("llama".into())),
             ("tokenizer.ggml.tokens", V::Strs(vec![])),
         ],
     ] {
@@ -915,4 +911,15 @@ fn smollm2_matches_llama_cpp_goldens() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// llama.cpp accepts a vocabulary that lists a text twice (the later id encodes); so does glim.
+#[test]
+fn duplicate_vocabulary_texts_load_like_llama_cpp() {
+    let mut pieces = SPM_PIECES.to_vec();
+    pieces.push(("he", -9.0));
+    let t = Tokenizer::from_gguf(&spm_gguf(&pieces, vec![])).unwrap();
+    let last = (t.vocab_size() - 1) as u32;
+    assert_eq!(t.token_to_id("he"), Some(last));
+    assert_eq!(t.decode(&[last]).unwrap(), "he");
 }

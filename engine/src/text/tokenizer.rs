@@ -538,10 +538,9 @@ impl Tokenizer {
         let n = vocab.tokens.len();
         let mut ids: HashMap<&str, u32> = HashMap::with_capacity(n);
         for (i, t) in vocab.tokens.iter().enumerate() {
+            // As in llama.cpp, a text listed twice encodes to its later id; both decode.
             if let Some(prev) = ids.insert(t, i as u32) {
-                return Err(Error::Invalid(format!(
-                    "GGUF vocabulary has the token {t:?} twice (ids {prev} and {i})"
-                )));
+                log::warn!("GGUF vocabulary has the token {t:?} twice (ids {prev} and {i})");
             }
         }
 
@@ -680,6 +679,14 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))?;
         let vocab = inner.get_vocab(true);
         let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        // Ids index a table: a stray huge id must not allocate gigabytes.
+        if n > 2 * vocab.len() + 1024 {
+            return Err(Error::Invalid(format!(
+                "tokenizer.json: token id {} with only {} tokens",
+                n - 1,
+                vocab.len()
+            )));
+        }
         let mut texts = vec![String::new(); n];
         for (t, &id) in &vocab {
             texts[id as usize] = t.clone();
