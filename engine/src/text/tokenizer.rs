@@ -1055,12 +1055,7 @@ fn build_bpe(g: &GgufFile, vocab: &GgufVocab) -> Result<(tokenizers::Tokenizer, 
         }
         Some(_) => g.get_str_array("tokenizer.ggml.merges")?,
     };
-    let vocab_map: ahash::AHashMap<String, u32> = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let vocab_map = token_ids(&vocab.tokens);
     // llama.cpp splits each merge at the first space after its first byte and keeps the
     // first rank of a repeated pair; `tokenizers` wants every part and result in the
     // vocabulary, so merges that cannot apply are left out.
@@ -1141,12 +1136,7 @@ fn build_spm(
         .into_iter()
         .map(|(_, _, a, b)| (a.to_owned(), b.to_owned()))
         .collect::<Vec<_>>();
-    let vocab_map: ahash::AHashMap<String, u32> = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let vocab_map = token_ids(&vocab.tokens);
     let mut builder = BPE::builder()
         .vocab_and_merges(vocab_map, merges)
         .byte_fallback(true)
@@ -1267,4 +1257,14 @@ impl StreamDecoder {
             }
         }
     }
+}
+
+/// Token text to id for `tokenizers`' models; a text listed twice maps to its later id,
+/// as in llama.cpp.
+fn token_ids(tokens: &[String]) -> ahash::AHashMap<String, u32> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect()
 }
