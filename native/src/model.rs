@@ -4,36 +4,11 @@ use std::path::{Path, PathBuf};
 
 use glim::gpu::{GpuContext, Precision};
 use glim::model::llama::LoadOptions;
-use glim::model::loader::{self, LoadedModel};
+use glim::model::loader::{self, default_model_path, LoadedModel};
 use glim::text::Tokenizer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{bail, CliResult};
-
-/// The file `scripts/fetch-model.sh` fetches.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// An environment variable's value, unless unset or empty (as the shell's `${VAR:-...}`).
-fn var_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// glim's data folder: `$GLIM_HOME`, else `$XDG_CACHE_HOME/glim`, else `~/.cache/glim`
-/// (the rule `scripts/fetch-model.sh` follows).
-pub fn glim_home() -> Option<PathBuf> {
-    var_path("GLIM_HOME").or_else(|| {
-        var_path("XDG_CACHE_HOME")
-            .or_else(|| var_path("HOME").map(|home| home.join(".cache")))
-            .map(|cache| cache.join("glim"))
-    })
-}
-
-/// Where `scripts/fetch-model.sh` puts the default model.
-pub fn default_model_path() -> Option<PathBuf> {
-    glim_home().map(|home| home.join("models").join(DEFAULT_MODEL_FILE))
-}
 
 /// The model to load: `given`, else the default model; an error when it is not there.
 pub fn resolve(given: Option<PathBuf>) -> CliResult<PathBuf> {

@@ -33,19 +33,10 @@ fn temp_path(name: &str) -> PathBuf {
 
 /// The default model: `GLIM_TEST_GGUF`, else where `scripts/fetch-model.sh` puts it.
 fn test_model() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let path = var("GLIM_TEST_GGUF").or_else(|| {
-        let home = var("GLIM_HOME").or_else(|| {
-            var("XDG_CACHE_HOME")
-                .or_else(|| var("HOME").map(|h| h.join(".cache")))
-                .map(|c| c.join("glim"))
-        })?;
-        Some(home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    });
+    let path = std::env::var_os("GLIM_TEST_GGUF")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(glim::model::loader::default_model_path);
     match path {
         Some(path) if path.exists() => Some(path),
         path => {

@@ -116,18 +116,9 @@ pub fn rel_tol(precision: Precision) -> f32 {
 /// `GLIM_TEST_GGUF`, else `scripts/fetch-model.sh`'s destination. Under CI a missing model
 /// fails the test; elsewhere the test prints why it skips and gets `None`.
 pub fn test_model() -> Option<std::path::PathBuf> {
-    use std::path::PathBuf;
     let path = match std::env::var_os("GLIM_TEST_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            let home = std::env::var_os("GLIM_HOME")
-                .map(PathBuf::from)
-                .unwrap_or(cache.join("glim"));
-            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
+        Some(p) => std::path::PathBuf::from(p),
+        None => glim::model::loader::default_model_path()?,
     };
     if path.exists() {
         return Some(path);

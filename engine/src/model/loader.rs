@@ -1,7 +1,7 @@
 //! One entry point for every model format the front ends accept: a path in, a model on the
 //! GPU with its tokenizer and chat template out. Native only: the browser loads from bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::gguf::GgufFile;
 use super::hf::HfModel;
@@ -9,6 +9,31 @@ use super::llama::{Llama, LoadOptions};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::text::{ChatTemplate, Tokenizer};
+
+/// The file `scripts/fetch-model.sh` fetches.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// An environment variable's value, unless unset or empty (as the shell's `${VAR:-...}`).
+fn var_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// glim's data folder: `$GLIM_HOME`, else `$XDG_CACHE_HOME/glim`, else `~/.cache/glim`
+/// (the rule `scripts/fetch-model.sh` follows).
+pub fn glim_home() -> Option<PathBuf> {
+    var_path("GLIM_HOME").or_else(|| {
+        var_path("XDG_CACHE_HOME")
+            .or_else(|| var_path("HOME").map(|home| home.join(".cache")))
+            .map(|cache| cache.join("glim"))
+    })
+}
+
+/// Where `scripts/fetch-model.sh` puts the default model.
+pub fn default_model_path() -> Option<PathBuf> {
+    glim_home().map(|home| home.join("models").join(DEFAULT_MODEL_FILE))
+}
 
 /// A model ready to generate with.
 pub struct LoadedModel {
