@@ -3,11 +3,13 @@
 //! The crate is layered the way data flows: [`gpu`] owns the device, buffers and pipelines;
 //! [`quant`] defines the packed weight formats and their CPU (de)quantizers; [`kernels`] holds
 //! one module per WGSL kernel family, each with the host-side launch code and a plain-Rust CPU
-//! reference that the tests hold the GPU to; [`model`] reads model files and runs the Llama
+//! reference that the tests hold the GPU to; [`formats`] turns model files into named tensors
+//! and metadata; [`model`] maps them onto the Llama
 //! graph; [`text`] turns text into tokens and back and renders chat templates; [`generate`]
 //! samples, streams and stops.
 
 pub mod error;
+pub mod formats;
 pub mod generate;
 pub mod gpu;
 pub mod kernels;

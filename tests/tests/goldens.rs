@@ -6,8 +6,8 @@
 //! its own top-2 logits are within 0.5 of each other the two engines may honestly disagree;
 //! the goldens record that margin at every step and the tests print it at any divergence.
 
+use glim::formats::gguf::GgufFile;
 use glim::generate::perplexity::perplexity;
-use glim::model::gguf::GgufFile;
 use glim::model::llama::{Llama, LoadOptions, Logits};
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;

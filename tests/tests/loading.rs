@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use glim::formats::gguf::GgufFile;
 use glim::generate::{GenerationParams, Session};
 use glim::model::config::LlamaConfig;
-use glim::model::gguf::GgufFile;
 use glim::model::llama::LoadOptions;
 use glim::model::loader::{load, LoadedModel};
 use glim::model::source::WeightSource;

@@ -6,7 +6,7 @@
 //! the same GGUF, " Paris.\n\nThe answer is" (its CPU backend parts ways at a near-tie
 //! after four tokens: see goldens.json's margins).
 
-use glim::model::gguf::GgufFile;
+use glim::formats::gguf::GgufFile;
 use glim::model::llama::{Llama, LoadOptions, Logits};
 use glim::quant::WeightFormat;
 

@@ -1,7 +1,7 @@
 //! The Llama-family model configuration, read from a GGUF file's metadata.
 
-use super::gguf::GgufFile;
 use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
 use crate::kernels::rope::{Llama3Scaling, RopeMode};
 
 /// Shapes and constants of a Llama-family model (Llama 2/3, SmolLM, TinyLlama, Mistral

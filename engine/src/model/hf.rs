@@ -4,24 +4,15 @@
 //! Weights keep HF's layout (`[out_features, in_features]`, Q/K rows unpermuted), so these
 //! models rotate with [`RopeMode::Halves`], unlike GGUF files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use serde_json::Value;
 
 use super::config::LlamaConfig;
 use super::source::{check_shape, WeightSource};
 use crate::error::{Error, Result};
+use crate::formats::safetensors::SafetensorsFiles;
 use crate::kernels::rope::{Llama3Scaling, RopeMode};
-
-/// Where one tensor's bytes are.
-struct Entry {
-    file: usize,
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    range: std::ops::Range<usize>,
-}
 
 /// An opened HF folder: its config and memory-mapped weight files.
 pub struct HfModel {
@@ -29,8 +20,7 @@ pub struct HfModel {
     pub config: LlamaConfig,
     /// `config.json` as parsed, for callers that need more of it.
     pub config_json: Value,
-    files: Vec<memmap2::Mmap>,
-    index: HashMap<String, Entry>,
+    files: SafetensorsFiles,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -147,58 +137,10 @@ impl HfModel {
     /// Opens a folder, checking every safetensors header against its file.
     pub fn open(dir: &Path) -> Result<Self> {
         let config_json = read_json(&dir.join("config.json"))?;
-        let config = config_from_json(&config_json)?;
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::Invalid(format!("cannot list {}: {e}", dir.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{} holds no .safetensors files",
-                dir.display()
-            )));
-        }
-        let mut files = Vec::new();
-        let mut index = HashMap::new();
-        for path in &paths {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Error::Invalid(format!("cannot open {}: {e}", path.display())))?;
-            // SAFETY: read-only private map; like any mmap loader, glim assumes the file is
-            // not truncated while the model loads.
-            let map = unsafe { memmap2::Mmap::map(&file) }
-                .map_err(|e| Error::Invalid(format!("cannot map {}: {e}", path.display())))?;
-            let (header_len, metadata) =
-                safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-                    Error::Invalid(format!(
-                        "{} is not a valid safetensors file: {e}",
-                        path.display()
-                    ))
-                })?;
-            let data_start = 8 + header_len;
-            for (name, info) in metadata.tensors() {
-                let (begin, end) = info.data_offsets;
-                let range = data_start + begin..data_start + end;
-                if range.end > map.len() {
-                    return Err(Error::Invalid(format!(
-                        "{}: tensor {name} runs past the end of the file",
-                        path.display()
-                    )));
-                }
-                let entry = Entry {
-                    file: files.len(),
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    range,
-                };
-                index.insert(name, entry);
-            }
-            files.push(map);
-        }
-        let mut config = config;
+        let mut config = config_from_json(&config_json)?;
+        let files = SafetensorsFiles::open_dir(dir)?;
         // Some checkpoints tie embeddings without saying so: no lm_head means tied.
-        if !index.contains_key("lm_head.weight") {
+        if !files.contains("lm_head.weight") {
             config.tied_embeddings = true;
         }
         Ok(Self {
@@ -206,56 +148,23 @@ impl HfModel {
             config,
             config_json,
             files,
-            index,
         })
     }
 }
 
 impl WeightSource for HfModel {
     fn has(&self, name: &str) -> bool {
-        hf_name(name).is_some_and(|n| self.index.contains_key(&n))
+        hf_name(name).is_some_and(|n| self.files.contains(&n))
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let hf =
             hf_name(name).ok_or_else(|| Error::Invalid(format!("no HF name for tensor {name}")))?;
-        let entry = self
-            .index
-            .get(&hf)
+        let found = self
+            .files
+            .shape(&hf)
             .ok_or_else(|| Error::Invalid(format!("model has no tensor {hf}")))?;
-        check_shape(&hf, &entry.shape, shape)?;
-        let bytes = &self.files[entry.file][entry.range.clone()];
-        let n: usize = entry.shape.iter().product();
-        let width = match entry.dtype {
-            safetensors::Dtype::F32 => 4,
-            safetensors::Dtype::F16 | safetensors::Dtype::BF16 => 2,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "tensor {hf} has dtype {other:?} (glim reads f32, f16, bf16)"
-                )))
-            }
-        };
-        if bytes.len() != n * width {
-            return Err(Error::Invalid(format!(
-                "tensor {hf} holds {} bytes, its shape needs {}",
-                bytes.len(),
-                n * width
-            )));
-        }
-        let values = match entry.dtype {
-            safetensors::Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            safetensors::Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        };
-        Ok(values)
+        check_shape(&hf, found, shape)?;
+        self.files.tensor_f32(&hf)
     }
 }

@@ -7,9 +7,9 @@
 //! of logits into a buffer kept for it).
 
 use super::config::LlamaConfig;
-use super::gguf::GgufFile;
 use super::source::WeightSource;
 use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
 use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};

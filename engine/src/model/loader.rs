@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::gguf::GgufFile;
 use super::hf::HfModel;
 use super::llama::{Llama, LoadOptions};
 use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
 use crate::gpu::GpuContext;
 use crate::text::{ChatTemplate, Tokenizer};
 

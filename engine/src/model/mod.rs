@@ -2,7 +2,6 @@
 //! models ship in.
 
 pub mod config;
-pub mod gguf;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hf;
 pub mod llama;

@@ -1,8 +1,8 @@
 //! Where a model's weights come from. Every format answers in llama.cpp's tensor names
 //! (`token_embd.weight`, `blk.N.attn_q.weight`, ...), so one graph loads them all.
 
-use super::gguf::GgufFile;
 use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
 
 /// A provider of named weights, decoded to f32.
 pub trait WeightSource {

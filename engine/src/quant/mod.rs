@@ -34,8 +34,6 @@ use half::f16;
 
 use crate::error::{Error, Result};
 
-pub mod ggml;
-
 /// How a weight matrix is stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightFormat {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::template::strftime;
 use super::*;
 use crate::error::Error;
-use crate::model::gguf::GgufFile;
+use crate::formats::gguf::GgufFile;
 
 // ---------------------------------------------------------------------------------------
 // A minimal GGUF writer: metadata only.

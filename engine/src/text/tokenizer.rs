@@ -53,7 +53,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
+use crate::formats::gguf::GgufFile;
 
 /// GGUF token types (`llama_token_type` in llama.cpp).
 mod token_type {

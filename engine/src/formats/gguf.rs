@@ -37,8 +37,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::ggml::{self, GgmlType};
 use crate::error::{Error, Result};
-use crate::quant::ggml::{self, GgmlType};
 
 /// The first four bytes of every GGUF file.
 pub const MAGIC: [u8; 4] = *b"GGUF";

@@ -1,0 +1,12 @@
+//! File formats: bytes in, named tensors and metadata out. No GPU code and no model
+//! knowledge here; `model` maps these tensors onto the graph and `text` reads the
+//! tokenizer data.
+//!
+//! - [`gguf`]: llama.cpp's single-file format, with [`ggml`] decoding its tensor types.
+//! - [`safetensors`]: Hugging Face checkpoints (native only: memory-mapped files).
+//! - [`mlc`]: MLC-LLM's packed model folders, glim's own packed format (read and write).
+
+pub mod ggml;
+pub mod gguf;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod safetensors;
