@@ -77,9 +77,10 @@ impl From<Quant> for WeightFormat {
 /// How a model is loaded.
 #[derive(Args, Debug, Clone)]
 struct ModelArgs {
-    /// Weight format on the GPU (the file's weights are re-quantized to it)
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Quant::Q4f16)]
-    quant: Quant,
+    /// Weight format on the GPU: GGUF and HF weights are quantized to it [default: q4f16;
+    /// a model folder's own format]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    quant: Option<Quant>,
 }
 
 #[derive(Args, Debug)]
@@ -233,7 +234,7 @@ mod tests {
         };
         assert_eq!(args.max_tokens, 256);
         assert_eq!(args.ctx, 2048);
-        assert_eq!(args.load.quant, Quant::Q4f16);
+        assert_eq!(args.load.quant, None);
         assert_eq!(args.temperature, SamplingParams::default().temperature);
         assert!(args.model.is_none());
     }
@@ -256,7 +257,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.stop, ["a", "b"]);
-        assert_eq!(args.load.quant, Quant::Q3f16);
+        assert_eq!(args.load.quant, Some(Quant::Q3f16));
         assert_eq!(args.model, Some(PathBuf::from("m.gguf")));
     }
 

@@ -20,7 +20,7 @@ pub fn ppl(args: PplArgs) -> CliResult<()> {
         bail!("{} is not UTF-8 text", args.text.display());
     };
     let options = LoadOptions {
-        format: args.load.quant.into(),
+        format: args.load.quant.map(Into::into),
         context: args.ctx,
         ..LoadOptions::default()
     };

@@ -19,7 +19,7 @@ pub fn run(args: RunArgs) -> CliResult<()> {
     }
     let path = model::resolve(args.model.clone())?;
     let options = LoadOptions {
-        format: args.load.quant.into(),
+        format: args.load.quant.map(Into::into),
         context: args.ctx,
         ..LoadOptions::default()
     };

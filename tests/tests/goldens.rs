@@ -41,7 +41,7 @@ fn load(format: WeightFormat) -> Option<(Llama, GgufFile)> {
     let ctx = glim_tests::open_gpu()?;
     let file = GgufFile::open(&path).unwrap();
     let options = LoadOptions {
-        format,
+        format: Some(format),
         context: 512,
         max_batch: 128,
         precision: None,

@@ -3,7 +3,7 @@
 
 use glim::gpu::{DType, GpuContext, Precision, Tensor};
 use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
-use glim::kernels::rope::{self, RopeMode};
+use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
 use glim::kernels::weight::GpuWeight;
 use glim::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
 use glim::quant::{PackedWeight, WeightFormat};
@@ -180,40 +180,76 @@ fn rmsnorm_rows() {
     }
 }
 
+/// RoPE on fused QKV rows: rotated Q out, rotated K and copied V stored at each token's
+/// position in the caches (rows the tokens do not touch keep their old values), both
+/// pairings, GQA and MHA, positions out of order.
 #[test]
-fn rope_both_layouts() {
+fn rope_qkv_both_layouts() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
         for mode in [RopeMode::Interleaved, RopeMode::Halves] {
-            for (n_tokens, n_heads, head_dim, base) in [
-                (5, 9, 64, 100_000.0),
-                (3, 3, 128, 10_000.0),
-                (1, 32, 128, 500_000.0),
+            for (n_tokens, n_heads, n_kv_heads, head_dim, base) in [
+                (5, 9, 3, 64, 100_000.0),
+                (3, 3, 3, 128, 10_000.0),
+                (1, 32, 8, 128, 500_000.0),
             ] {
+                let shape = QkvShape {
+                    n_tokens,
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                };
+                let cache_rows = 4096;
+                let kv_len = cache_rows * n_kv_heads * head_dim;
                 let mut r = rng(head_dim as u64);
-                let x = as_stored(
-                    &random_vec(&mut r, n_tokens * n_heads * head_dim, 2.0),
+                let qkv = as_stored(
+                    &random_vec(&mut r, n_tokens * shape.row_len(), 2.0),
                     precision,
                 );
+                let mut k_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
+                let mut v_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
                 let positions: Vec<u32> = (0..n_tokens as u32).map(|t| t * 997 % 4096).collect();
                 let freqs = rope::inv_freq(head_dim, base, None);
-                let xt = upload(ctx, &x, precision);
+                let qkv_t = upload(ctx, &qkv, precision);
+                let (k_t, v_t) = (
+                    upload(ctx, &k_want, precision),
+                    upload(ctx, &v_want, precision),
+                );
+                let q_t = ctx
+                    .zeros(&[n_tokens * n_heads * head_dim], precision.into())
+                    .unwrap();
                 let pt = ctx.tensor_from_u32(&positions, &[n_tokens]).unwrap();
                 let ft = ctx
                     .tensor_from_f32(&freqs, &[freqs.len()], DType::F32)
                     .unwrap();
-                let op = rope::rope(ctx, &xt, &pt, &ft, n_tokens, n_heads, mode).unwrap();
+                let out = QkvOutputs {
+                    q: &q_t,
+                    k_cache: &k_t,
+                    v_cache: &v_t,
+                };
+                let op = rope::rope_qkv(ctx, &qkv_t, &pt, &ft, &out, &shape, mode).unwrap();
                 run(ctx, &[&op]);
-                let mut want = x.clone();
-                rope::reference(&mut want, &positions, &freqs, n_heads, mode);
-                // Angles reach thousands of radians: f32 angle rounding dominates (~2e-4).
-                assert_close(
-                    &format!("rope {precision:?} {mode:?} hd={head_dim}"),
-                    &ctx.read_f32_blocking(&xt).unwrap(),
-                    &want,
-                    2e-3,
-                    rel_tol(precision),
+                let q_want = rope::reference(
+                    &qkv,
+                    &positions,
+                    &freqs,
+                    &shape,
+                    mode,
+                    &mut k_want,
+                    &mut v_want,
                 );
+                let what = format!("rope {precision:?} {mode:?} hd={head_dim} kv={n_kv_heads}");
+                // Angles reach thousands of radians: f32 angle rounding dominates (~2e-4).
+                for (name, t, want) in [("q", &q_t, &q_want), ("k", &k_t, &k_want)] {
+                    assert_close(
+                        &format!("{what} {name}"),
+                        &ctx.read_f32_blocking(t).unwrap(),
+                        want,
+                        2e-3,
+                        rel_tol(precision),
+                    );
+                }
+                assert_eq!(ctx.read_f32_blocking(&v_t).unwrap(), v_want, "{what} v");
             }
         }
     }
@@ -241,20 +277,24 @@ fn swiglu_and_residual() {
     for precision in precisions(ctx) {
         let n = 10_001;
         let mut r = rng(3);
-        let gate = as_stored(&random_vec(&mut r, n, 6.0), precision);
-        let up = as_stored(&random_vec(&mut r, n, 2.0), precision);
-        let (gt, ut) = (upload(ctx, &gate, precision), upload(ctx, &up, precision));
-        let out = ctx.zeros(&[n], precision.into()).unwrap();
-        let op = swiglu::swiglu(ctx, &gt, &ut, &out, n).unwrap();
+        // Three tokens of fused [gate | up] rows.
+        let (tokens, width) = (3, 1537);
+        let gate_up = as_stored(&random_vec(&mut r, tokens * 2 * width, 6.0), precision);
+        let gut = upload(ctx, &gate_up, precision);
+        let out = ctx.zeros(&[tokens * width], precision.into()).unwrap();
+        let op = swiglu::swiglu(ctx, &gut, &out, tokens, width).unwrap();
         run(ctx, &[&op]);
         assert_close(
             &format!("swiglu {precision:?}"),
             &ctx.read_f32_blocking(&out).unwrap(),
-            &swiglu::reference(&gate, &up),
+            &swiglu::reference(&gate_up, width),
             1e-6,
             rel_tol(precision) + 1e-6,
         );
 
+        let gate = as_stored(&random_vec(&mut r, n, 6.0), precision);
+        let up = as_stored(&random_vec(&mut r, n, 2.0), precision);
+        let (gt, ut) = (upload(ctx, &gate, precision), upload(ctx, &up, precision));
         let op = residual::add(ctx, &gt, &ut, n).unwrap();
         run(ctx, &[&op]);
         assert_close(
@@ -473,13 +513,7 @@ fn bad_shapes_are_errors_not_panics() {
     )
     .is_err());
     if ctx.supports_f16() {
-        let mixed = swiglu::swiglu(
-            ctx,
-            &f32s(8),
-            &f32s(8),
-            &ctx.zeros(&[8], DType::F16).unwrap(),
-            8,
-        );
+        let mixed = swiglu::swiglu(ctx, &f32s(16), &ctx.zeros(&[8], DType::F16).unwrap(), 1, 8);
         assert!(matches!(mixed, Err(Error::Shape(_))));
     }
 
@@ -551,7 +585,7 @@ fn f16_without_shader_f16_is_an_error() {
     }
     let h = ctx.zeros(&[8], DType::F16).unwrap();
     assert!(matches!(
-        swiglu::swiglu(ctx, &h, &h, &h, 8),
+        swiglu::swiglu(ctx, &h, &h, 1, 4),
         Err(glim::Error::Unsupported(_))
     ));
 }

@@ -8,7 +8,6 @@ use glim::generate::{GenerationParams, Session};
 use glim::model::config::LlamaConfig;
 use glim::model::llama::LoadOptions;
 use glim::model::loader::{load, LoadedModel};
-use glim::model::source::WeightSource;
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;
 use glim::Error;
@@ -22,7 +21,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 fn options(format: WeightFormat) -> LoadOptions {
     LoadOptions {
-        format,
+        format: Some(format),
         context: 64,
         max_batch: 64,
         precision: None,
@@ -104,16 +103,18 @@ fn write_hf_folder(file: &GgufFile, dir: &Path) {
     add(
         "model.embed_tokens.weight".into(),
         vec![c.vocab_size, d],
-        WeightSource::tensor_f32(file, "token_embd.weight", &[c.vocab_size, d]).unwrap(),
+        file.tensor_f32("token_embd.weight").unwrap(),
     );
     add(
         "model.norm.weight".into(),
         vec![d],
-        WeightSource::tensor_f32(file, "output_norm.weight", &[d]).unwrap(),
+        file.tensor_f32("output_norm.weight").unwrap(),
     );
     for l in 0..c.n_layers {
         let get = |t: &str, shape: &[usize]| {
-            WeightSource::tensor_f32(file, &format!("blk.{l}.{t}.weight"), shape).unwrap()
+            let values = file.tensor_f32(&format!("blk.{l}.{t}.weight")).unwrap();
+            assert_eq!(values.len(), shape.iter().product::<usize>(), "{t}");
+            values
         };
         let p = |t: &str| format!("model.layers.{l}.{t}.weight");
         add(

@@ -37,7 +37,7 @@ fn smollm2_f16_greedy_matches_llama_cpp() {
         .unwrap()
         .to_vec();
     let options = LoadOptions {
-        format: WeightFormat::F16,
+        format: Some(WeightFormat::F16),
         context: 64,
         ..Default::default()
     };
@@ -84,7 +84,7 @@ fn over_long_prompts_and_bad_ids_are_errors() {
     };
     let file = GgufFile::open(&path).unwrap();
     let options = LoadOptions {
-        format: WeightFormat::Q4F16,
+        format: Some(WeightFormat::Q4F16),
         context: 8,
         max_batch: 4,
         ..Default::default()

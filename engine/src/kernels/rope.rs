@@ -1,6 +1,7 @@
-//! Rotary position embedding, Llama style, applied in place by absolute position.
+//! Rotary position embedding, Llama style, by absolute position: applied to fused QKV rows,
+//! together with storing the new K and V rows into the KV cache.
 
-use super::{ensure_len, groups_for, precision_tag, wgsl};
+use super::{common_precision, ensure_len, groups_for, precision_tag, wgsl};
 use crate::error::{ensure_shape, Result};
 use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
@@ -52,81 +53,163 @@ pub fn inv_freq(head_dim: usize, base: f32, scaling: Option<Llama3Scaling>) -> V
 struct Params {
     n_tokens: u32,
     n_heads: u32,
+    n_kv_heads: u32,
     head_dim: u32,
     mode: u32,
+    cache_rows: u32,
+    _pad: [u32; 2],
 }
 
 pub fn source(precision: Precision) -> KernelSource {
     KernelSource {
         label: format!("rope.{}", precision_tag(precision)),
         source: assemble(precision, &[], &[wgsl::ROPE]),
-        entry: "rope",
+        entry: "rope_qkv",
         bindings: &[
             Binding::Uniform,
             Binding::Read,
             Binding::Read,
+            Binding::Read,
+            Binding::ReadWrite,
+            Binding::ReadWrite,
             Binding::ReadWrite,
         ],
     }
 }
 
-/// Rotates `x` (`[n_tokens, n_heads, head_dim]`) in place; `positions` (u32) holds each
-/// token's absolute position and `inv_freq` (f32) the `head_dim / 2` frequencies.
-pub fn rope(
+/// Head counts of fused QKV rows: `[q (n_heads) | k (n_kv_heads) | v (n_kv_heads)]` heads of
+/// `head_dim` values per token.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvShape {
+    pub n_tokens: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl QkvShape {
+    /// Values in one fused row.
+    pub fn row_len(&self) -> usize {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+    }
+}
+
+/// Where [`rope_qkv`] writes: rotated queries `[n_tokens, n_heads, head_dim]`, and the KV
+/// caches `[rows, n_kv_heads, head_dim]`, row = position.
+pub struct QkvOutputs<'a> {
+    pub q: &'a Tensor,
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+}
+
+/// Rotates the Q and K heads of fused `qkv` rows by each token's absolute position
+/// (`positions`, u32) with the `head_dim / 2` frequencies `inv_freq` (f32); writes Q to
+/// `out.q` and K, V to row `positions[t]` of the caches. Positions past the caches' rows are
+/// skipped, never written out of bounds.
+pub fn rope_qkv(
     ctx: &GpuContext,
-    x: &Tensor,
+    qkv: &Tensor,
     positions: &Tensor,
     inv_freq: &Tensor,
-    n_tokens: usize,
-    n_heads: usize,
+    out: &QkvOutputs,
+    shape: &QkvShape,
     mode: RopeMode,
 ) -> Result<Dispatch> {
-    let head_dim = inv_freq.len() * 2;
+    let precision = common_precision("rope", &[qkv, out.q, out.k_cache, out.v_cache])?;
+    ensure_shape(shape.head_dim == inv_freq.len() * 2, || {
+        format!(
+            "rope: {} frequencies for head dimension {}",
+            inv_freq.len(),
+            shape.head_dim
+        )
+    })?;
     ensure_shape(positions.dtype == DType::U32, || {
         "rope: positions must be u32".into()
     })?;
     ensure_shape(inv_freq.dtype == DType::F32, || {
         "rope: inv_freq must be f32".into()
     })?;
-    ensure_len("rope", "positions", positions, n_tokens)?;
-    ensure_len("rope", "x", x, n_tokens * n_heads * head_dim)?;
+    let kv_row = shape.n_kv_heads * shape.head_dim;
+    ensure_shape(kv_row > 0 && out.k_cache.len() == out.v_cache.len(), || {
+        "rope: K and V caches differ in size".into()
+    })?;
+    ensure_len("rope", "positions", positions, shape.n_tokens)?;
+    ensure_len("rope", "qkv", qkv, shape.n_tokens * shape.row_len())?;
+    ensure_len(
+        "rope",
+        "q",
+        out.q,
+        shape.n_tokens * shape.n_heads * shape.head_dim,
+    )?;
     let params = ctx.uniform(&Params {
-        n_tokens: n_tokens as u32,
-        n_heads: n_heads as u32,
-        head_dim: head_dim as u32,
+        n_tokens: shape.n_tokens as u32,
+        n_heads: shape.n_heads as u32,
+        n_kv_heads: shape.n_kv_heads as u32,
+        head_dim: shape.head_dim as u32,
         mode: (mode == RopeMode::Halves) as u32,
+        cache_rows: (out.k_cache.len() / kv_row) as u32,
+        _pad: [0; 2],
     });
-    let pairs = n_tokens * n_heads * head_dim / 2;
+    let pairs = shape.n_tokens * (shape.n_heads + shape.n_kv_heads) * shape.head_dim / 2;
     ctx.dispatch(
-        &source(x.precision()?),
-        &[&params, &positions.buffer, &inv_freq.buffer, &x.buffer],
+        &source(precision),
+        &[
+            &params,
+            &positions.buffer,
+            &inv_freq.buffer,
+            &qkv.buffer,
+            &out.q.buffer,
+            &out.k_cache.buffer,
+            &out.v_cache.buffer,
+        ],
         grid(groups_for(pairs, 256)),
     )
 }
 
-/// CPU reference, in place on `x`.
+/// Rotates the pairs of one head in place.
+fn rotate(head: &mut [f32], pos: u32, inv_freq: &[f32], mode: RopeMode) {
+    let half = inv_freq.len();
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let (a, b) = match mode {
+            RopeMode::Interleaved => (2 * i, 2 * i + 1),
+            RopeMode::Halves => (i, i + half),
+        };
+        let angle = pos as f64 * f as f64;
+        let (s, c) = angle.sin_cos();
+        let (x0, x1) = (head[a] as f64, head[b] as f64);
+        head[a] = (x0 * c - x1 * s) as f32;
+        head[b] = (x0 * s + x1 * c) as f32;
+    }
+}
+
+/// CPU reference of [`rope_qkv`]: returns the rotated queries and writes K and V into the
+/// caches (`[rows, n_kv_heads, head_dim]`) at each token's position.
 pub fn reference(
-    x: &mut [f32],
+    qkv: &[f32],
     positions: &[u32],
     inv_freq: &[f32],
-    n_heads: usize,
+    shape: &QkvShape,
     mode: RopeMode,
-) {
-    let head_dim = inv_freq.len() * 2;
-    for (t, &pos) in positions.iter().enumerate() {
-        for h in 0..n_heads {
-            let base = (t * n_heads + h) * head_dim;
-            for (i, &f) in inv_freq.iter().enumerate() {
-                let (a, b) = match mode {
-                    RopeMode::Interleaved => (base + 2 * i, base + 2 * i + 1),
-                    RopeMode::Halves => (base + i, base + i + head_dim / 2),
-                };
-                let angle = pos as f64 * f as f64;
-                let (s, c) = angle.sin_cos();
-                let (x0, x1) = (x[a] as f64, x[b] as f64);
-                x[a] = (x0 * c - x1 * s) as f32;
-                x[b] = (x0 * s + x1 * c) as f32;
-            }
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+) -> Vec<f32> {
+    let hd = shape.head_dim;
+    let (q_len, kv_len) = (shape.n_heads * hd, shape.n_kv_heads * hd);
+    let mut q = Vec::with_capacity(positions.len() * q_len);
+    for (row, &pos) in qkv.chunks_exact(shape.row_len()).zip(positions) {
+        let mut rq = row[..q_len].to_vec();
+        rq.chunks_exact_mut(hd)
+            .for_each(|h| rotate(h, pos, inv_freq, mode));
+        q.extend(rq);
+        let at = pos as usize * kv_len;
+        if at + kv_len > k_cache.len() {
+            continue;
         }
+        let k = &mut k_cache[at..at + kv_len];
+        k.copy_from_slice(&row[q_len..q_len + kv_len]);
+        k.chunks_exact_mut(hd)
+            .for_each(|h| rotate(h, pos, inv_freq, mode));
+        v_cache[at..at + kv_len].copy_from_slice(&row[q_len + kv_len..]);
     }
+    q
 }

@@ -98,8 +98,9 @@ impl LlamaConfig {
             ffn_dim,
             vocab_size: vocab_size.max(embeddings.n_rows() as usize),
             rope_base: opt_f32("rope.freq_base").unwrap_or(10_000.0),
-            // llama.cpp's converter permutes Q/K rows so rotated pairs are adjacent.
-            rope_mode: RopeMode::Interleaved,
+            // llama.cpp's converter permutes Q/K rows so rotated pairs are adjacent;
+            // `GgufWeights` puts them back in Hugging Face order.
+            rope_mode: RopeMode::Halves,
             rope_scaling: None, // GGUF files carry it as the rope_freqs.weight tensor
 
             rms_eps: opt_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),

@@ -7,21 +7,26 @@
 //! of logits into a buffer kept for it).
 
 use super::config::LlamaConfig;
-use super::source::WeightSource;
+use super::source::{GgufWeights, WeightSource};
+use super::weights::{self, LlamaParams, Param};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
+use crate::kernels::rope::{self, QkvOutputs, QkvShape};
 use crate::kernels::weight::GpuWeight;
-use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, rope, swiglu};
-use crate::quant::{PackedWeight, WeightFormat};
+use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
+use crate::quant::WeightFormat;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// GPU weight format; GGUF tensors are decoded and re-quantized to it.
-    pub format: WeightFormat,
+    /// GPU weight format for sources that are not packed already (GGUF and HF tensors are
+    /// decoded and quantized to it); `None`: the source's own format, else Q4F16. A packed
+    /// source (an MLC folder) in another format is an error: glim does not re-quantize
+    /// quantized weights.
+    pub format: Option<WeightFormat>,
     /// KV-cache length in tokens (prompt plus generated); capped at the model's own.
     pub context: usize,
     /// Tokens per prefill pass; longer prompts go in several passes.
@@ -33,7 +38,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            format: WeightFormat::Q4F16,
+            format: None,
             context: 2048,
             max_batch: 128,
             precision: None,
@@ -43,13 +48,12 @@ impl Default for LoadOptions {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: GpuWeight,
-    wk: GpuWeight,
-    wv: GpuWeight,
+    /// Q, K and V projections as one matrix: rows `[q | k | v]`.
+    w_qkv: GpuWeight,
     wo: GpuWeight,
     ffn_norm: Tensor,
-    w_gate: GpuWeight,
-    w_up: GpuWeight,
+    /// Gate and up projections as one matrix: rows `[gate | up]`.
+    w_gate_up: GpuWeight,
     w_down: GpuWeight,
     k_cache: Tensor,
     v_cache: Tensor,
@@ -61,12 +65,10 @@ struct Buffers {
     positions: Tensor,
     x: Tensor,
     h: Tensor,
+    qkv: Tensor,
     q: Tensor,
-    k: Tensor,
-    v: Tensor,
     attn: Tensor,
-    gate: Tensor,
-    up: Tensor,
+    gate_up: Tensor,
     ffn: Tensor,
     last: Tensor,
     partial: Tensor,
@@ -86,10 +88,9 @@ pub enum Logits {
     All,
 }
 
-/// One recorded step of a pass: a kernel, or copying the new K/V rows into the cache.
+/// One recorded step of a pass: a kernel, or copying the last token's row for the head.
 enum Op {
     Kernel(Dispatch),
-    StoreKv(usize),
     CopyLastRow,
 }
 
@@ -115,30 +116,28 @@ pub struct Llama {
     weight_bytes: usize,
 }
 
-fn load_matrix(
+/// Packs the matrix `param` from `source` and uploads it.
+fn upload_matrix(
     ctx: &GpuContext,
     source: &dyn WeightSource,
-    name: &str,
-    (rows, cols): (usize, usize),
+    param: &Param,
     format: WeightFormat,
     bytes: &mut usize,
 ) -> Result<GpuWeight> {
-    let values = source.tensor_f32(name, &[rows, cols])?;
-    let packed = PackedWeight::quantize(format, &values, rows, cols)?;
+    let packed = weights::packed_matrix(source, param, format)?;
     *bytes += packed.byte_size();
     GpuWeight::upload(ctx, &packed)
 }
 
-fn load_vector(
+fn upload_vector(
     ctx: &GpuContext,
     source: &dyn WeightSource,
-    name: &str,
-    len: usize,
+    param: &Param,
     bytes: &mut usize,
 ) -> Result<Tensor> {
-    let values = source.tensor_f32(name, &[len])?;
-    *bytes += len * 4;
-    ctx.tensor_from_f32(&values, &[len], DType::F32)
+    let values = weights::vector(source, param)?;
+    *bytes += values.len() * 4;
+    ctx.tensor_from_f32(&values, &[values.len()], DType::F32)
 }
 
 impl Llama {
@@ -149,7 +148,9 @@ impl Llama {
         options: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load(ctx, LlamaConfig::from_gguf(file)?, file, options, progress)
+        let config = LlamaConfig::from_gguf(file)?;
+        let source = GgufWeights::new(file, &config);
+        Self::load(ctx, config, &source, options, progress)
     }
 
     /// Loads a model of `config` whose weights `source` provides.
@@ -161,7 +162,6 @@ impl Llama {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         config.validate()?;
-        let file = source;
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
         let context = options.context.clamp(1, config.context_length.max(1));
@@ -183,72 +183,71 @@ impl Llama {
             .max_batch
             .clamp(1, context)
             .min((limit / logits_row).max(1));
-        let format = options.format;
-        let (dim, qd, kvd, ffn, vocab) = (
-            config.dim,
-            config.q_dim(),
-            config.kv_dim(),
-            config.ffn_dim,
-            config.vocab_size,
-        );
-        let total = 3 + config.n_layers * 9 + usize::from(!config.tied_embeddings);
+        let format = match (source.packed_format(), options.format) {
+            (Some(stored), Some(wanted)) if stored != wanted => {
+                return Err(Error::Unsupported(format!(
+                    "this model's weights are packed as {}; glim does not re-quantize packed weights to {} (quantize the original model instead)",
+                    stored.name(),
+                    wanted.name()
+                )))
+            }
+            (Some(stored), _) => stored,
+            (None, wanted) => wanted.unwrap_or(WeightFormat::Q4F16),
+        };
+        let (qd, kvd, vocab) = (config.q_dim(), config.kv_dim(), config.vocab_size);
+        let params = LlamaParams::new(&config);
+        let total = params.in_mlc_order().len() + 1;
         let mut done = 0;
-        let mut tick = |n: &mut usize| {
-            *n += 1;
-            progress(*n, total);
+        let mut tick = || {
+            done += 1;
+            progress(done, total);
         };
         let mut weight_bytes = 0;
         let wb = &mut weight_bytes;
 
-        let embed = load_matrix(&ctx, file, "token_embd.weight", (vocab, dim), format, wb)?;
-        tick(&mut done);
-        let output = if config.tied_embeddings {
-            None
-        } else {
-            let w = load_matrix(&ctx, file, "output.weight", (vocab, dim), format, wb)?;
-            tick(&mut done);
-            Some(w)
+        let embed = upload_matrix(&ctx, source, &params.embed, format, wb)?;
+        tick();
+        let output = match &params.output {
+            Some(p) => {
+                let w = upload_matrix(&ctx, source, p, format, wb)?;
+                tick();
+                Some(w)
+            }
+            None => None,
         };
-        let final_norm = load_vector(&ctx, file, "output_norm.weight", dim, wb)?;
-        tick(&mut done);
+        let final_norm = upload_vector(&ctx, source, &params.final_norm, wb)?;
+        tick();
         let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, config.rope_scaling);
         // Llama 3 GGUFs carry their frequency scaling as per-pair divisors instead.
-        if file.has("rope_freqs.weight") {
-            let factors = file.tensor_f32("rope_freqs.weight", &[freqs.len()])?;
+        if source.has("rope_freqs.weight") {
+            let factors = source.tensor_f32("rope_freqs.weight", &[freqs.len()])?;
             freqs.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
         }
         let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
-        tick(&mut done);
+        tick();
 
         let act = DType::from(precision);
         let mut layers = Vec::new();
-        for i in 0..config.n_layers {
-            let name = |t: &str| format!("blk.{i}.{t}.weight");
-            let mut matrix = |t: &str, rows, cols, n: &mut usize| {
-                let w = load_matrix(&ctx, file, &name(t), (rows, cols), format, wb);
-                tick(n);
+        for p in &params.layers {
+            let mut matrix = |param| {
+                let w = upload_matrix(&ctx, source, param, format, wb);
+                tick();
                 w
             };
-            let wq = matrix("attn_q", qd, dim, &mut done)?;
-            let wk = matrix("attn_k", kvd, dim, &mut done)?;
-            let wv = matrix("attn_v", kvd, dim, &mut done)?;
-            let wo = matrix("attn_output", dim, qd, &mut done)?;
-            let w_gate = matrix("ffn_gate", ffn, dim, &mut done)?;
-            let w_up = matrix("ffn_up", ffn, dim, &mut done)?;
-            let w_down = matrix("ffn_down", dim, ffn, &mut done)?;
-            let attn_norm = load_vector(&ctx, file, &name("attn_norm"), dim, wb)?;
-            tick(&mut done);
-            let ffn_norm = load_vector(&ctx, file, &name("ffn_norm"), dim, wb)?;
-            tick(&mut done);
+            let w_qkv = matrix(&p.qkv)?;
+            let wo = matrix(&p.attn_output)?;
+            let w_gate_up = matrix(&p.gate_up)?;
+            let w_down = matrix(&p.down)?;
+            let attn_norm = upload_vector(&ctx, source, &p.attn_norm, wb)?;
+            let ffn_norm = upload_vector(&ctx, source, &p.ffn_norm, wb)?;
+            tick();
+            tick();
             layers.push(Layer {
                 attn_norm,
-                wq,
-                wk,
-                wv,
+                w_qkv,
                 wo,
                 ffn_norm,
-                w_gate,
-                w_up,
+                w_gate_up,
                 w_down,
                 k_cache: ctx.zeros(&[context, kvd], act)?,
                 v_cache: ctx.zeros(&[context, kvd], act)?,
@@ -260,16 +259,14 @@ impl Llama {
         let buf = Buffers {
             ids: ctx.zeros(&[b], DType::U32)?,
             positions: ctx.zeros(&[b], DType::U32)?,
-            x: ctx.zeros(&[b, dim], act)?,
-            h: ctx.zeros(&[b, dim], act)?,
+            x: ctx.zeros(&[b, config.dim], act)?,
+            h: ctx.zeros(&[b, config.dim], act)?,
+            qkv: ctx.zeros(&[b, qd + 2 * kvd], act)?,
             q: ctx.zeros(&[b, qd], act)?,
-            k: ctx.zeros(&[b, kvd], act)?,
-            v: ctx.zeros(&[b, kvd], act)?,
             attn: ctx.zeros(&[b, qd], act)?,
-            gate: ctx.zeros(&[b, ffn], act)?,
-            up: ctx.zeros(&[b, ffn], act)?,
-            ffn: ctx.zeros(&[b, ffn], act)?,
-            last: ctx.zeros(&[dim], act)?,
+            gate_up: ctx.zeros(&[b, 2 * config.ffn_dim], act)?,
+            ffn: ctx.zeros(&[b, config.ffn_dim], act)?,
+            last: ctx.zeros(&[config.dim], act)?,
             partial: ctx.zeros(
                 &[AttentionShape {
                     n_tokens: 1,
@@ -281,7 +278,7 @@ impl Llama {
                 .partial_len(n_splits)],
                 DType::F32,
             )?,
-            logits: ctx.zeros(&[b, vocab], act)?,
+            logits: ctx.zeros(&[b, config.vocab_size], act)?,
             tokens: ctx.zeros(&[b], DType::U32)?,
             readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("token readback"),
@@ -353,13 +350,19 @@ impl Llama {
             head_dim: c.head_dim,
             context: self.context,
         };
+        let qkv_shape = QkvShape {
+            n_tokens: n,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
         let scale = 1.0 / (c.head_dim as f32).sqrt();
 
         kernels(
             embedding::embed(ctx, &b.ids, &self.embed, &b.x, n)?,
             &mut ops,
         );
-        for (i, layer) in self.layers.iter().enumerate() {
+        for layer in &self.layers {
             // Attention block.
             ops.push(Op::Kernel(rmsnorm::rmsnorm(
                 ctx,
@@ -369,28 +372,24 @@ impl Llama {
                 n,
                 c.rms_eps,
             )?));
-            kernels(matmul::matmul(ctx, &b.h, &layer.wq, &b.q, n)?, &mut ops);
-            kernels(matmul::matmul(ctx, &b.h, &layer.wk, &b.k, n)?, &mut ops);
-            kernels(matmul::matmul(ctx, &b.h, &layer.wv, &b.v, n)?, &mut ops);
-            ops.push(Op::Kernel(rope::rope(
+            kernels(
+                matmul::matmul(ctx, &b.h, &layer.w_qkv, &b.qkv, n)?,
+                &mut ops,
+            );
+            let caches = QkvOutputs {
+                q: &b.q,
+                k_cache: &layer.k_cache,
+                v_cache: &layer.v_cache,
+            };
+            ops.push(Op::Kernel(rope::rope_qkv(
                 ctx,
-                &b.q,
+                &b.qkv,
                 &b.positions,
                 &self.inv_freq,
-                n,
-                c.n_heads,
+                &caches,
+                &qkv_shape,
                 c.rope_mode,
             )?));
-            ops.push(Op::Kernel(rope::rope(
-                ctx,
-                &b.k,
-                &b.positions,
-                &self.inv_freq,
-                n,
-                c.n_kv_heads,
-                c.rope_mode,
-            )?));
-            ops.push(Op::StoreKv(i));
             let inputs = AttentionInputs {
                 q: &b.q,
                 k_cache: &layer.k_cache,
@@ -417,16 +416,11 @@ impl Llama {
                 c.rms_eps,
             )?));
             kernels(
-                matmul::matmul(ctx, &b.h, &layer.w_gate, &b.gate, n)?,
+                matmul::matmul(ctx, &b.h, &layer.w_gate_up, &b.gate_up, n)?,
                 &mut ops,
             );
-            kernels(matmul::matmul(ctx, &b.h, &layer.w_up, &b.up, n)?, &mut ops);
             ops.push(Op::Kernel(swiglu::swiglu(
-                ctx,
-                &b.gate,
-                &b.up,
-                &b.ffn,
-                n * c.ffn_dim,
+                ctx, &b.gate_up, &b.ffn, n, c.ffn_dim,
             )?));
             kernels(
                 matmul::matmul(ctx, &b.ffn, &layer.w_down, &b.h, n)?,
@@ -468,22 +462,15 @@ impl Llama {
         Ok(ops)
     }
 
-    /// Records `ops` for `n` tokens starting at `start` and submits them, reading back the
+    /// Records `ops` for `n` tokens and submits them, reading back the
     /// `rows` argmax token ids (none, without waiting, when `rows` is 0).
-    async fn run(&self, ops: &[Op], n: usize, start: usize, rows: usize) -> Result<Vec<u32>> {
+    async fn run(&self, ops: &[Op], n: usize, rows: usize) -> Result<Vec<u32>> {
         let b = &self.buf;
         let act = DType::from(self.precision).size() as u64;
-        let kv_row = (self.config.kv_dim() as u64) * act;
         let mut rec = self.ctx.recorder();
         for op in ops {
             match op {
                 Op::Kernel(d) => rec.dispatch(d),
-                Op::StoreKv(i) => {
-                    let layer = &self.layers[*i];
-                    let (offset, size) = (start as u64 * kv_row, n as u64 * kv_row);
-                    rec.copy(&b.k.buffer, 0, &layer.k_cache.buffer, offset, size);
-                    rec.copy(&b.v.buffer, 0, &layer.v_cache.buffer, offset, size);
-                }
                 Op::CopyLastRow => {
                     let row = self.config.dim as u64 * act;
                     rec.copy(&b.h.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
@@ -585,10 +572,10 @@ impl Llama {
                     self.decode_plan = Some(self.plan(1, Some(Logits::Last))?);
                 }
                 let plan = self.decode_plan.as_ref().expect("just built");
-                self.run(plan, 1, pos, 1).await?
+                self.run(plan, 1, 1).await?
             } else {
                 let ops = self.plan(n, wanted)?;
-                self.run(&ops, n, pos, rows).await?
+                self.run(&ops, n, rows).await?
             };
             ids_out.extend(ids);
             if read_logits && rows > 0 {

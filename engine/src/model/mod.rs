@@ -8,3 +8,4 @@ pub mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod source;
+pub mod weights;

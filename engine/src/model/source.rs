@@ -1,10 +1,13 @@
 //! Where a model's weights come from. Every format answers in llama.cpp's tensor names
-//! (`token_embd.weight`, `blk.N.attn_q.weight`, ...), so one graph loads them all.
+//! (`token_embd.weight`, `blk.N.attn_q.weight`, ...), so one graph loads them all, and in
+//! Hugging Face's row order, so every source runs the same rotate-half RoPE.
 
+use super::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
+use crate::quant::{PackedWeight, WeightFormat};
 
-/// A provider of named weights, decoded to f32.
+/// A provider of named weights.
 pub trait WeightSource {
     /// Whether the model has this tensor.
     fn has(&self, name: &str) -> bool;
@@ -12,6 +15,18 @@ pub trait WeightSource {
     /// The tensor's values, row-major with `shape` (`[rows, cols]` for a matrix whose rows
     /// are output features; `[len]` for a vector). A different shape is an error.
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// The matrix as the source stores it when that is already a GPU weight format (MLC
+    /// folders); `None` when it must be decoded with [`WeightSource::tensor_f32`] and
+    /// quantized.
+    fn packed(&self, _name: &str, _rows: usize, _cols: usize) -> Result<Option<PackedWeight>> {
+        Ok(None)
+    }
+
+    /// The format every packed matrix of this source is in, if it stores packed ones.
+    fn packed_format(&self) -> Option<WeightFormat> {
+        None
+    }
 }
 
 /// The shape check every source shares.
@@ -27,18 +42,73 @@ pub(crate) fn check_shape(name: &str, found: &[usize], wanted: &[usize]) -> Resu
     }
 }
 
-impl WeightSource for GgufFile {
+/// A GGUF file's weights, with Q and K rows put back in Hugging Face order.
+///
+/// llama.cpp's converter permutes the rows of each Q and K head so that rotated pairs sit
+/// side by side (interleaved RoPE). Undoing that here means a GGUF model runs the same
+/// rotate-half graph as HF and MLC models, and packs to exactly the bytes an MLC folder
+/// written from it holds.
+pub struct GgufWeights<'a> {
+    pub file: &'a GgufFile,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl<'a> GgufWeights<'a> {
+    pub fn new(file: &'a GgufFile, config: &LlamaConfig) -> Self {
+        Self {
+            file,
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+        }
+    }
+
+    /// Heads whose rows llama.cpp permuted, for a tensor name.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let part = name.strip_prefix("blk.")?.split_once('.')?.1;
+        match part {
+            "attn_q.weight" => Some(self.n_heads),
+            "attn_k.weight" => Some(self.n_kv_heads),
+            _ => None,
+        }
+    }
+}
+
+/// Undoes llama.cpp's Q/K permutation of `[heads * head_dim, cols]` rows: GGUF row
+/// `2i + s` of a head is Hugging Face row `s * head_dim / 2 + i`.
+pub fn unpermute_rows(rows: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let head_dim = rows.len() / cols.max(1) / heads.max(1);
+    let half = head_dim / 2;
+    let mut out = vec![0.0; rows.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for s in 0..2 {
+                let from = (h * head_dim + 2 * i + s) * cols;
+                let to = (h * head_dim + s * half + i) * cols;
+                out[to..to + cols].copy_from_slice(&rows[from..from + cols]);
+            }
+        }
+    }
+    out
+}
+
+impl WeightSource for GgufWeights<'_> {
     fn has(&self, name: &str) -> bool {
-        self.tensor(name).is_some()
+        self.file.tensor(name).is_some()
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let info = self
+            .file
             .tensor(name)
             .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
         // GGUF lists dims fastest-first: [cols, rows].
         let found: Vec<usize> = info.dims().iter().rev().map(|&d| d as usize).collect();
         check_shape(name, &found, shape)?;
-        GgufFile::tensor_f32(self, name)
+        let values = self.file.tensor_f32(name)?;
+        Ok(match self.permuted_heads(name) {
+            Some(heads) => unpermute_rows(&values, heads, *shape.last().unwrap_or(&1)),
+            None => values,
+        })
     }
 }

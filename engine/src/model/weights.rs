@@ -1,0 +1,204 @@
+//! The Llama graph's parameters: their names, shapes, and how each one is made from a
+//! [`WeightSource`]. Loading onto the GPU and writing a model folder both go through
+//! [`packed_matrix`] and [`vector`], so a folder `glim quantize` writes holds exactly the
+//! bytes glim would upload from its source.
+//!
+//! Names are llama.cpp's (`blk.N.attn_output.weight`), plus the fused matrices the graph
+//! runs: `blk.N.attn_qkv.weight` (rows: Q, then K, then V) and `blk.N.ffn_gate_up.weight`
+//! (rows: gate, then up), as MLC folders store them. Sources that keep the parts apart
+//! (GGUF, Hugging Face) are fused here, at load.
+
+use half::f16;
+
+use super::config::LlamaConfig;
+use super::source::WeightSource;
+use crate::error::{Error, Result};
+use crate::quant::{PackedWeight, WeightFormat};
+
+/// A parameter's shape: a matrix of `rows` output features by `cols` inputs, or a vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Matrix { rows: usize, cols: usize },
+    Vector(usize),
+}
+
+/// One named parameter of the graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub shape: Shape,
+    /// For a fused matrix, the parts in row order, for sources that store them apart.
+    pub parts: Vec<Param>,
+}
+
+impl Param {
+    fn matrix(name: impl Into<String>, rows: usize, cols: usize) -> Self {
+        Self {
+            name: name.into(),
+            shape: Shape::Matrix { rows, cols },
+            parts: Vec::new(),
+        }
+    }
+
+    fn vector(name: impl Into<String>, len: usize) -> Self {
+        Self {
+            name: name.into(),
+            shape: Shape::Vector(len),
+            parts: Vec::new(),
+        }
+    }
+
+    /// A matrix made of `parts` stacked by rows.
+    fn fused(name: impl Into<String>, parts: Vec<Param>) -> Self {
+        let cols = parts
+            .first()
+            .map_or(0, |p| matrix_shape(p).map_or(0, |s| s.1));
+        let rows = parts
+            .iter()
+            .map(|p| matrix_shape(p).map_or(0, |s| s.0))
+            .sum();
+        Self {
+            parts,
+            ..Self::matrix(name, rows, cols)
+        }
+    }
+}
+
+/// One decoder layer's parameters.
+#[derive(Clone, Debug)]
+pub struct LayerParams {
+    pub attn_norm: Param,
+    pub qkv: Param,
+    pub attn_output: Param,
+    pub ffn_norm: Param,
+    pub gate_up: Param,
+    pub down: Param,
+}
+
+/// Every parameter of a Llama-family model.
+#[derive(Clone, Debug)]
+pub struct LlamaParams {
+    pub embed: Param,
+    pub layers: Vec<LayerParams>,
+    pub final_norm: Param,
+    /// The output head, absent when it is the embedding table (tied).
+    pub output: Option<Param>,
+}
+
+impl LlamaParams {
+    pub fn new(c: &LlamaConfig) -> Self {
+        let (dim, ffn) = (c.dim, c.ffn_dim);
+        let layers = (0..c.n_layers)
+            .map(|i| {
+                let name = |t: &str| format!("blk.{i}.{t}.weight");
+                let (q, kv) = (c.q_dim(), c.kv_dim());
+                LayerParams {
+                    attn_norm: Param::vector(name("attn_norm"), dim),
+                    qkv: Param::fused(
+                        name("attn_qkv"),
+                        vec![
+                            Param::matrix(name("attn_q"), q, dim),
+                            Param::matrix(name("attn_k"), kv, dim),
+                            Param::matrix(name("attn_v"), kv, dim),
+                        ],
+                    ),
+                    attn_output: Param::matrix(name("attn_output"), dim, q),
+                    ffn_norm: Param::vector(name("ffn_norm"), dim),
+                    gate_up: Param::fused(
+                        name("ffn_gate_up"),
+                        vec![
+                            Param::matrix(name("ffn_gate"), ffn, dim),
+                            Param::matrix(name("ffn_up"), ffn, dim),
+                        ],
+                    ),
+                    down: Param::matrix(name("ffn_down"), dim, ffn),
+                }
+            })
+            .collect();
+        Self {
+            embed: Param::matrix("token_embd.weight", c.vocab_size, dim),
+            layers,
+            final_norm: Param::vector("output_norm.weight", dim),
+            output: (!c.tied_embeddings).then(|| Param::matrix("output.weight", c.vocab_size, dim)),
+        }
+    }
+
+    /// All parameters in the order MLC-LLM writes a Llama folder (`named_parameters` of its
+    /// `LlamaForCausalLM`): the embedding; per layer QKV, O, gate/up, down, then the two
+    /// norms; the final norm; the output head.
+    pub fn in_mlc_order(&self) -> Vec<&Param> {
+        let mut all = vec![&self.embed];
+        for l in &self.layers {
+            all.extend([
+                &l.qkv,
+                &l.attn_output,
+                &l.gate_up,
+                &l.down,
+                &l.attn_norm,
+                &l.ffn_norm,
+            ]);
+        }
+        all.push(&self.final_norm);
+        all.extend(&self.output);
+        all
+    }
+}
+
+fn matrix_shape(param: &Param) -> Result<(usize, usize)> {
+    match param.shape {
+        Shape::Matrix { rows, cols } => Ok((rows, cols)),
+        Shape::Vector(_) => Err(Error::Invalid(format!("{} is not a matrix", param.name))),
+    }
+}
+
+/// The matrix `param` in `format`: as the source stores it when it is packed already (an MLC
+/// folder), otherwise decoded — its parts fused when the source keeps them apart — and
+/// quantized.
+pub fn packed_matrix(
+    source: &dyn WeightSource,
+    param: &Param,
+    format: WeightFormat,
+) -> Result<PackedWeight> {
+    let (rows, cols) = matrix_shape(param)?;
+    if let Some(packed) = source.packed(&param.name, rows, cols)? {
+        if packed.format != format {
+            return Err(Error::Invalid(format!(
+                "{} is stored as {}, not {}",
+                param.name,
+                packed.format.name(),
+                format.name()
+            )));
+        }
+        return Ok(packed);
+    }
+    let values = dense_matrix(source, param)?;
+    PackedWeight::quantize(format, &values, rows, cols)
+}
+
+/// The matrix `param` as f32, fused from its parts when the source keeps them apart.
+pub fn dense_matrix(source: &dyn WeightSource, param: &Param) -> Result<Vec<f32>> {
+    let (rows, cols) = matrix_shape(param)?;
+    if param.parts.is_empty() || source.has(&param.name) {
+        return source.tensor_f32(&param.name, &[rows, cols]);
+    }
+    let mut values = Vec::with_capacity(rows * cols);
+    for part in &param.parts {
+        let (part_rows, _) = matrix_shape(part)?;
+        values.extend(source.tensor_f32(&part.name, &[part_rows, cols])?);
+    }
+    Ok(values)
+}
+
+/// The vector `param` as f32. Norm weights go to the GPU in f32, but hold f16 values: the
+/// packed formats are f16-dtype models in MLC's sense, and a folder stores them as f16, so
+/// every source gives the same numbers.
+pub fn vector(source: &dyn WeightSource, param: &Param) -> Result<Vec<f32>> {
+    let Shape::Vector(len) = param.shape else {
+        return Err(Error::Invalid(format!("{} is not a vector", param.name)));
+    };
+    let values = source.tensor_f32(&param.name, &[len])?;
+    Ok(values
+        .into_iter()
+        .map(|v| f16::from_f32(v).to_f32())
+        .collect())
+}
