@@ -968,6 +968,91 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Also ends generation at `ids` (a model folder's `eos_token_id` list); ids outside the
+    /// vocabulary are ignored.
+    pub fn with_end_of_generation(mut self, ids: &[u32]) -> Self {
+        let n = self.vocab_size();
+        self.eog.extend(ids.iter().filter(|&&id| (id as usize) < n));
+        self.eog.sort_unstable();
+        self.eog.dedup();
+        self
+    }
+
+    /// Every id that ends generation, sorted.
+    pub fn end_of_generation(&self) -> &[u32] {
+        &self.eog
+    }
+
+    /// This tokenizer as Hugging Face files: the text of `tokenizer.json` and the object of
+    /// `tokenizer_config.json` (special tokens, whether BOS/EOS are added, the chat template).
+    /// Read back with [`Tokenizer::from_json_bytes`] and [`Tokenizer::with_config_json`], it
+    /// encodes and decodes as this one does. A GGUF vocabulary's BOS/EOS, which glim adds
+    /// itself, become the `tokenizer.json` post-processor that HF tools expect.
+    pub fn to_hf_files(&self) -> Result<(String, serde_json::Value)> {
+        let mut inner = self.inner.clone();
+        if self.manual_specials && (self.add_bos || self.add_eos) {
+            let text = |id: Option<u32>| id.and_then(|id| self.id_to_token(id).map(|t| (t, id)));
+            let (bos, eos) = (
+                text(self.bos).filter(|_| self.add_bos),
+                text(self.eos).filter(|_| self.add_eos),
+            );
+            let piece = |b: &Option<(String, u32)>| b.as_ref().map(|(t, _)| format!("{t} "));
+            let single = format!(
+                "{}$A{}",
+                piece(&bos).unwrap_or_default(),
+                eos.as_ref()
+                    .map(|(t, _)| format!(" {t}"))
+                    .unwrap_or_default()
+            );
+            let pair = format!(
+                "{}$A{} {}$B:1{}",
+                piece(&bos).unwrap_or_default(),
+                eos.as_ref()
+                    .map(|(t, _)| format!(" {t}"))
+                    .unwrap_or_default(),
+                bos.as_ref()
+                    .map(|(t, _)| format!("{t}:1 "))
+                    .unwrap_or_default(),
+                eos.as_ref()
+                    .map(|(t, _)| format!(" {t}:1"))
+                    .unwrap_or_default(),
+            );
+            let specials: Vec<(String, u32)> = bos.into_iter().chain(eos).collect();
+            let processor = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single(single.as_str())
+                .and_then(|b| b.try_pair(pair.as_str()))
+                .map_err(|e| Error::Invalid(format!("BOS/EOS template: {e}")))?
+                .special_tokens(specials)
+                .build()
+                .map_err(|e| Error::Invalid(format!("BOS/EOS template: {e}")))?;
+            inner.with_post_processor(Some(processor));
+        }
+        let json = inner
+            .to_string(false)
+            .map_err(tk_err("writing tokenizer.json"))?;
+        let mut config = serde_json::json!({
+            "add_bos_token": self.add_bos,
+            "add_eos_token": self.add_eos,
+            "clean_up_tokenization_spaces": false,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        let named = [
+            ("bos_token", self.bos),
+            ("eos_token", self.eos),
+            ("unk_token", self.unk),
+            ("pad_token", self.pad),
+        ];
+        for (key, id) in named {
+            if let Some(text) = id.and_then(|id| self.id_to_token(id)) {
+                config[key] = text.into();
+            }
+        }
+        if let Some(template) = &self.chat_template {
+            config["chat_template"] = template.clone().into();
+        }
+        Ok((json, config))
+    }
 }
 
 fn out_of_range(id: u32, n: usize) -> Error {
