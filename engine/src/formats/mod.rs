@@ -8,5 +8,6 @@
 
 pub mod ggml;
 pub mod gguf;
+pub mod mlc;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod safetensors;
