@@ -6,9 +6,11 @@
 //! a conversation into the prompt format the model was trained on, with the Jinja template
 //! the model ships.
 
+pub mod conv_template;
 pub mod template;
 pub mod tokenizer;
 
+pub use conv_template::ConvTemplate;
 pub use template::{ChatTemplate, Message, CHATML_TEMPLATE};
 pub use tokenizer::{StreamDecoder, Tokenizer, SUPPORTED_PRE_TOKENIZERS};
 

@@ -877,6 +877,33 @@ fn smollm2_tokenizer() {
     );
 }
 
+/// The GGUF's own template as an MLC conv_template: MLC's ChatML shape with SmolLM2's
+/// default system prompt, rendering as the template does.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn smollm2_template_derives_a_conv_template() {
+    let Some(g) = smollm2() else { return };
+    let t = Tokenizer::from_gguf(&g).unwrap();
+    let tmpl = ChatTemplate::from_tokenizer(&t).unwrap();
+    let conv = ConvTemplate::derive(&tmpl, "smollm2", vec![2]).unwrap();
+    assert_eq!(
+        conv.system_template,
+        "<|im_start|>system\n{system_message}<|im_end|>\n"
+    );
+    assert_eq!(
+        conv.system_message,
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    );
+    assert_eq!(conv.seps, ["<|im_end|>\n"]);
+    assert_eq!(conv.stop_str, ["<|im_end|>"]);
+    let ours = ChatTemplate::new(conv.to_jinja(), tmpl.bos_token(), tmpl.eos_token()).unwrap();
+    let msgs = [Message::user("What is 2+2?")];
+    assert_eq!(
+        ours.render(&msgs, true).unwrap(),
+        tmpl.render(&msgs, true).unwrap()
+    );
+}
+
 /// Token ids llama.cpp gives for the SmolLM2 GGUF, written by
 /// `tests/reference/tokenizer_goldens.py`.
 #[cfg(not(target_arch = "wasm32"))]
