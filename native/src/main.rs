@@ -1,13 +1,15 @@
 //! `glim`: the desktop command line for the glim engine.
 //!
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
-//! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does.
+//! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
+//! `glim quantize` writes a model as an MLC-layout model folder.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
 mod chat;
 mod devices;
 mod model;
 mod ppl;
+mod quantize;
 mod run;
 
 use std::path::PathBuf;
@@ -49,6 +51,44 @@ Examples:
     Devices,
     /// Measure a model's perplexity on a text file, like llama.cpp's llama-perplexity
     Ppl(PplArgs),
+    /// Write a GGUF file or Hugging Face folder as a quantized model folder (MLC-LLM's layout)
+    #[command(after_help = "\
+The folder holds tensor-cache.json (and ndarray-cache.json), params_shard_*.bin,
+mlc-chat-config.json, tokenizer.json and tokenizer_config.json: what MLC-LLM and WebLLM read,
+what glim's browser package streams, and what `glim run OUTDIR` runs.
+
+Example:
+  glim quantize SmolLM2-135M-Instruct.Q4_1.gguf smollm2-q4f16 --quant q4f16")]
+    Quantize(QuantizeArgs),
+}
+
+/// Formats `glim quantize` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WriteQuant {
+    /// 4-bit weights, f16 scales (MLC q4f16_1)
+    #[value(alias = "q4f16_1")]
+    Q4f16,
+    /// 3-bit weights, f16 scales (MLC q3f16_1)
+    #[value(alias = "q3f16_1")]
+    Q3f16,
+    /// 4-bit weights, f32 scales stored as bf16 (MLC q4f32_1, for f32-only GPUs)
+    #[value(alias = "q4f32_1")]
+    Q4f32,
+}
+
+#[derive(Args, Debug)]
+struct QuantizeArgs {
+    /// A .gguf file or a Hugging Face model folder
+    #[arg(value_name = "INPUT")]
+    input: PathBuf,
+
+    /// The folder to write (must not exist, or be empty)
+    #[arg(value_name = "OUTDIR")]
+    outdir: PathBuf,
+
+    /// Weight format to write
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = WriteQuant::Q4f16)]
+    quant: WriteQuant,
 }
 
 /// Weight formats on the GPU.
@@ -85,7 +125,7 @@ struct ModelArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A .gguf file or a Hugging Face model folder [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
@@ -148,7 +188,7 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct PplArgs {
-    /// A .gguf file or a Hugging Face model folder
+    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder
     #[arg(value_name = "MODEL")]
     model: PathBuf,
 
@@ -206,6 +246,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Devices => devices::devices(),
         Command::Ppl(args) => ppl::ppl(args),
+        Command::Quantize(args) => quantize::quantize(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

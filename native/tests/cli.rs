@@ -402,3 +402,100 @@ fn chat_ctrl_c_stops_the_answer_then_quits() {
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(!err.contains("error:"), "{err}");
 }
+
+/// `glim quantize` writes a model folder that `glim run` and `glim ppl` take, with the same
+/// answer as the GGUF; it refuses to write into a folder that holds something.
+#[test]
+fn quantize_then_run_the_folder() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let out_dir = temp_path("q4f16-folder");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = glim()
+        .arg("quantize")
+        .arg(&model)
+        .arg(&out_dir)
+        .args(["--quant", "q4f16"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("q4f16_1"), "{stderr}");
+    for file in [
+        "tensor-cache.json",
+        "ndarray-cache.json",
+        "params_shard_0.bin",
+        "mlc-chat-config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out_dir.join(file).is_file(), "no {file}: {stderr}");
+    }
+
+    let answer = |path: &std::path::Path, extra: &[&str]| {
+        let out = glim()
+            .arg("run")
+            .arg(path)
+            .args(["-p", "Name a fruit.", "-n", "12", "--ctx", "256"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "stderr: {stderr}");
+        (text(&out.stdout), stderr)
+    };
+    let (from_folder, stderr) = answer(&out_dir, &[]);
+    assert!(stderr.contains("q4f16"), "{stderr}");
+    let (from_gguf, _) = answer(&model, &["--quant", "q4f16"]);
+    assert_eq!(from_folder, from_gguf);
+    assert!(!from_folder.trim().is_empty());
+
+    let text_file = temp_path("ppl.txt");
+    std::fs::write(
+        &text_file,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    let out = glim()
+        .arg("ppl")
+        .arg(&out_dir)
+        .arg(&text_file)
+        .args(["--ctx", "128"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("PPL = "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The folder is not empty any more: a second write is refused, the folder untouched.
+    let before = std::fs::read(out_dir.join("tensor-cache.json")).unwrap();
+    let out = glim()
+        .arg("quantize")
+        .arg(&model)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("not empty"), "{error}");
+    assert_eq!(
+        std::fs::read(out_dir.join("tensor-cache.json")).unwrap(),
+        before
+    );
+    // Re-quantizing a folder is refused too: the original model is what to quantize.
+    let again = temp_path("q3-from-folder");
+    let out = glim()
+        .arg("quantize")
+        .arg(&out_dir)
+        .arg(&again)
+        .args(["--quant", "q3f16"])
+        .output()
+        .unwrap();
+    let error = assert_clean_error(&out);
+    assert!(error.contains("already an MLC model folder"), "{error}");
+    assert!(!again.exists());
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_file(&text_file);
+}

@@ -1,6 +1,8 @@
 //! The Llama-family model configuration, read from a GGUF file's metadata.
 
 use crate::error::{Error, Result};
+use serde_json::Value;
+
 use crate::formats::gguf::GgufFile;
 use crate::kernels::rope::{Llama3Scaling, RopeMode};
 
@@ -156,5 +158,82 @@ impl LlamaConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+}
+
+/// Architectures whose Hugging Face checkpoints glim's Llama graph runs unchanged.
+const HF_LLAMA_LIKE: &[&str] = &["llama", "mistral"];
+
+impl LlamaConfig {
+    /// Reads the Llama-family config of a Hugging Face `config.json`.
+    pub fn from_hf_json(json: &Value) -> Result<Self> {
+        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if !HF_LLAMA_LIKE.contains(&model_type) {
+            return Err(Error::Unsupported(format!(
+                "model architecture `{model_type}` (glim runs: {})",
+                HF_LLAMA_LIKE.join(", ")
+            )));
+        }
+        if json.get("sliding_window").is_some_and(|v| !v.is_null()) && model_type == "mistral" {
+            return Err(Error::Unsupported(
+                "Mistral with a sliding attention window".into(),
+            ));
+        }
+        let int = |k: &str| -> Result<usize> {
+            json.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::Invalid(format!("config.json has no integer `{k}`")))
+        };
+        let opt_int = |k: &str| json.get(k).and_then(Value::as_u64).map(|v| v as usize);
+        let float =
+            |k: &str, default: f64| json.get(k).and_then(Value::as_f64).unwrap_or(default) as f32;
+        let n_heads = int("num_attention_heads")?;
+        let dim = int("hidden_size")?;
+        if n_heads == 0 {
+            return Err(Error::Invalid(
+                "config.json has zero attention heads".into(),
+            ));
+        }
+        let rope_scaling = match json.get("rope_scaling") {
+            Some(s) if !s.is_null() => {
+                let kind = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if kind != "llama3" {
+                    return Err(Error::Unsupported(format!("rope scaling `{kind}`")));
+                }
+                let f = |k: &str| s.get(k).and_then(Value::as_f64).map(|v| v as f32);
+                Some(Llama3Scaling {
+                    factor: f("factor").unwrap_or(8.0),
+                    low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
+                    high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
+                    original_context: f("original_max_position_embeddings").unwrap_or(8192.0),
+                })
+            }
+            _ => None,
+        };
+        let config = LlamaConfig {
+            n_layers: int("num_hidden_layers")?,
+            dim,
+            n_heads,
+            n_kv_heads: opt_int("num_key_value_heads").unwrap_or(n_heads),
+            head_dim: opt_int("head_dim").unwrap_or(dim / n_heads),
+            ffn_dim: int("intermediate_size")?,
+            vocab_size: int("vocab_size")?,
+            rope_base: float("rope_theta", 10_000.0),
+            rope_mode: RopeMode::Halves,
+            rope_scaling,
+            rms_eps: float("rms_norm_eps", 1e-5),
+            context_length: opt_int("max_position_embeddings").unwrap_or(2048),
+            tied_embeddings: json
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        config.validate()?;
+        Ok(config)
     }
 }

@@ -3,12 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+use super::config::LlamaConfig;
 use super::hf::HfModel;
 use super::llama::{Llama, LoadOptions};
+use super::mlc::{stop_ids, MlcModel};
+use super::source::{GgufWeights, WeightSource};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
+use crate::formats::mlc::{INDEX_FILE, LEGACY_INDEX_FILE};
 use crate::gpu::GpuContext;
-use crate::text::{ChatTemplate, Tokenizer};
+use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
 
 /// The file `scripts/fetch-model.sh` fetches.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -44,16 +48,59 @@ pub struct LoadedModel {
     pub name: String,
 }
 
-/// Loads the model at `path`: a `.gguf` file, or a Hugging Face folder (`config.json`,
-/// `tokenizer.json`, `*.safetensors`). `progress(done, total)` is called per tensor.
-pub fn load(
-    path: &Path,
-    ctx: GpuContext,
-    options: &LoadOptions,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<LoadedModel> {
+/// Whether `dir` is an MLC model folder (it has a shard index).
+pub fn is_mlc_folder(dir: &Path) -> bool {
+    [INDEX_FILE, LEGACY_INDEX_FILE]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
+/// The file or folder a model was opened from.
+pub enum ModelFile {
+    Gguf(GgufFile),
+    Hf(HfModel),
+    Mlc(MlcModel),
+}
+
+/// A model opened from disk but not on the GPU yet: what loading it and `glim quantize`
+/// both start from.
+pub struct OpenedModel {
+    pub file: ModelFile,
+    pub config: LlamaConfig,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// The model's name from its metadata, or the file or folder name.
+    pub name: String,
+}
+
+impl OpenedModel {
+    /// The model's weights, in glim's names and Hugging Face row order.
+    pub fn weights(&self) -> Box<dyn WeightSource + '_> {
+        match &self.file {
+            ModelFile::Gguf(file) => Box::new(GgufWeights::new(file, &self.config)),
+            ModelFile::Hf(hf) => Box::new(hf),
+            ModelFile::Mlc(mlc) => Box::new(mlc),
+        }
+    }
+}
+
+/// Opens the model at `path`: a `.gguf` file, an MLC model folder (`tensor-cache.json` or
+/// `ndarray-cache.json`, `params_shard_*.bin`, `mlc-chat-config.json`, `tokenizer.json`) or
+/// a Hugging Face folder (`config.json`, `tokenizer.json`, `*.safetensors`).
+pub fn open(path: &Path) -> Result<OpenedModel> {
+    if path.is_dir() && is_mlc_folder(path) {
+        return open_mlc(path);
+    }
     if path.is_dir() {
-        return load_hf(path, ctx, options, progress);
+        let tokenizer = folder_tokenizer(path)?;
+        let hf = HfModel::open(path)?;
+        return Ok(OpenedModel {
+            config: hf.config.clone(),
+            template: ChatTemplate::from_tokenizer(&tokenizer)?,
+            tokenizer,
+            name: folder_name(path),
+            file: ModelFile::Hf(hf),
+        });
     }
     if !path.exists() {
         return Err(Error::Invalid(format!(
@@ -63,7 +110,6 @@ pub fn load(
     }
     let file = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let template = ChatTemplate::from_tokenizer(&tokenizer)?;
     let name = file
         .metadata("general.name")
         .and_then(|v| v.as_str())
@@ -74,21 +120,41 @@ pub fn load(
                 .to_string_lossy()
                 .into_owned()
         });
-    let model = Llama::from_gguf(ctx, &file, options, progress)?;
-    checked(LoadedModel {
-        model,
+    Ok(OpenedModel {
+        config: LlamaConfig::from_gguf(&file)?,
+        template: ChatTemplate::from_tokenizer(&tokenizer)?,
         tokenizer,
-        template,
         name,
+        file: ModelFile::Gguf(file),
     })
 }
 
-fn load_hf(
-    dir: &Path,
+/// Loads the model at `path` (see [`open`]) onto `ctx`. `progress(done, total)` is called
+/// per tensor.
+pub fn load(
+    path: &Path,
     ctx: GpuContext,
     options: &LoadOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel> {
+    let opened = open(path)?;
+    let model = Llama::load(
+        ctx,
+        opened.config.clone(),
+        &*opened.weights(),
+        options,
+        progress,
+    )?;
+    checked(LoadedModel {
+        model,
+        tokenizer: opened.tokenizer,
+        template: opened.template,
+        name: opened.name,
+    })
+}
+
+/// A folder's tokenizer: `tokenizer.json`, with `tokenizer_config.json` when present.
+fn folder_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let tokenizer_json = dir.join("tokenizer.json");
     if !tokenizer_json.exists() {
         return Err(Error::Invalid(format!(
@@ -96,23 +162,50 @@ fn load_hf(
             dir.display()
         )));
     }
-    let weights = HfModel::open(dir)?;
     let mut tokenizer = Tokenizer::from_file(&tokenizer_json)?;
-    if let Ok(config) = std::fs::read(dir.join("tokenizer_config.json")) {
-        tokenizer = tokenizer.with_config_json(&config)?;
+    let config_path = dir.join("tokenizer_config.json");
+    if let Ok(config) = std::fs::read(&config_path) {
+        tokenizer = tokenizer
+            .with_config_json(&config)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", config_path.display())))?;
     }
-    let template = ChatTemplate::from_tokenizer(&tokenizer)?;
-    let name = dir
-        .file_name()
+    Ok(tokenizer)
+}
+
+fn folder_name(dir: &Path) -> String {
+    dir.file_name()
         .unwrap_or_default()
         .to_string_lossy()
-        .into_owned();
-    let model = Llama::load(ctx, weights.config.clone(), &weights, options, progress)?;
-    checked(LoadedModel {
-        model,
+        .into_owned()
+}
+
+fn open_mlc(dir: &Path) -> Result<OpenedModel> {
+    let mlc = MlcModel::open(dir)?;
+    let tokenizer = folder_tokenizer(dir)?.with_end_of_generation(&stop_ids(&mlc.chat_config));
+    // The Jinja template from tokenizer_config.json, else the folder's conv_template.
+    let template = match (
+        tokenizer.chat_template(),
+        mlc.chat_config.get("conv_template"),
+    ) {
+        (None, Some(conv)) if conv.is_object() => {
+            let conv = ConvTemplate::from_json(conv).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!("mlc-chat-config.json: {m}")),
+                other => other,
+            })?;
+            ChatTemplate::new(
+                conv.to_jinja(),
+                tokenizer.bos_token().unwrap_or_default(),
+                tokenizer.eos_token().unwrap_or_default(),
+            )?
+        }
+        _ => ChatTemplate::from_tokenizer(&tokenizer)?,
+    };
+    Ok(OpenedModel {
+        config: mlc.config.clone(),
         tokenizer,
         template,
-        name,
+        name: folder_name(dir),
+        file: ModelFile::Mlc(mlc),
     })
 }
 

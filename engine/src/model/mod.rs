@@ -7,5 +7,6 @@ pub mod hf;
 pub mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
+pub mod mlc;
 pub mod source;
 pub mod weights;

@@ -112,3 +112,21 @@ impl WeightSource for GgufWeights<'_> {
         })
     }
 }
+
+impl<T: WeightSource + ?Sized> WeightSource for &T {
+    fn has(&self, name: &str) -> bool {
+        (**self).has(name)
+    }
+
+    fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        (**self).tensor_f32(name, shape)
+    }
+
+    fn packed(&self, name: &str, rows: usize, cols: usize) -> Result<Option<PackedWeight>> {
+        (**self).packed(name, rows, cols)
+    }
+
+    fn packed_format(&self) -> Option<WeightFormat> {
+        (**self).packed_format()
+    }
+}

@@ -13,7 +13,7 @@ use half::f16;
 use super::config::LlamaConfig;
 use super::source::WeightSource;
 use crate::error::{Error, Result};
-use crate::quant::{PackedWeight, WeightFormat};
+use crate::quant::{PackedWeight, QuantOptions, WeightFormat};
 
 /// A parameter's shape: a matrix of `rows` output features by `cols` inputs, or a vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,11 +153,21 @@ fn matrix_shape(param: &Param) -> Result<(usize, usize)> {
 
 /// The matrix `param` in `format`: as the source stores it when it is packed already (an MLC
 /// folder), otherwise decoded — its parts fused when the source keeps them apart — and
-/// quantized.
+/// quantized with glim's default options.
 pub fn packed_matrix(
     source: &dyn WeightSource,
     param: &Param,
     format: WeightFormat,
+) -> Result<PackedWeight> {
+    packed_matrix_with(source, param, format, QuantOptions::default())
+}
+
+/// [`packed_matrix`], quantizing with `options` where the source is not packed.
+pub fn packed_matrix_with(
+    source: &dyn WeightSource,
+    param: &Param,
+    format: WeightFormat,
+    options: QuantOptions,
 ) -> Result<PackedWeight> {
     let (rows, cols) = matrix_shape(param)?;
     if let Some(packed) = source.packed(&param.name, rows, cols)? {
@@ -172,7 +182,7 @@ pub fn packed_matrix(
         return Ok(packed);
     }
     let values = dense_matrix(source, param)?;
-    PackedWeight::quantize(format, &values, rows, cols)
+    PackedWeight::quantize_with(format, &values, rows, cols, options)
 }
 
 /// The matrix `param` as f32, fused from its parts when the source keeps them apart.

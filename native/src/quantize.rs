@@ -1,0 +1,57 @@
+//! `glim quantize`: writes a GGUF file or a Hugging Face folder as an MLC-layout model folder
+//! (what the browser streams, and what `glim run` reads), with a progress bar.
+
+use glim::model::loader;
+use glim::model::mlc::{write_folder, FolderSource, MlcQuant};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{bail, CliResult, QuantizeArgs, WriteQuant};
+
+pub fn quantize(args: QuantizeArgs) -> CliResult<()> {
+    if !args.input.exists() {
+        bail!("no model at {}", args.input.display());
+    }
+    let opened = loader::open(&args.input)?;
+    if let loader::ModelFile::Mlc(_) = opened.file {
+        bail!(
+            "{} is already an MLC model folder: quantize the original GGUF or Hugging Face model",
+            args.input.display()
+        );
+    }
+    let quant = match args.quant {
+        WriteQuant::Q4f16 => MlcQuant::Q4F16,
+        WriteQuant::Q3f16 => MlcQuant::Q3F16,
+        WriteQuant::Q4f32 => MlcQuant::Q4F32,
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(format!("quantizing to {}", quant.name()));
+    let weights = opened.weights();
+    let source = FolderSource {
+        weights: &*weights,
+        config: &opened.config,
+        tokenizer: &opened.tokenizer,
+        template: &opened.template,
+    };
+    let report = write_folder(&source, quant, &args.outdir, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    for warning in &report.warnings {
+        eprintln!("warning: {}", crate::one_line(warning));
+    }
+    eprintln!(
+        "{}: wrote {} ({:.1} MiB of tensors in {} shards) to {}",
+        opened.name,
+        quant.name(),
+        report.tensor_bytes as f64 / (1024.0 * 1024.0),
+        report.shards,
+        args.outdir.display()
+    );
+    Ok(())
+}

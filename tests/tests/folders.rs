@@ -1,0 +1,367 @@
+//! MLC-layout model folders end to end: `write_folder` from the default GGUF, read back by
+//! the loader. The folder must hold exactly the packed bytes glim uploads from the GGUF and
+//! give the same greedy tokens; every kind of broken folder is a one-line error.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use glim::formats::mlc::{MlcFolder, INDEX_FILE, LEGACY_INDEX_FILE};
+use glim::generate::{GenerationParams, Session};
+use glim::model::llama::LoadOptions;
+use glim::model::loader::{self, ModelFile, OpenedModel};
+use glim::model::mlc::{write_folder, FolderSource, MlcQuant};
+use glim::model::weights::{self, LlamaParams, Shape};
+use glim::quant::{ScaleType, WeightFormat};
+use glim::Error;
+use serde_json::Value;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glim-folders-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn write(opened: &OpenedModel, quant: MlcQuant, out: &Path) {
+    let weights = opened.weights();
+    let source = FolderSource {
+        weights: &*weights,
+        config: &opened.config,
+        tokenizer: &opened.tokenizer,
+        template: &opened.template,
+    };
+    let report = write_folder(&source, quant, out, &mut |_, _| {}).unwrap();
+    eprintln!("{} folder: {report:?}", quant.name());
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+/// The default GGUF, opened once, and its q4f16 folder, written once per test binary.
+fn q4_folder() -> Option<&'static (OpenedModel, PathBuf)> {
+    static FOLDER: OnceLock<Option<(OpenedModel, PathBuf)>> = OnceLock::new();
+    FOLDER
+        .get_or_init(|| {
+            let gguf = glim_tests::test_model()?;
+            let opened = loader::open(&gguf).unwrap();
+            let dir = scratch_dir("q4f16");
+            write(&opened, MlcQuant::Q4F16, &dir);
+            Some((opened, dir))
+        })
+        .as_ref()
+}
+
+fn options(format: Option<WeightFormat>) -> LoadOptions {
+    LoadOptions {
+        format,
+        context: 128,
+        max_batch: 64,
+        precision: None,
+    }
+}
+
+fn greedy(path: &Path, format: Option<WeightFormat>, prompt: &str) -> String {
+    let ctx = glim_tests::open_gpu().expect("adapter");
+    let loaded = loader::load(path, ctx, &options(format), &mut |_, _| {}).unwrap();
+    let mut session = Session::new(loaded.model, loaded.tokenizer);
+    let ids = session.tokenizer.encode(prompt, true).unwrap();
+    let params = GenerationParams {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    session
+        .generate_blocking(&ids, &params, &mut |_| true)
+        .unwrap()
+        .0
+}
+
+/// Every matrix the folder holds is bit for bit what glim packs from the GGUF at load, and
+/// every norm the same values: the folder is the GGUF's GPU image, not a re-encoding.
+#[test]
+fn folder_holds_the_bytes_glim_uploads() {
+    let Some((opened, dir)) = q4_folder() else {
+        return;
+    };
+    let folder = loader::open(dir).unwrap();
+    assert!(matches!(folder.file, ModelFile::Mlc(_)));
+    assert_eq!(folder.config, opened.config);
+    let (from_gguf, from_folder) = (opened.weights(), folder.weights());
+    let params = LlamaParams::new(&opened.config);
+    for param in params.in_mlc_order() {
+        match param.shape {
+            Shape::Matrix { .. } => {
+                let want = weights::packed_matrix(&*from_gguf, param, WeightFormat::Q4F16).unwrap();
+                let got =
+                    weights::packed_matrix(&*from_folder, param, WeightFormat::Q4F16).unwrap();
+                assert!(want == got, "{} differs", param.name);
+            }
+            Shape::Vector(_) => assert_eq!(
+                weights::vector(&*from_gguf, param).unwrap(),
+                weights::vector(&*from_folder, param).unwrap(),
+                "{}",
+                param.name
+            ),
+        }
+    }
+    // MLC's names and shapes for SmolLM2-135M (MLC-FORMAT.md): 30 layers x 10 + 3 tensors.
+    let index = MlcFolder::open(dir).unwrap().index;
+    assert_eq!(index.tensors.len(), 303);
+    let shape = |name: &str| index.get(name).unwrap().shape.clone();
+    assert_eq!(shape("model.embed_tokens.q_weight"), [49152, 72]);
+    assert_eq!(shape("model.embed_tokens.q_scale"), [49152, 18]);
+    assert_eq!(
+        shape("model.layers.0.self_attn.qkv_proj.q_weight"),
+        [960, 72]
+    );
+    assert_eq!(
+        shape("model.layers.29.mlp.gate_up_proj.q_weight"),
+        [3072, 72]
+    );
+    assert_eq!(shape("model.layers.3.mlp.down_proj.q_scale"), [576, 48]);
+    assert_eq!(shape("model.norm.weight"), [576]);
+    assert!(
+        index.get("lm_head.q_weight").is_none(),
+        "SmolLM2 ties its embeddings"
+    );
+    // Both index names, identical.
+    assert_eq!(
+        std::fs::read(dir.join(INDEX_FILE)).unwrap(),
+        std::fs::read(dir.join(LEGACY_INDEX_FILE)).unwrap()
+    );
+    // The chat config says what MLC needs to run it, and the tokenizer is the GGUF's.
+    let chat: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlc-chat-config.json")).unwrap()).unwrap();
+    assert_eq!(chat["quantization"], "q4f16_1");
+    assert_eq!(chat["model_config"]["position_embedding_base"], 100000.0);
+    assert_eq!(chat["conv_template"]["roles"]["user"], "<|im_start|>user");
+    let prompt = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n";
+    assert_eq!(
+        folder.tokenizer.encode(prompt, true).unwrap(),
+        opened.tokenizer.encode(prompt, true).unwrap()
+    );
+    assert_eq!(folder.template.source(), opened.template.source());
+    assert_eq!(
+        folder.tokenizer.end_of_generation(),
+        opened.tokenizer.end_of_generation()
+    );
+}
+
+/// `glim run FOLDER` and `glim run GGUF` run the identical bits: same greedy tokens.
+#[test]
+fn folder_and_gguf_give_the_same_tokens() {
+    let Some((_, dir)) = q4_folder() else {
+        return;
+    };
+    if glim_tests::gpu().is_none() {
+        return;
+    }
+    let gguf = glim_tests::test_model().unwrap();
+    let prompt = "The three primary colors are";
+    let from_gguf = greedy(&gguf, Some(WeightFormat::Q4F16), prompt);
+    let from_folder = greedy(dir, None, prompt);
+    eprintln!("q4f16 greedy: {from_folder:?}");
+    assert_eq!(from_folder, from_gguf);
+    assert!(!from_folder.trim().is_empty());
+    // A packed folder is not re-quantized to another format.
+    let ctx = glim_tests::open_gpu().unwrap();
+    let err = loader::load(
+        dir,
+        ctx,
+        &options(Some(WeightFormat::Q3F16)),
+        &mut |_, _| {},
+    )
+    .err()
+    .expect("q4f16 folder loaded as q3f16");
+    assert!(err.to_string().contains("packed as q4f16"), "{err}");
+}
+
+/// q3f16_1 folders run like the GGUF at q3f16; q4f32_1 folders store bf16-exact scales
+/// and run.
+#[test]
+fn q3f16_and_q4f32_folders() {
+    let Some((opened, _)) = q4_folder() else {
+        return;
+    };
+    if glim_tests::gpu().is_none() {
+        return;
+    }
+    let gguf = glim_tests::test_model().unwrap();
+    let q3 = scratch_dir("q3f16");
+    write(opened, MlcQuant::Q3F16, &q3);
+    let prompt = "The capital of France is";
+    assert_eq!(
+        greedy(&q3, None, prompt),
+        greedy(&gguf, Some(WeightFormat::Q3F16), prompt)
+    );
+
+    let q4f32 = scratch_dir("q4f32");
+    write(opened, MlcQuant::Q4F32, &q4f32);
+    let folder = MlcFolder::open(&q4f32).unwrap();
+    let scale = folder
+        .record("model.layers.0.self_attn.o_proj.q_scale")
+        .unwrap();
+    assert!(
+        scale.bf16_on_disk,
+        "q4f32_1 scales are float32 stored as bf16"
+    );
+    // The folder's scales are exactly glim's bf16-typed choice, exact in f16 too.
+    let from_folder = loader::open(&q4f32).unwrap();
+    let param = &LlamaParams::new(&opened.config).layers[0].attn_output;
+    let want = weights::packed_matrix_with(
+        &*opened.weights(),
+        param,
+        WeightFormat::Q4F16,
+        glim::quant::QuantOptions {
+            scale_type: ScaleType::Bf16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = weights::packed_matrix(&*from_folder.weights(), param, WeightFormat::Q4F16).unwrap();
+    assert!(want == got, "q4f32 o_proj differs");
+    let text = greedy(&q4f32, None, prompt);
+    eprintln!("q4f32 greedy: {text:?}");
+    assert!(text.contains("Paris"), "{text:?}");
+    let _ = std::fs::remove_dir_all(&q3);
+    let _ = std::fs::remove_dir_all(&q4f32);
+}
+
+/// A copy of the q4f16 folder to break: small files copied, shards linked unless `copy`.
+fn broken_copy(name: &str, copy_shards: bool) -> Option<PathBuf> {
+    let (_, dir) = q4_folder()?;
+    let out = scratch_dir(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let to = out.join(entry.file_name());
+        if path.extension().is_some_and(|x| x == "bin") && !copy_shards {
+            std::os::unix::fs::symlink(&path, &to).unwrap();
+        } else {
+            std::fs::copy(&path, &to).unwrap();
+        }
+    }
+    Some(out)
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+/// Loading `dir` fails with a one-line error containing every needle.
+fn assert_error(dir: &Path, needles: &[&str]) {
+    let err = match loader::open(dir).and_then(|opened| {
+        let ctx = glim_tests::open_gpu().expect("adapter");
+        loader::load(dir, ctx, &options(None), &mut |_, _| {}).map(|_| opened)
+    }) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    eprintln!("{}: error: {text}", dir.display());
+    assert!(!text.contains('\n'), "multi-line error: {text}");
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "{text:?} does not mention {needle:?}"
+        );
+    }
+    assert!(!matches!(err, Error::Gpu(_)), "{text}");
+}
+
+#[test]
+fn broken_folders_are_one_line_errors() {
+    if glim_tests::gpu().is_none() || q4_folder().is_none() {
+        return;
+    }
+    // Missing files.
+    let d = broken_copy("no-config", false).unwrap();
+    std::fs::remove_file(d.join("mlc-chat-config.json")).unwrap();
+    assert_error(&d, &["mlc-chat-config.json"]);
+    let d = broken_copy("no-tokenizer", false).unwrap();
+    std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+    assert_error(&d, &["tokenizer.json"]);
+    let d = broken_copy("no-shard", false).unwrap();
+    std::fs::remove_file(d.join("params_shard_1.bin")).unwrap();
+    assert_error(&d, &["params_shard_1.bin"]);
+    // Only the legacy index name: still a folder, read through ndarray-cache.json.
+    let d = broken_copy("legacy", false).unwrap();
+    std::fs::remove_file(d.join(INDEX_FILE)).unwrap();
+    assert!(loader::open(&d).is_ok());
+
+    // A shard shorter than its index says.
+    let d = broken_copy("short-shard", true).unwrap();
+    let shard = d.join("params_shard_0.bin");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+    assert_error(&d, &["params_shard_0.bin"]);
+    // A shard whose bytes changed: its md5 no longer matches.
+    let d = broken_copy("bad-md5", true).unwrap();
+    let shard = d.join("params_shard_2.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    assert_error(&d, &["params_shard_2.bin", "md5"]);
+
+    // Index entries: an offset past the end of its shard, absurd counts.
+    let d = broken_copy("offset", false).unwrap();
+    edit_json(&d.join(INDEX_FILE), |v| {
+        v["records"][0]["records"][1]["byteOffset"] = (1u64 << 40).into();
+    });
+    assert_error(&d, &[INDEX_FILE]);
+    let d = broken_copy("absurd", false).unwrap();
+    edit_json(&d.join(INDEX_FILE), |v| {
+        v["records"][0]["records"][0]["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]);
+    });
+    assert_error(&d, &[INDEX_FILE]);
+
+    // The config disagrees with the tensors: a wider model than the shards hold.
+    let d = broken_copy("shapes", false).unwrap();
+    edit_json(&d.join("mlc-chat-config.json"), |v| {
+        v["model_config"]["intermediate_size"] = 2048.into();
+    });
+    assert_error(&d, &["gate_up_proj", "shape"]);
+    // Unknown quantization and architecture.
+    let d = broken_copy("quant", false).unwrap();
+    edit_json(&d.join("mlc-chat-config.json"), |v| {
+        v["quantization"] = "q4f16_awq".into();
+    });
+    assert_error(&d, &["q4f16_awq"]);
+    let d = broken_copy("arch", false).unwrap();
+    edit_json(&d.join("mlc-chat-config.json"), |v| {
+        v["model_type"] = "gpt_neox".into();
+    });
+    assert_error(&d, &["gpt_neox"]);
+    let d = broken_copy("garbage-config", false).unwrap();
+    std::fs::write(d.join("mlc-chat-config.json"), b"{ not json").unwrap();
+    assert_error(&d, &["mlc-chat-config.json"]);
+}
+
+/// `write_folder` refuses a non-empty output folder and leaves it as it was.
+#[test]
+fn writing_into_a_non_empty_folder_is_refused() {
+    let Some((opened, _)) = q4_folder() else {
+        return;
+    };
+    let out = scratch_dir("occupied");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let weights = opened.weights();
+    let source = FolderSource {
+        weights: &*weights,
+        config: &opened.config,
+        tokenizer: &opened.tokenizer,
+        template: &opened.template,
+    };
+    let err = write_folder(&source, MlcQuant::Q4F16, &out, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&out);
+}
