@@ -2,7 +2,8 @@
 //! (what the browser streams, and what `glim run` reads), with a progress bar.
 
 use glim::model::loader;
-use glim::model::mlc::{write_folder, FolderSource, MlcQuant};
+use glim::model::mlc::MlcQuant;
+use glim::model::mlc_writer::{write_folder, FolderSource};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{bail, CliResult, QuantizeArgs, WriteQuant};

@@ -1,25 +1,26 @@
-//! MLC-LLM model folders as models: `mlc-chat-config.json` to a [`LlamaConfig`], packed
-//! tensors under glim's names ([`MlcModel`]), and writing a folder from any source
-//! ([`write_folder`], behind `glim quantize`). The bytes on disk are `formats::mlc`'s.
+//! MLC-LLM model folders as models: `mlc-chat-config.json` to a [`LlamaConfig`], and packed
+//! tensors under glim's names ([`MlcModel`]). Writing a folder is `mlc_writer`; the bytes on
+//! disk are `formats::mlc`'s.
 //!
 //! Names: MLC's Llama names its parameters as Hugging Face does, with fused matrices
 //! (`model.layers.N.self_attn.qkv_proj`, `mlp.gate_up_proj`); a quantized matrix is
 //! `<base>.q_weight` (u32 codes) plus `<base>.q_scale`, an unquantized one `<base>.weight`.
 
-use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
 
 use half::f16;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::config::LlamaConfig;
-use super::source::{check_shape, WeightSource};
-use super::weights::{self, LlamaParams, Shape};
-use crate::error::{Error, Result};
-use crate::formats::mlc::{DType, TensorRecord};
+use super::source::check_shape;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::formats::mlc::{MlcFolder, TensorCacheWriter};
-use crate::quant::{PackedWeight, QuantOptions, ScaleType, WeightFormat};
-use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
+use super::source::WeightSource;
+use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::formats::mlc::MlcFolder;
+use crate::formats::mlc::{DType, TensorRecord};
+use crate::quant::{PackedWeight, WeightFormat};
 
 /// MLC's quantization schemes glim reads (and, but for the `q0` ones, writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,9 +46,11 @@ impl MlcQuant {
             "q3f16_1" => Self::Q3F16,
             "q0f16" => Self::Q0F16,
             "q0f32" => Self::Q0F32,
-            other => return Err(Error::Unsupported(format!(
+            other => {
+                return Err(Error::Unsupported(format!(
                 "MLC quantization `{other}` (glim reads q4f16_1, q4f32_1, q3f16_1, q0f16, q0f32)"
-            ))),
+            )))
+            }
         })
     }
 
@@ -73,13 +76,14 @@ impl MlcQuant {
     }
 
     /// Whether the model dtype is f32 (floats stored as bf16 on disk).
-    fn f32_model(self) -> bool {
+    pub fn f32_model(self) -> bool {
         matches!(self, Self::Q4F32 | Self::Q0F32)
     }
 }
 
-/// The MLC base name of a glim parameter name, and whether it is a matrix.
-fn mlc_name(name: &str) -> Option<(String, bool)> {
+/// The MLC base name of a glim parameter name, and whether it is a matrix (stored as
+/// `<base>.q_weight` + `<base>.q_scale`, or `<base>.weight`).
+pub fn mlc_name(name: &str) -> Option<(String, bool)> {
     let fixed = match name {
         "token_embd.weight" => Some(("model.embed_tokens", true)),
         "output.weight" => Some(("lm_head", true)),
@@ -161,8 +165,8 @@ pub fn stop_ids(chat: &Value) -> Vec<u32> {
     all
 }
 
-/// Decodes one packed matrix from its two tensors.
-fn packed_from_records(
+/// Decodes one packed `[rows, cols]` matrix from its two tensors and their bytes.
+pub fn packed_from_records(
     format: WeightFormat,
     (rows, cols): (usize, usize),
     (codes_rec, codes): (&TensorRecord, &[u8]),
@@ -285,280 +289,4 @@ impl WeightSource for MlcModel {
     fn packed_format(&self) -> Option<WeightFormat> {
         self.quant.packed_format()
     }
-}
-
-/// What [`write_folder`] writes from.
-pub struct FolderSource<'a> {
-    pub weights: &'a dyn WeightSource,
-    pub config: &'a LlamaConfig,
-    pub tokenizer: &'a Tokenizer,
-    pub template: &'a ChatTemplate,
-}
-
-/// What [`write_folder`] wrote.
-#[derive(Debug)]
-pub struct WriteReport {
-    /// Bytes of tensors written.
-    pub tensor_bytes: u64,
-    pub shards: usize,
-    /// Things the folder holds that MLC's own runtime may not read as glim does.
-    pub warnings: Vec<String>,
-}
-
-/// The `mlc-chat-config.json` glim writes.
-fn chat_config_json(
-    src: &FolderSource,
-    quant: MlcQuant,
-    conv: &ConvTemplate,
-    tokenizer_json: &str,
-) -> Value {
-    let c = src.config;
-    let context = c.context_length;
-    let prefill_chunk = context.min(8192);
-    let rope_scaling = c.rope_scaling.map(|s| {
-        json!({
-            "rope_type": "llama3",
-            "factor": s.factor,
-            "low_freq_factor": s.low_freq_factor,
-            "high_freq_factor": s.high_freq_factor,
-            "original_max_position_embeddings": s.original_context,
-        })
-    });
-    // How token texts map to bytes, in the terms of MLC's tokenizer_info.
-    let parsed: Value = serde_json::from_str(tokenizer_json).unwrap_or(Value::Null);
-    let decoder = parsed
-        .get("decoder")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let byte_level = decoder.contains("\"ByteLevel\"");
-    let normalizer = parsed
-        .get("normalizer")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let t = src.tokenizer;
-    let eos: Vec<u32> = t.end_of_generation().to_vec();
-    json!({
-        "version": "0.1.0",
-        "model_type": "llama",
-        "quantization": quant.name(),
-        "model_config": {
-            "hidden_size": c.dim,
-            "intermediate_size": c.ffn_dim,
-            "num_attention_heads": c.n_heads,
-            "num_hidden_layers": c.n_layers,
-            "rms_norm_eps": c.rms_eps,
-            "vocab_size": c.vocab_size,
-            "tie_word_embeddings": c.tied_embeddings,
-            "position_embedding_base": c.rope_base,
-            "rope_scaling": rope_scaling,
-            "context_window_size": context,
-            "prefill_chunk_size": prefill_chunk,
-            "num_key_value_heads": c.n_kv_heads,
-            "head_dim": c.head_dim,
-            "tensor_parallel_shards": 1,
-            "pipeline_parallel_stages": 1,
-            "max_batch_size": 1,
-        },
-        "vocab_size": c.vocab_size,
-        "context_window_size": context,
-        "sliding_window_size": -1,
-        "prefill_chunk_size": prefill_chunk,
-        "attention_sink_size": -1,
-        "tensor_parallel_shards": 1,
-        "pipeline_parallel_stages": 1,
-        "temperature": 1.0,
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "repetition_penalty": 1.0,
-        "top_p": 1.0,
-        "tokenizer_files": ["tokenizer.json", "tokenizer_config.json"],
-        "tokenizer_info": {
-            "token_postproc_method": if byte_level { "byte_level" } else { "byte_fallback" },
-            "prepend_space_in_encode": !byte_level && normalizer.contains("\"Prepend\""),
-            "strip_space_in_decode": !byte_level && decoder.contains("\"Strip\""),
-        },
-        "conv_template": conv.to_json(),
-        "pad_token_id": t.pad_id().unwrap_or(0),
-        "bos_token_id": t.bos_id(),
-        "eos_token_id": eos,
-    })
-}
-
-/// MLC's own `chatml` conversation template, for models whose chat template no
-/// conv_template can express.
-fn chatml_conv_template(stop_token_ids: Vec<u32>) -> Result<ConvTemplate> {
-    let mut conv = ConvTemplate::from_json(&json!({
-        "name": "chatml",
-        "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-        "system_message": "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
-        "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
-        "seps": ["<|im_end|>\n"],
-        "role_content_sep": "\n",
-        "role_empty_sep": "\n",
-        "stop_str": ["<|im_end|>"],
-    }))?;
-    conv.stop_token_ids = stop_token_ids;
-    Ok(conv)
-}
-
-/// The quantization options a scheme writes with: glim's minimum-error scales, exact in the
-/// scheme's stored scale type.
-fn quant_options(quant: MlcQuant) -> QuantOptions {
-    QuantOptions {
-        scale_type: if quant.f32_model() {
-            ScaleType::Bf16
-        } else {
-            ScaleType::F16
-        },
-        ..QuantOptions::default()
-    }
-}
-
-/// Writes `src` as an MLC model folder in `quant` into `out`, which must not exist or be
-/// empty. `progress(done, total)` is called per parameter. Tensors are packed exactly as
-/// loading `src` packs them ([`weights::packed_matrix`]); a folder left half written by an
-/// error is removed again.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn write_folder(
-    src: &FolderSource,
-    quant: MlcQuant,
-    out: &Path,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<WriteReport> {
-    let Some(format) = quant.packed_format() else {
-        return Err(Error::Unsupported(format!(
-            "writing {} folders (glim writes q4f16_1, q3f16_1 and q4f32_1)",
-            quant.name()
-        )));
-    };
-    if src.weights.has("rope_freqs.weight") {
-        return Err(Error::Unsupported(
-            "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
-        ));
-    }
-    let created = prepare_out_dir(out)?;
-    let result = write_contents(src, quant, format, out, progress);
-    if result.is_err() {
-        remove_written(out, created);
-    }
-    result
-}
-
-/// Checks `out` is absent or empty and creates it; returns whether glim created it.
-#[cfg(not(target_arch = "wasm32"))]
-fn prepare_out_dir(out: &Path) -> Result<bool> {
-    let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", out.display()));
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not a folder",
-                out.display()
-            )));
-        }
-        if std::fs::read_dir(out).map_err(io)?.next().is_some() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty; choose a new folder",
-                out.display()
-            )));
-        }
-        return Ok(false);
-    }
-    std::fs::create_dir_all(out).map_err(io)?;
-    Ok(true)
-}
-
-/// Removes what a failed write left: the folder if glim made it, else its contents (it was
-/// empty before).
-#[cfg(not(target_arch = "wasm32"))]
-fn remove_written(out: &Path, created: bool) {
-    if created {
-        let _ = std::fs::remove_dir_all(out);
-    } else if let Ok(entries) = std::fs::read_dir(out) {
-        for path in entries.flatten().map(|e| e.path()) {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn write_contents(
-    src: &FolderSource,
-    quant: MlcQuant,
-    format: WeightFormat,
-    out: &Path,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<WriteReport> {
-    let io =
-        |path: PathBuf| move |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
-    let params = LlamaParams::new(src.config);
-    let all = params.in_mlc_order();
-    let options = quant_options(quant);
-    let mut writer = TensorCacheWriter::create(out)?;
-    let mut source_params = 0u64;
-    for (i, param) in all.iter().enumerate() {
-        let (base, _) = mlc_name(&param.name)
-            .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", param.name)))?;
-        match param.shape {
-            Shape::Matrix { rows, cols } => {
-                let packed = weights::packed_matrix_with(src.weights, param, format, options)?;
-                source_params += (rows * cols) as u64;
-                let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
-                writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
-                let scale_name = format!("{base}.q_scale");
-                if quant.f32_model() {
-                    let scales: Vec<f32> = packed.scales.iter().map(|s| s.to_f32()).collect();
-                    writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
-                } else {
-                    writer.add_f16(&scale_name, &[rows, groups], &packed.scales)?;
-                }
-            }
-            Shape::Vector(len) => {
-                let values = weights::vector(src.weights, param)?;
-                source_params += len as u64;
-                if quant.f32_model() {
-                    writer.add_f32_as_bf16(&base, &[len], &values)?;
-                } else {
-                    let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-                    writer.add_f16(&base, &[len], &halves)?;
-                }
-            }
-        }
-        progress(i + 1, all.len());
-    }
-    let index = writer.finish(source_params)?;
-
-    let mut warnings = Vec::new();
-    let stops: Vec<u32> = src.tokenizer.end_of_generation().to_vec();
-    let stops_for_fallback = stops.clone();
-    let conv = match ConvTemplate::derive(src.template, "glim", stops) {
-        Ok(conv) => conv,
-        Err(e) => {
-            warnings.push(format!(
-                "{e}; mlc-chat-config.json gets a ChatML conv_template, and MLC's own runtime will format chats differently from glim (which reads the Jinja template in tokenizer_config.json)"
-            ));
-            chatml_conv_template(stops_for_fallback)?
-        }
-    };
-    let (tokenizer_json, tokenizer_config) = src.tokenizer.to_hf_files()?;
-    let chat = chat_config_json(src, quant, &conv, &tokenizer_json);
-    let files = [
-        ("tokenizer.json", tokenizer_json),
-        (
-            "tokenizer_config.json",
-            serde_json::to_string_pretty(&tokenizer_config).unwrap_or_default(),
-        ),
-        (
-            "mlc-chat-config.json",
-            serde_json::to_string_pretty(&chat).unwrap_or_default(),
-        ),
-    ];
-    for (name, text) in files {
-        let path = out.join(name);
-        std::fs::write(&path, text).map_err(io(path.clone()))?;
-    }
-    Ok(WriteReport {
-        tensor_bytes: index.tensors.iter().map(|t| t.nbytes as u64).sum(),
-        shards: index.shards.len(),
-        warnings,
-    })
 }

@@ -8,5 +8,7 @@ pub mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod mlc;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mlc_writer;
 pub mod source;
 pub mod weights;

@@ -1,0 +1,289 @@
+//! Writing an MLC-LLM model folder from any source (`glim quantize`): tensors packed exactly
+//! as loading the source packs them, shards as TVM fills them (`formats::mlc`), and the
+//! chat config and tokenizer files MLC and WebLLM read.
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use serde_json::{json, Value};
+
+use super::config::LlamaConfig;
+use super::mlc::{mlc_name, MlcQuant};
+use super::source::WeightSource;
+use super::weights::{self, LlamaParams, Shape};
+use crate::error::{Error, Result};
+use crate::formats::mlc::TensorCacheWriter;
+use crate::quant::{QuantOptions, ScaleType, WeightFormat};
+use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
+
+/// What [`write_folder`] writes from.
+pub struct FolderSource<'a> {
+    pub weights: &'a dyn WeightSource,
+    pub config: &'a LlamaConfig,
+    pub tokenizer: &'a Tokenizer,
+    pub template: &'a ChatTemplate,
+}
+
+/// What [`write_folder`] wrote.
+#[derive(Debug)]
+pub struct WriteReport {
+    /// Bytes of tensors written.
+    pub tensor_bytes: u64,
+    pub shards: usize,
+    /// Things the folder holds that MLC's own runtime may not read as glim does.
+    pub warnings: Vec<String>,
+}
+
+/// The `mlc-chat-config.json` glim writes.
+fn chat_config_json(
+    src: &FolderSource,
+    quant: MlcQuant,
+    conv: &ConvTemplate,
+    tokenizer_json: &str,
+) -> Value {
+    let c = src.config;
+    let context = c.context_length;
+    let prefill_chunk = context.min(8192);
+    let rope_scaling = c.rope_scaling.map(|s| {
+        json!({
+            "rope_type": "llama3",
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_context,
+        })
+    });
+    // How token texts map to bytes, in the terms of MLC's tokenizer_info.
+    let parsed: Value = serde_json::from_str(tokenizer_json).unwrap_or(Value::Null);
+    let decoder = parsed
+        .get("decoder")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let byte_level = decoder.contains("\"ByteLevel\"");
+    let normalizer = parsed
+        .get("normalizer")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let t = src.tokenizer;
+    let eos: Vec<u32> = t.end_of_generation().to_vec();
+    json!({
+        "version": "0.1.0",
+        "model_type": "llama",
+        "quantization": quant.name(),
+        "model_config": {
+            "hidden_size": c.dim,
+            "intermediate_size": c.ffn_dim,
+            "num_attention_heads": c.n_heads,
+            "num_hidden_layers": c.n_layers,
+            "rms_norm_eps": c.rms_eps,
+            "vocab_size": c.vocab_size,
+            "tie_word_embeddings": c.tied_embeddings,
+            "position_embedding_base": c.rope_base,
+            "rope_scaling": rope_scaling,
+            "context_window_size": context,
+            "prefill_chunk_size": prefill_chunk,
+            "num_key_value_heads": c.n_kv_heads,
+            "head_dim": c.head_dim,
+            "tensor_parallel_shards": 1,
+            "pipeline_parallel_stages": 1,
+            "max_batch_size": 1,
+        },
+        "vocab_size": c.vocab_size,
+        "context_window_size": context,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": prefill_chunk,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+        "pipeline_parallel_stages": 1,
+        "temperature": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "top_p": 1.0,
+        "tokenizer_files": ["tokenizer.json", "tokenizer_config.json"],
+        "tokenizer_info": {
+            "token_postproc_method": if byte_level { "byte_level" } else { "byte_fallback" },
+            "prepend_space_in_encode": !byte_level && normalizer.contains("\"Prepend\""),
+            "strip_space_in_decode": !byte_level && decoder.contains("\"Strip\""),
+        },
+        "conv_template": conv.to_json(),
+        "pad_token_id": t.pad_id().unwrap_or(0),
+        "bos_token_id": t.bos_id(),
+        "eos_token_id": eos,
+    })
+}
+
+/// MLC's own `chatml` conversation template, for models whose chat template no
+/// conv_template can express.
+fn chatml_conv_template(stop_token_ids: Vec<u32>) -> Result<ConvTemplate> {
+    let mut conv = ConvTemplate::from_json(&json!({
+        "name": "chatml",
+        "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
+        "system_message": "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
+        "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
+        "seps": ["<|im_end|>\n"],
+        "role_content_sep": "\n",
+        "role_empty_sep": "\n",
+        "stop_str": ["<|im_end|>"],
+    }))?;
+    conv.stop_token_ids = stop_token_ids;
+    Ok(conv)
+}
+
+/// The quantization options a scheme writes with: glim's minimum-error scales, exact in the
+/// scheme's stored scale type.
+fn quant_options(quant: MlcQuant) -> QuantOptions {
+    QuantOptions {
+        scale_type: if quant.f32_model() {
+            ScaleType::Bf16
+        } else {
+            ScaleType::F16
+        },
+        ..QuantOptions::default()
+    }
+}
+
+/// Writes `src` as an MLC model folder in `quant` into `out`, which must not exist or be
+/// empty. `progress(done, total)` is called per parameter. Tensors are packed exactly as
+/// loading `src` packs them ([`weights::packed_matrix`]); a folder left half written by an
+/// error is removed again.
+pub fn write_folder(
+    src: &FolderSource,
+    quant: MlcQuant,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<WriteReport> {
+    let Some(format) = quant.packed_format() else {
+        return Err(Error::Unsupported(format!(
+            "writing {} folders (glim writes q4f16_1, q3f16_1 and q4f32_1)",
+            quant.name()
+        )));
+    };
+    if src.weights.has("rope_freqs.weight") {
+        return Err(Error::Unsupported(
+            "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
+        ));
+    }
+    let created = prepare_out_dir(out)?;
+    let result = write_contents(src, quant, format, out, progress);
+    if result.is_err() {
+        remove_written(out, created);
+    }
+    result
+}
+
+/// Checks `out` is absent or empty and creates it; returns whether glim created it.
+fn prepare_out_dir(out: &Path) -> Result<bool> {
+    let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", out.display()));
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a folder",
+                out.display()
+            )));
+        }
+        if std::fs::read_dir(out).map_err(io)?.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not empty; choose a new folder",
+                out.display()
+            )));
+        }
+        return Ok(false);
+    }
+    std::fs::create_dir_all(out).map_err(io)?;
+    Ok(true)
+}
+
+/// Removes what a failed write left: the folder if glim made it, else its contents (it was
+/// empty before).
+fn remove_written(out: &Path, created: bool) {
+    if created {
+        let _ = std::fs::remove_dir_all(out);
+    } else if let Ok(entries) = std::fs::read_dir(out) {
+        for path in entries.flatten().map(|e| e.path()) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn write_contents(
+    src: &FolderSource,
+    quant: MlcQuant,
+    format: WeightFormat,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<WriteReport> {
+    let io =
+        |path: PathBuf| move |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
+    let params = LlamaParams::new(src.config);
+    let all = params.in_mlc_order();
+    let options = quant_options(quant);
+    let mut writer = TensorCacheWriter::create(out)?;
+    let mut source_params = 0u64;
+    for (i, param) in all.iter().enumerate() {
+        let (base, _) = mlc_name(&param.name)
+            .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", param.name)))?;
+        match param.shape {
+            Shape::Matrix { rows, cols } => {
+                let packed = weights::packed_matrix_with(src.weights, param, format, options)?;
+                source_params += (rows * cols) as u64;
+                let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
+                writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
+                let scale_name = format!("{base}.q_scale");
+                if quant.f32_model() {
+                    let scales: Vec<f32> = packed.scales.iter().map(|s| s.to_f32()).collect();
+                    writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
+                } else {
+                    writer.add_f16(&scale_name, &[rows, groups], &packed.scales)?;
+                }
+            }
+            Shape::Vector(len) => {
+                let values = weights::vector(src.weights, param)?;
+                source_params += len as u64;
+                if quant.f32_model() {
+                    writer.add_f32_as_bf16(&base, &[len], &values)?;
+                } else {
+                    let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                    writer.add_f16(&base, &[len], &halves)?;
+                }
+            }
+        }
+        progress(i + 1, all.len());
+    }
+    let index = writer.finish(source_params)?;
+
+    let mut warnings = Vec::new();
+    let stops: Vec<u32> = src.tokenizer.end_of_generation().to_vec();
+    let stops_for_fallback = stops.clone();
+    let conv = match ConvTemplate::derive(src.template, "glim", stops) {
+        Ok(conv) => conv,
+        Err(e) => {
+            warnings.push(format!(
+                "{e}; mlc-chat-config.json gets a ChatML conv_template, and MLC's own runtime will format chats differently from glim (which reads the Jinja template in tokenizer_config.json)"
+            ));
+            chatml_conv_template(stops_for_fallback)?
+        }
+    };
+    let (tokenizer_json, tokenizer_config) = src.tokenizer.to_hf_files()?;
+    let chat = chat_config_json(src, quant, &conv, &tokenizer_json);
+    let files = [
+        ("tokenizer.json", tokenizer_json),
+        (
+            "tokenizer_config.json",
+            serde_json::to_string_pretty(&tokenizer_config).unwrap_or_default(),
+        ),
+        (
+            "mlc-chat-config.json",
+            serde_json::to_string_pretty(&chat).unwrap_or_default(),
+        ),
+    ];
+    for (name, text) in files {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(io(path.clone()))?;
+    }
+    Ok(WriteReport {
+        tensor_bytes: index.tensors.iter().map(|t| t.nbytes as u64).sum(),
+        shards: index.shards.len(),
+        warnings,
+    })
+}
