@@ -3,7 +3,7 @@
 
 use glim::model::loader;
 use glim::model::mlc::MlcQuant;
-use glim::model::mlc_writer::{write_folder, FolderSource};
+use glim::model::mlc_writer::write_folder;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{bail, CliResult, QuantizeArgs, WriteQuant};
@@ -30,14 +30,7 @@ pub fn quantize(args: QuantizeArgs) -> CliResult<()> {
         .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(format!("quantizing to {}", quant.name()));
-    let weights = opened.weights();
-    let source = FolderSource {
-        weights: &*weights,
-        config: &opened.config,
-        tokenizer: &opened.tokenizer,
-        template: &opened.template,
-    };
-    let report = write_folder(&source, quant, &args.outdir, &mut |done, total| {
+    let report = write_folder(&opened, quant, &args.outdir, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

@@ -10,7 +10,7 @@ use glim::generate::{GenerationParams, Session};
 use glim::model::llama::LoadOptions;
 use glim::model::loader::{self, ModelFile, OpenedModel};
 use glim::model::mlc::MlcQuant;
-use glim::model::mlc_writer::{write_folder, FolderSource};
+use glim::model::mlc_writer::write_folder;
 use glim::model::weights::{self, LlamaParams, Shape};
 use glim::quant::{ScaleType, WeightFormat};
 use glim::Error;
@@ -23,14 +23,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 fn write(opened: &OpenedModel, quant: MlcQuant, out: &Path) {
-    let weights = opened.weights();
-    let source = FolderSource {
-        weights: &*weights,
-        config: &opened.config,
-        tokenizer: &opened.tokenizer,
-        template: &opened.template,
-    };
-    let report = write_folder(&source, quant, out, &mut |_, _| {}).unwrap();
+    let report = write_folder(opened, quant, out, &mut |_, _| {}).unwrap();
     eprintln!("{} folder: {report:?}", quant.name());
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
@@ -350,14 +343,7 @@ fn writing_into_a_non_empty_folder_is_refused() {
     let out = scratch_dir("occupied");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    let weights = opened.weights();
-    let source = FolderSource {
-        weights: &*weights,
-        config: &opened.config,
-        tokenizer: &opened.tokenizer,
-        template: &opened.template,
-    };
-    let err = write_folder(&source, MlcQuant::Q4F16, &out, &mut |_, _| {}).unwrap_err();
+    let err = write_folder(opened, MlcQuant::Q4F16, &out, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(
         std::fs::read_to_string(out.join("notes.txt")).unwrap(),

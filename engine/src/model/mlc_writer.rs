@@ -7,22 +7,13 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use serde_json::{json, Value};
 
-use super::config::LlamaConfig;
+use super::loader::OpenedModel;
 use super::mlc::{mlc_name, MlcQuant};
-use super::source::WeightSource;
 use super::weights::{self, LlamaParams, Shape};
 use crate::error::{Error, Result};
 use crate::formats::mlc::TensorCacheWriter;
 use crate::quant::{QuantOptions, ScaleType, WeightFormat};
-use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
-
-/// What [`write_folder`] writes from.
-pub struct FolderSource<'a> {
-    pub weights: &'a dyn WeightSource,
-    pub config: &'a LlamaConfig,
-    pub tokenizer: &'a Tokenizer,
-    pub template: &'a ChatTemplate,
-}
+use crate::text::ConvTemplate;
 
 /// What [`write_folder`] wrote.
 #[derive(Debug)]
@@ -36,12 +27,12 @@ pub struct WriteReport {
 
 /// The `mlc-chat-config.json` glim writes.
 fn chat_config_json(
-    src: &FolderSource,
+    src: &OpenedModel,
     quant: MlcQuant,
     conv: &ConvTemplate,
     tokenizer_json: &str,
 ) -> Value {
-    let c = src.config;
+    let c = &src.config;
     let context = c.context_length;
     let prefill_chunk = context.min(8192);
     let rope_scaling = c.rope_scaling.map(|s| {
@@ -64,7 +55,7 @@ fn chat_config_json(
         .get("normalizer")
         .map(Value::to_string)
         .unwrap_or_default();
-    let t = src.tokenizer;
+    let t = &src.tokenizer;
     let eos: Vec<u32> = t.end_of_generation().to_vec();
     json!({
         "version": "0.1.0",
@@ -148,7 +139,7 @@ fn quant_options(quant: MlcQuant) -> QuantOptions {
 /// loading `src` packs them ([`weights::packed_matrix`]); a folder left half written by an
 /// error is removed again.
 pub fn write_folder(
-    src: &FolderSource,
+    src: &OpenedModel,
     quant: MlcQuant,
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
@@ -159,7 +150,7 @@ pub fn write_folder(
             quant.name()
         )));
     };
-    if src.weights.has("rope_freqs.weight") {
+    if src.weights().has("rope_freqs.weight") {
         return Err(Error::Unsupported(
             "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
         ));
@@ -207,7 +198,7 @@ fn remove_written(out: &Path, created: bool) {
 }
 
 fn write_contents(
-    src: &FolderSource,
+    src: &OpenedModel,
     quant: MlcQuant,
     format: WeightFormat,
     out: &Path,
@@ -215,7 +206,8 @@ fn write_contents(
 ) -> Result<WriteReport> {
     let io =
         |path: PathBuf| move |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
-    let params = LlamaParams::new(src.config);
+    let params = LlamaParams::new(&src.config);
+    let source = src.weights();
     let all = params.in_mlc_order();
     let options = quant_options(quant);
     let mut writer = TensorCacheWriter::create(out)?;
@@ -225,7 +217,7 @@ fn write_contents(
             .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", param.name)))?;
         match param.shape {
             Shape::Matrix { rows, cols } => {
-                let packed = weights::packed_matrix_with(src.weights, param, format, options)?;
+                let packed = weights::packed_matrix_with(&*source, param, format, options)?;
                 source_params += (rows * cols) as u64;
                 let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
                 writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
@@ -238,7 +230,7 @@ fn write_contents(
                 }
             }
             Shape::Vector(len) => {
-                let values = weights::vector(src.weights, param)?;
+                let values = weights::vector(&*source, param)?;
                 source_params += len as u64;
                 if quant.f32_model() {
                     writer.add_f32_as_bf16(&base, &[len], &values)?;
@@ -255,7 +247,7 @@ fn write_contents(
     let mut warnings = Vec::new();
     let stops: Vec<u32> = src.tokenizer.end_of_generation().to_vec();
     let stops_for_fallback = stops.clone();
-    let conv = match ConvTemplate::derive(src.template, "glim", stops) {
+    let conv = match ConvTemplate::derive(&src.template, "glim", stops) {
         Ok(conv) => conv,
         Err(e) => {
             warnings.push(format!(
