@@ -7,7 +7,10 @@ use glim::formats::gguf::GgufFile;
 use glim::generate::{GenerationParams, Session};
 use glim::model::config::LlamaConfig;
 use glim::model::llama::LoadOptions;
-use glim::model::loader::{load, LoadedModel};
+use glim::model::loader::{self, load, LoadedModel};
+use glim::model::mlc::MlcQuant;
+use glim::model::mlc_writer::write_folder;
+use glim::model::weights::{self, LlamaParams};
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;
 use glim::Error;
@@ -215,6 +218,34 @@ fn hf_folder_gives_the_gguf_tokens() {
         .unwrap();
     assert_eq!(stats.reused_tokens, 0);
     assert_eq!(reusing, fresh);
+
+    // `glim quantize` from the HF folder writes what it writes from the GGUF: the sources
+    // pack to identical bytes (Q/K rows already in HF order here, un-permuted there).
+    let out = scratch_dir("hf-mlc");
+    std::fs::remove_dir_all(&out).unwrap();
+    let from_hf = loader::open(&dir).unwrap();
+    write_folder(&from_hf, MlcQuant::Q4F16, &out, &mut |_, _| {}).unwrap();
+    let folder = loader::open(&out).unwrap();
+    let from_gguf = loader::open(&gguf).unwrap();
+    let params = LlamaParams::new(&from_gguf.config);
+    for param in [
+        &params.embed,
+        &params.layers[7].qkv,
+        &params.layers[7].gate_up,
+    ] {
+        let want =
+            weights::packed_matrix(&*from_gguf.weights(), param, WeightFormat::Q4F16).unwrap();
+        assert!(
+            want == weights::packed_matrix(&*from_hf.weights(), param, WeightFormat::Q4F16)
+                .unwrap()
+                && want
+                    == weights::packed_matrix(&*folder.weights(), param, WeightFormat::Q4F16)
+                        .unwrap(),
+            "{} differs",
+            param.name
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
