@@ -74,6 +74,8 @@ enum WriteQuant {
     /// 4-bit weights, f32 scales stored as bf16 (MLC q4f32_1, for f32-only GPUs)
     #[value(alias = "q4f32_1")]
     Q4f32,
+    /// Unquantized f16 weights (MLC q0f16; quantized when loaded)
+    Q0f16,
 }
 
 #[derive(Args, Debug)]

@@ -23,6 +23,7 @@ pub fn quantize(args: QuantizeArgs) -> CliResult<()> {
         WriteQuant::Q4f16 => MlcQuant::Q4F16,
         WriteQuant::Q3f16 => MlcQuant::Q3F16,
         WriteQuant::Q4f32 => MlcQuant::Q4F32,
+        WriteQuant::Q0f16 => MlcQuant::Q0F16,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors")

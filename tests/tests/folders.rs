@@ -167,9 +167,9 @@ fn folder_and_gguf_give_the_same_tokens() {
 }
 
 /// q3f16_1 folders run like the GGUF at q3f16; q4f32_1 folders store bf16-exact scales
-/// and run.
+/// and run; q0f16 folders run like the GGUF at f16.
 #[test]
-fn q3f16_and_q4f32_folders() {
+fn q3f16_q4f32_and_q0f16_folders() {
     let Some((opened, _)) = q4_folder() else {
         return;
     };
@@ -213,8 +213,22 @@ fn q3f16_and_q4f32_folders() {
     let text = greedy(&q4f32, None, prompt);
     eprintln!("q4f32 greedy: {text:?}");
     assert!(text.contains("Paris"), "{text:?}");
-    let _ = std::fs::remove_dir_all(&q3);
-    let _ = std::fs::remove_dir_all(&q4f32);
+
+    // q0f16: f16 weights, packed when loaded, exactly as the GGUF's are at --quant f16.
+    let q0 = scratch_dir("q0f16");
+    write(opened, MlcQuant::Q0F16, &q0);
+    assert!(MlcFolder::open(&q0)
+        .unwrap()
+        .index
+        .get("model.layers.0.self_attn.qkv_proj.weight")
+        .is_some());
+    assert_eq!(
+        greedy(&q0, Some(WeightFormat::F16), prompt),
+        greedy(&gguf, Some(WeightFormat::F16), prompt)
+    );
+    for dir in [q3, q4f32, q0] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// A copy of the q4f16 folder to break: small files copied, shards linked unless `copy`.

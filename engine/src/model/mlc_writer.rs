@@ -12,7 +12,7 @@ use super::mlc::{mlc_name, MlcQuant};
 use super::weights::{self, LlamaParams, Shape};
 use crate::error::{Error, Result};
 use crate::formats::mlc::TensorCacheWriter;
-use crate::quant::{QuantOptions, ScaleType, WeightFormat};
+use crate::quant::{QuantOptions, ScaleType};
 use crate::text::ConvTemplate;
 
 /// What [`write_folder`] wrote.
@@ -144,19 +144,13 @@ pub fn write_folder(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WriteReport> {
-    let Some(format) = quant.packed_format() else {
-        return Err(Error::Unsupported(format!(
-            "writing {} folders (glim writes q4f16_1, q3f16_1 and q4f32_1)",
-            quant.name()
-        )));
-    };
     if src.weights().has("rope_freqs.weight") {
         return Err(Error::Unsupported(
             "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
         ));
     }
     let created = prepare_out_dir(out)?;
-    let result = write_contents(src, quant, format, out, progress);
+    let result = write_contents(src, quant, out, progress);
     if result.is_err() {
         remove_written(out, created);
     }
@@ -197,10 +191,25 @@ fn remove_written(out: &Path, created: bool) {
     }
 }
 
+/// Adds an unquantized tensor in the scheme's model dtype (f16, or f32 stored as bf16).
+fn add_dense(
+    writer: &mut TensorCacheWriter,
+    quant: MlcQuant,
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+) -> Result<()> {
+    if quant.f32_model() {
+        writer.add_f32_as_bf16(name, shape, values)
+    } else {
+        let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        writer.add_f16(name, shape, &halves)
+    }
+}
+
 fn write_contents(
     src: &OpenedModel,
     quant: MlcQuant,
-    format: WeightFormat,
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WriteReport> {
@@ -213,31 +222,40 @@ fn write_contents(
     let mut writer = TensorCacheWriter::create(out)?;
     let mut source_params = 0u64;
     for (i, param) in all.iter().enumerate() {
+        source_params += match param.shape {
+            Shape::Matrix { rows, cols } => rows * cols,
+            Shape::Vector(len) => len,
+        } as u64;
         let (base, _) = mlc_name(&param.name)
             .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", param.name)))?;
         match param.shape {
-            Shape::Matrix { rows, cols } => {
-                let packed = weights::packed_matrix_with(&*source, param, format, options)?;
-                source_params += (rows * cols) as u64;
-                let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
-                writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
-                let scale_name = format!("{base}.q_scale");
-                if quant.f32_model() {
-                    let scales: Vec<f32> = packed.scales.iter().map(|s| s.to_f32()).collect();
-                    writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
-                } else {
-                    writer.add_f16(&scale_name, &[rows, groups], &packed.scales)?;
+            Shape::Matrix { rows, cols } => match quant.packed_format() {
+                Some(format) => {
+                    let packed = weights::packed_matrix_with(&*source, param, format, options)?;
+                    let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
+                    writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
+                    let scale_name = format!("{base}.q_scale");
+                    if quant.f32_model() {
+                        let scales: Vec<f32> = packed.scales.iter().map(|s| s.to_f32()).collect();
+                        writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
+                    } else {
+                        writer.add_f16(&scale_name, &[rows, groups], &packed.scales)?;
+                    }
                 }
-            }
+                None => {
+                    let values = weights::dense_matrix(&*source, param)?;
+                    add_dense(
+                        &mut writer,
+                        quant,
+                        &format!("{base}.weight"),
+                        &[rows, cols],
+                        &values,
+                    )?;
+                }
+            },
             Shape::Vector(len) => {
                 let values = weights::vector(&*source, param)?;
-                source_params += len as u64;
-                if quant.f32_model() {
-                    writer.add_f32_as_bf16(&base, &[len], &values)?;
-                } else {
-                    let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-                    writer.add_f16(&base, &[len], &halves)?;
-                }
+                add_dense(&mut writer, quant, &base, &[len], &values)?;
             }
         }
         progress(i + 1, all.len());
