@@ -166,7 +166,7 @@ fn f16_matches_llama_cpp() {
 }
 
 /// The quantized formats are re-quantized from Q4_1, so they differ from llama.cpp by their
-/// own rounding: the figures are printed (README's table), with only a loose sanity floor.
+/// own rounding: the figures are printed (README's table), each held under a floor.
 #[test]
 fn quantized_formats_agreement_and_perplexity() {
     let g = goldens();
@@ -184,9 +184,16 @@ fn quantized_formats_agreement_and_perplexity() {
             all * 100.0,
             clear * 100.0
         );
+        // Regression floors just under what MLC's own max-abs scales give here (q4f16
+        // 53.9 = 1.38x, q3f16 603 = 15.4x llama.cpp's 39.1): glim's minimum-error scales
+        // (51.1 = 1.31x, 577 = 14.7x) must keep their gain.
+        let floor = match format {
+            WeightFormat::Q4F16 => 1.35,
+            _ => 15.2,
+        };
         assert!(
-            ppl.is_finite() && ppl < peer * 20.0,
-            "{} perplexity {ppl} is broken",
+            ppl.is_finite() && ppl < peer * floor,
+            "{} perplexity {ppl} is above {floor} x llama.cpp's {peer}",
             format.name()
         );
     }

@@ -290,3 +290,95 @@ impl WeightSource for MlcModel {
         self.quant.packed_format()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::mlc::{TensorCache, TensorCacheBuilder};
+
+    /// The browser's path: shards arrive one at a time as bytes, each checked against the
+    /// index, and packed matrices are decoded from them; nothing touches a file.
+    #[test]
+    fn packed_matrices_decode_from_shard_bytes() {
+        let (rows, cols) = (40, 100); // K not a multiple of the group: padded last group
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let mut want = Vec::new();
+        let mut builder = TensorCacheBuilder::with_shard_cap(Vec::new(), 4096);
+        for (name, format) in [("a", WeightFormat::Q4F16), ("b", WeightFormat::Q3F16)] {
+            let p = PackedWeight::quantize(format, &values, rows, cols).unwrap();
+            let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
+            builder
+                .add_u32(&format!("{name}.q_weight"), &[rows, words], &p.codes)
+                .unwrap();
+            builder
+                .add_f16(&format!("{name}.q_scale"), &[rows, groups], &p.scales)
+                .unwrap();
+            want.push((name, p));
+        }
+        let done = builder.finish((2 * rows * cols) as u64).unwrap();
+        let shards: Vec<(String, Vec<u8>)> = done.sink;
+        assert!(shards.len() > 1, "the small cap splits the tensors");
+        let index = TensorCache::parse(done.index_json.as_bytes(), "tensor-cache.json").unwrap();
+        for (n, (_, bytes)) in shards.iter().enumerate() {
+            index.check_shard(n, bytes).unwrap();
+        }
+        let tensor = |name: &str| {
+            let record = index.get(name).unwrap();
+            (record, record.slice(&shards[record.shard].1).unwrap())
+        };
+        for (name, p) in want {
+            let got = packed_from_records(
+                p.format,
+                (rows, cols),
+                tensor(&format!("{name}.q_weight")),
+                tensor(&format!("{name}.q_scale")),
+            )
+            .unwrap();
+            assert_eq!(got, p);
+        }
+        // A scale tensor whose shape does not fit the matrix is an error naming it.
+        let err = packed_from_records(
+            WeightFormat::Q4F16,
+            (rows + 1, cols),
+            tensor("a.q_weight"),
+            tensor("a.q_scale"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("a.q_weight"), "{err}");
+    }
+
+    #[test]
+    fn chat_config_errors_name_the_problem() {
+        let err = |v: Value| config_from_chat_config(&v).unwrap_err().to_string();
+        assert!(err(serde_json::json!({})).contains("quantization"));
+        let no_model = serde_json::json!({ "quantization": "q4f16_1" });
+        assert!(err(no_model).contains("model_config"));
+        let bad = serde_json::json!({
+            "model_type": "llama", "quantization": "q4f16_1",
+            "model_config": { "hidden_size": 64, "num_attention_heads": 4 }
+        });
+        assert!(err(bad).contains("mlc-chat-config.json"));
+        let ok = serde_json::json!({
+            "model_type": "llama", "quantization": "q3f16_1", "context_window_size": 512,
+            "model_config": { "hidden_size": 64, "intermediate_size": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+                "rms_norm_eps": 1e-5, "vocab_size": 100, "position_embedding_base": 500000.0,
+                "tie_word_embeddings": true }
+        });
+        let (config, quant) = config_from_chat_config(&ok).unwrap();
+        assert_eq!(quant, MlcQuant::Q3F16);
+        assert_eq!(
+            (config.dim, config.n_kv_heads, config.head_dim),
+            (64, 2, 16)
+        );
+        assert_eq!(config.rope_base, 500_000.0);
+        assert_eq!(config.context_length, 512);
+        assert_eq!(
+            stop_ids(&serde_json::json!({ "eos_token_id": [2, 7],
+            "conv_template": { "stop_token_ids": [7, 9] } })),
+            [2, 7, 9]
+        );
+    }
+}

@@ -380,3 +380,31 @@ fn non_finite_and_overflow_are_errors() {
     let p = PackedWeight::quantize(WeightFormat::F16, &[f32::NAN, f32::INFINITY], 1, 2).unwrap();
     assert!(p.dequantize()[0].is_nan() && p.dequantize()[1] == f32::INFINITY);
 }
+
+/// Halfway cases round to even, as MLC's TVM `round` (nearbyint) does: with scale exactly
+/// 1.0 (max 7.0 / 7), 0.5 + 7 = 7.5 -> 8, 1.5 + 7 = 8.5 -> 8, -0.5 + 7 = 6.5 -> 6,
+/// 2.5 + 7 = 9.5 -> 10; packed lowest nibble first.
+#[test]
+fn halfway_codes_round_to_even() {
+    let w = group_with(&[7.0, 0.5, 1.5, -0.5, 2.5], 32);
+    let p = mlc(WeightFormat::Q4F16, &w, 1, 32);
+    assert_eq!(p.scales, vec![f16::ONE]);
+    assert_eq!(p.codes[0], 0x777A_688E);
+}
+
+/// Ten 3-bit codes fill 30 bits: the top two bits of every q3 word stay zero, whatever the
+/// rule and however extreme the codes.
+#[test]
+fn q3_words_leave_the_top_two_bits_zero() {
+    let w = pseudo_random(40 * 3 * 64, 11);
+    for p in [
+        mlc(WeightFormat::Q3F16, &w, 64, 120),
+        PackedWeight::quantize(WeightFormat::Q3F16, &w, 64, 120).unwrap(),
+    ] {
+        assert!(
+            p.codes.iter().any(|&c| c & 0x3800_0000 != 0),
+            "codes reach bit 27"
+        );
+        assert!(p.codes.iter().all(|&c| c & 0xC000_0000 == 0));
+    }
+}
