@@ -331,7 +331,10 @@ fn broken_folders_are_one_line_errors() {
     edit_json(&d.join("mlc-chat-config.json"), |v| {
         v["model_config"]["intermediate_size"] = 2048.into();
     });
-    assert_error(&d, &["gate_up_proj", "shape"]);
+    assert_error(
+        &d,
+        &["params_shard_", "gate_up_proj", "mlc-chat-config.json"],
+    );
     // Unknown quantization and architecture.
     let d = broken_copy("quant", false).unwrap();
     edit_json(&d.join("mlc-chat-config.json"), |v| {

@@ -92,8 +92,10 @@ pub fn open(path: &Path) -> Result<OpenedModel> {
         return open_mlc(path);
     }
     if path.is_dir() {
-        let tokenizer = folder_tokenizer(path)?;
+        // A missing tokenizer first (the quickest to tell), then the weights' errors.
+        tokenizer_path(path)?;
         let hf = HfModel::open(path)?;
+        let tokenizer = folder_tokenizer(path)?;
         return Ok(OpenedModel {
             config: hf.config.clone(),
             template: ChatTemplate::from_tokenizer(&tokenizer)?,
@@ -153,8 +155,8 @@ pub fn load(
     })
 }
 
-/// A folder's tokenizer: `tokenizer.json`, with `tokenizer_config.json` when present.
-fn folder_tokenizer(dir: &Path) -> Result<Tokenizer> {
+/// A folder's `tokenizer.json`, or an error when it has none.
+fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
     let tokenizer_json = dir.join("tokenizer.json");
     if !tokenizer_json.exists() {
         return Err(Error::Invalid(format!(
@@ -162,6 +164,12 @@ fn folder_tokenizer(dir: &Path) -> Result<Tokenizer> {
             dir.display()
         )));
     }
+    Ok(tokenizer_json)
+}
+
+/// A folder's tokenizer: `tokenizer.json`, with `tokenizer_config.json` when present.
+fn folder_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let tokenizer_json = tokenizer_path(dir)?;
     let mut tokenizer = Tokenizer::from_file(&tokenizer_json)?;
     let config_path = dir.join("tokenizer_config.json");
     if let Ok(config) = std::fs::read(&config_path) {

@@ -243,6 +243,23 @@ impl MlcModel {
     fn record(&self, name: &str) -> Result<(&TensorRecord, &[u8])> {
         Ok((self.folder.record(name)?, self.folder.tensor_bytes(name)?))
     }
+
+    /// `e` (about tensors that disagree with the config) with the shard file named.
+    fn in_shard(&self, tensor: &str, e: Error) -> Error {
+        let Error::Invalid(message) = e else { return e };
+        let shard = self
+            .folder
+            .index
+            .get(tensor)
+            .and_then(|r| self.folder.index.shards.get(r.shard));
+        match shard {
+            Some(shard) => Error::Invalid(format!(
+                "{}: {message} (the shape mlc-chat-config.json implies)",
+                self.folder.dir.join(&shard.data_path).display()
+            )),
+            None => Error::Invalid(message),
+        }
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -272,7 +289,7 @@ impl WeightSource for MlcModel {
             base
         };
         let (record, bytes) = self.record(&stored)?;
-        check_shape(&stored, &record.shape, shape)?;
+        check_shape(&stored, &record.shape, shape).map_err(|e| self.in_shard(&stored, e))?;
         record.to_f32(bytes)
     }
 
@@ -281,9 +298,12 @@ impl WeightSource for MlcModel {
         else {
             return Ok(None);
         };
-        let codes = self.record(&format!("{base}.q_weight"))?;
+        let codes_name = format!("{base}.q_weight");
+        let codes = self.record(&codes_name)?;
         let scales = self.record(&format!("{base}.q_scale"))?;
-        packed_from_records(format, (rows, cols), codes, scales).map(Some)
+        packed_from_records(format, (rows, cols), codes, scales)
+            .map(Some)
+            .map_err(|e| self.in_shard(&codes_name, e))
     }
 
     fn packed_format(&self) -> Option<WeightFormat> {
