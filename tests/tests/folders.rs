@@ -369,3 +369,28 @@ fn writing_into_a_non_empty_folder_is_refused() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A chat template no conv_template can express (plain ChatML writes no system turn without
+/// a system message; MLC always does) still gives a folder: MLC's chatml conv_template, and
+/// a warning saying MLC's runtime will format chats differently.
+#[test]
+fn an_inexpressible_template_gets_chatml_and_a_warning() {
+    let Some(gguf) = glim_tests::test_model() else {
+        return;
+    };
+    let mut opened = loader::open(&gguf).unwrap();
+    opened.template = glim::text::ChatTemplate::chatml("", "<|im_end|>");
+    let out = scratch_dir("chatml");
+    let report = write_folder(&opened, MlcQuant::Q0F16, &out, &mut |_, _| {}).unwrap();
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].contains("conv_template"),
+        "{:?}",
+        report.warnings
+    );
+    let chat: Value =
+        serde_json::from_slice(&std::fs::read(out.join("mlc-chat-config.json")).unwrap()).unwrap();
+    assert_eq!(chat["conv_template"]["name"], "chatml");
+    assert_eq!(chat["conv_template"]["stop_str"][0], "<|im_end|>");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -264,14 +264,13 @@ fn write_contents(
 
     let mut warnings = Vec::new();
     let stops: Vec<u32> = src.tokenizer.end_of_generation().to_vec();
-    let stops_for_fallback = stops.clone();
-    let conv = match ConvTemplate::derive(&src.template, "glim", stops) {
+    let conv = match ConvTemplate::derive(&src.template, "glim", stops.clone()) {
         Ok(conv) => conv,
         Err(e) => {
             warnings.push(format!(
                 "{e}; mlc-chat-config.json gets a ChatML conv_template, and MLC's own runtime will format chats differently from glim (which reads the Jinja template in tokenizer_config.json)"
             ));
-            chatml_conv_template(stops_for_fallback)?
+            chatml_conv_template(stops)?
         }
     };
     let (tokenizer_json, tokenizer_config) = src.tokenizer.to_hf_files()?;
