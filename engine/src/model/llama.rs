@@ -238,10 +238,13 @@ impl Llama {
             let wo = matrix(&p.attn_output)?;
             let w_gate_up = matrix(&p.gate_up)?;
             let w_down = matrix(&p.down)?;
-            let attn_norm = upload_vector(&ctx, source, &p.attn_norm, wb)?;
-            let ffn_norm = upload_vector(&ctx, source, &p.ffn_norm, wb)?;
-            tick();
-            tick();
+            let mut vector = |param| {
+                let t = upload_vector(&ctx, source, param, wb);
+                tick();
+                t
+            };
+            let attn_norm = vector(&p.attn_norm)?;
+            let ffn_norm = vector(&p.ffn_norm)?;
             layers.push(Layer {
                 attn_norm,
                 w_qkv,

@@ -240,6 +240,17 @@ impl MlcModel {
         })
     }
 
+    /// The tensor that holds glim's `name` in this folder: a packed matrix's codes
+    /// (`<base>.q_weight`), an unquantized matrix (`<base>.weight`) or a vector.
+    fn stored_name(&self, name: &str) -> Option<String> {
+        let (base, matrix) = mlc_name(name)?;
+        Some(match (matrix, self.quant.packed_format()) {
+            (true, Some(_)) => format!("{base}.q_weight"),
+            (true, None) => format!("{base}.weight"),
+            (false, _) => base,
+        })
+    }
+
     fn record(&self, name: &str) -> Result<(&TensorRecord, &[u8])> {
         Ok((self.folder.record(name)?, self.folder.tensor_bytes(name)?))
     }
@@ -265,29 +276,19 @@ impl MlcModel {
 #[cfg(not(target_arch = "wasm32"))]
 impl WeightSource for MlcModel {
     fn has(&self, name: &str) -> bool {
-        mlc_name(name).is_some_and(|(base, matrix)| {
-            let stored = match (matrix, self.quant.packed_format()) {
-                (true, Some(_)) => format!("{base}.q_weight"),
-                (true, None) => format!("{base}.weight"),
-                (false, _) => base,
-            };
-            self.folder.index.get(&stored).is_some()
-        })
+        self.stored_name(name)
+            .is_some_and(|stored| self.folder.index.get(&stored).is_some())
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (base, matrix) = mlc_name(name)
+        let stored = self
+            .stored_name(name)
             .ok_or_else(|| Error::Invalid(format!("MLC folders have no tensor for {name}")))?;
-        if matrix && self.quant.packed_format().is_some() {
+        if stored.ends_with(".q_weight") {
             return Err(Error::Invalid(format!(
-                "{base} is quantized in this folder; it is read packed"
+                "{stored} is quantized in this folder; it is read packed"
             )));
         }
-        let stored = if matrix {
-            format!("{base}.weight")
-        } else {
-            base
-        };
         let (record, bytes) = self.record(&stored)?;
         check_shape(&stored, &record.shape, shape).map_err(|e| self.in_shard(&stored, e))?;
         record.to_f32(bytes)

@@ -997,27 +997,19 @@ impl Tokenizer {
                 text(self.bos).filter(|_| self.add_bos),
                 text(self.eos).filter(|_| self.add_eos),
             );
-            let piece = |b: &Option<(String, u32)>| b.as_ref().map(|(t, _)| format!("{t} "));
-            let single = format!(
-                "{}$A{}",
-                piece(&bos).unwrap_or_default(),
-                eos.as_ref()
-                    .map(|(t, _)| format!(" {t}"))
-                    .unwrap_or_default()
-            );
-            let pair = format!(
-                "{}$A{} {}$B:1{}",
-                piece(&bos).unwrap_or_default(),
-                eos.as_ref()
-                    .map(|(t, _)| format!(" {t}"))
-                    .unwrap_or_default(),
-                bos.as_ref()
-                    .map(|(t, _)| format!("{t}:1 "))
-                    .unwrap_or_default(),
-                eos.as_ref()
-                    .map(|(t, _)| format!(" {t}:1"))
-                    .unwrap_or_default(),
-            );
+            // One sequence: BOS, the text, EOS (those that are added), with a type id suffix.
+            let text_of = |p: &Option<(String, u32)>| p.as_ref().map(|(t, _)| t.clone());
+            let (bos_text, eos_text) = (text_of(&bos), text_of(&eos));
+            let sequence = |text: &str, type_id: &str| {
+                [bos_text.as_deref(), Some(text), eos_text.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|piece| format!("{piece}{type_id}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let single = sequence("$A", "");
+            let pair = format!("{} {}", sequence("$A", ""), sequence("$B", ":1"));
             let specials: Vec<(String, u32)> = bos.into_iter().chain(eos).collect();
             let processor = tokenizers::processors::template::TemplateProcessing::builder()
                 .try_single(single.as_str())
