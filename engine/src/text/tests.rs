@@ -950,3 +950,33 @@ fn duplicate_vocabulary_texts_load_like_llama_cpp() {
     assert_eq!(t.token_to_id("he"), Some(last));
     assert_eq!(t.decode(&[last]).unwrap(), "he");
 }
+
+/// A GGUF vocabulary exported as Hugging Face files reads back as the same tokenizer: the
+/// SentencePiece BOS that glim adds itself becomes tokenizer.json's post-processor, and the
+/// byte-level BPE one (no BOS) stays without one.
+#[test]
+fn gguf_tokenizers_export_as_hf_files() {
+    let spm = Tokenizer::from_gguf(&spm_gguf(SPM_PIECES, vec![])).unwrap();
+    let bpe = bpe("smollm");
+    for original in [spm, bpe] {
+        let (json, config) = original.to_hf_files().unwrap();
+        let back = Tokenizer::from_json_bytes(json.as_bytes())
+            .unwrap()
+            .with_config_json(config.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(back.add_bos(), original.add_bos());
+        assert_eq!(back.bos_id(), original.bos_id());
+        assert_eq!(back.eos_id(), original.eos_id());
+        for text in ["hello world", "hello", " héllo\nworld  ", ""] {
+            for special in [true, false] {
+                let ids = original.encode(text, special).unwrap();
+                assert_eq!(
+                    back.encode(text, special).unwrap(),
+                    ids,
+                    "{text:?} {special}"
+                );
+                assert_eq!(back.decode(&ids).unwrap(), original.decode(&ids).unwrap());
+            }
+        }
+    }
+}
