@@ -17,6 +17,14 @@ pub enum Error {
     /// architecture, tensor type or format.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The model does not fit this adapter: a limit (binding or buffer size) it needs is
+    /// larger than the adapter's.
+    #[error("the model is too large for this GPU: {0}")]
+    TooLarge(String),
+    /// The GPU device was lost (driver reset, removed, or destroyed); a new one must be
+    /// opened.
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
     /// The GPU could not allocate a buffer.
     #[error("GPU out of memory: {0}")]
     OutOfMemory(String),

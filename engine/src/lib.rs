@@ -6,8 +6,9 @@
 //! reference that the tests hold the GPU to; [`formats`] turns model files into named tensors
 //! and metadata; [`model`] maps them onto the Llama
 //! graph; [`text`] turns text into tokens and back and renders chat templates; [`generate`]
-//! samples, streams and stops.
+//! samples, streams and stops; [`api`] answers OpenAI-shaped requests with all of it.
 
+pub mod api;
 pub mod error;
 pub mod formats;
 pub mod generate;

@@ -64,17 +64,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
     Ok(loaded)
 }
 
-/// Token ids for a prompt or a text: `text` as is (special-token text becomes its id), with
-/// the BOS token in front when the tokenizer wants one and the text (say, a chat template
-/// that writes `bos_token` itself) does not already start with it. Never adds EOS.
+/// Token ids for a prompt (see [`Tokenizer::encode_prompt`]).
 pub fn encode(tokenizer: &Tokenizer, text: &str) -> CliResult<Vec<u32>> {
-    let mut ids = tokenizer.encode(text, false)?;
-    if let Some(bos) = tokenizer.bos_id().filter(|_| tokenizer.add_bos()) {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
-    Ok(ids)
+    Ok(tokenizer.encode_prompt(text)?)
 }
 
 #[cfg(test)]

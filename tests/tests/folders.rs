@@ -5,12 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use glim::formats::mlc::{MlcFolder, INDEX_FILE, LEGACY_INDEX_FILE};
+use glim::formats::mlc::{
+    MlcFolder, ResidentShards, ShardStore, TensorCache, INDEX_FILE, LEGACY_INDEX_FILE,
+};
 use glim::generate::{GenerationParams, Session};
-use glim::model::llama::LoadOptions;
+use glim::model::llama::{LlamaLoader, LoadOptions};
 use glim::model::loader::{self, ModelFile, OpenedModel};
-use glim::model::mlc::MlcQuant;
+use glim::model::mlc::{mlc_text, MlcModel, MlcQuant};
 use glim::model::mlc_writer::write_folder;
+use glim::model::source::WeightSource;
+use glim::model::streamed::load_streamed;
 use glim::model::weights::{self, LlamaParams, Shape};
 use glim::quant::{ScaleType, WeightFormat};
 use glim::Error;
@@ -164,6 +168,100 @@ fn folder_and_gguf_give_the_same_tokens() {
     .err()
     .expect("q4f16 folder loaded as q3f16");
     assert!(err.to_string().contains("packed as q4f16"), "{err}");
+}
+
+/// The browser's path, natively: shards handed over one at a time as bytes (a corrupt
+/// first copy is fetched again, bypassing caches), parameters uploaded as their shards
+/// arrive, shards dropped once used. The model answers exactly as the folder loaded from
+/// disk does.
+#[test]
+fn streamed_load_gives_the_folders_tokens() {
+    let Some((_, dir)) = q4_folder() else {
+        return;
+    };
+    if glim_tests::gpu().is_none() {
+        return;
+    }
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let chat_config: Value = serde_json::from_slice(&read("mlc-chat-config.json")).unwrap();
+    let index = TensorCache::parse(&read(INDEX_FILE), INDEX_FILE).unwrap();
+    let shard_files: Vec<PathBuf> = index
+        .shards
+        .iter()
+        .map(|s| dir.join(&s.data_path))
+        .collect();
+    let largest = index.shards.iter().map(|s| s.nbytes).max().unwrap();
+    let mut model = MlcModel::new(ResidentShards::new(index, "test://"), chat_config).unwrap();
+    let (tokenizer, _) = mlc_text(
+        &read("tokenizer.json"),
+        Some(&read("tokenizer_config.json")),
+        &model.chat_config,
+    )
+    .unwrap();
+
+    let stream = |model: &mut MlcModel<ResidentShards>, corrupt: &dyn Fn(usize, bool) -> bool| {
+        let ctx = glim_tests::open_gpu().unwrap();
+        let loader = LlamaLoader::new(
+            ctx,
+            model.config.clone(),
+            model.packed_format(),
+            &options(None),
+        )
+        .unwrap();
+        let mut fetched = Vec::new();
+        let mut reports = Vec::new();
+        let fetch = |n: usize, fresh: bool| {
+            fetched.push((n, fresh));
+            let mut bytes = std::fs::read(&shard_files[n]).unwrap();
+            if corrupt(n, fresh) {
+                bytes[100] ^= 1;
+            }
+            std::future::ready(Ok(bytes))
+        };
+        let result = pollster::block_on(load_streamed(loader, model, fetch, 2, &mut |p| {
+            reports.push(p)
+        }));
+        (result, fetched, reports)
+    };
+
+    // Shard 1's first copy is corrupt: it is fetched again, fresh.
+    let (model_result, fetched, reports) = stream(&mut model, &|n, fresh| n == 1 && !fresh);
+    let mut llama = model_result.unwrap();
+    let shards = shard_files.len();
+    assert!(fetched.contains(&(1, true)), "{fetched:?}");
+    assert_eq!(fetched.len(), shards + 1);
+    assert_eq!(reports.len(), shards);
+    let last = reports.last().unwrap();
+    assert_eq!(
+        (last.bytes_done, last.resident_bytes),
+        (last.bytes_total, 0)
+    );
+    // At most the shard being read and the one a parameter straddles into stay in memory.
+    assert!(
+        reports.iter().all(|p| p.resident_bytes <= 2 * largest),
+        "{reports:?}"
+    );
+
+    llama.fit_tokenizer(&tokenizer).unwrap();
+    let mut session = Session::new(llama, tokenizer);
+    let prompt = "The three primary colors are";
+    let ids = session.tokenizer.encode(prompt, true).unwrap();
+    let params = GenerationParams {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let (text, _) = session
+        .generate_blocking(&ids, &params, &mut |_| true)
+        .unwrap();
+    assert_eq!(text, greedy(dir, None, prompt));
+
+    // A shard that stays corrupt is an error naming it, not a model.
+    let (result, _, _) = stream(&mut model, &|n, _| n == 0);
+    let err = result.err().expect("a corrupt shard loaded").to_string();
+    assert!(
+        err.contains("test://params_shard_0.bin") && err.contains("md5") && err.contains("twice"),
+        "{err}"
+    );
 }
 
 /// q3f16_1 folders run like the GGUF at q3f16; q4f32_1 folders store bf16-exact scales

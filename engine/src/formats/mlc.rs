@@ -345,6 +345,101 @@ impl TensorCache {
     }
 }
 
+/// Where the shards of a tensor cache come from: a folder's files mapped on demand
+/// ([`MlcFolder`], native) or shards a browser fetched and hands over one at a time
+/// ([`ResidentShards`]). Either way the bytes were checked against the index.
+pub trait ShardStore {
+    fn index(&self) -> &TensorCache;
+
+    /// Shard `n`'s bytes.
+    fn shard(&self, n: usize) -> Result<&[u8]>;
+
+    /// How errors name shard `n`: its file's path or its URL.
+    fn shard_location(&self, n: usize) -> String;
+
+    /// The index record of tensor `name`, or an error naming it.
+    fn record(&self, name: &str) -> Result<&TensorRecord> {
+        self.index()
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("the shard index has no tensor {name:?}")))
+    }
+
+    /// The stored bytes of tensor `name` (decode with [`TensorRecord::to_f32`] etc.).
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        let rec = self.record(name)?;
+        rec.slice(self.shard(rec.shard)?)
+    }
+}
+
+/// The shards of an index that are in memory now. A streamed load inserts each shard as it
+/// arrives (checked against the index) and removes it once every tensor in it is on the
+/// GPU, so the whole model is never held at once.
+#[derive(Debug)]
+pub struct ResidentShards {
+    pub index: TensorCache,
+    /// Prefix of shard locations in errors: the folder's URL.
+    pub base: String,
+    shards: HashMap<usize, Vec<u8>>,
+}
+
+impl ResidentShards {
+    pub fn new(index: TensorCache, base: impl Into<String>) -> Self {
+        Self {
+            index,
+            base: base.into(),
+            shards: HashMap::new(),
+        }
+    }
+
+    /// Adds shard `n` after checking its size and md5; a shard that fails is not kept.
+    pub fn insert(&mut self, n: usize, bytes: Vec<u8>) -> Result<()> {
+        let rec = self.index.shards.get(n).ok_or_else(|| {
+            Error::Invalid(format!(
+                "shard {n} does not exist (the index lists {})",
+                self.index.shards.len()
+            ))
+        })?;
+        check_shard_bytes(rec, &self.shard_location(n), &bytes)?;
+        self.shards.insert(n, bytes);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, n: usize) {
+        self.shards.remove(&n);
+    }
+
+    pub fn contains(&self, n: usize) -> bool {
+        self.shards.contains_key(&n)
+    }
+
+    /// Bytes held now.
+    pub fn resident_bytes(&self) -> usize {
+        self.shards.values().map(Vec::len).sum()
+    }
+}
+
+impl ShardStore for ResidentShards {
+    fn index(&self) -> &TensorCache {
+        &self.index
+    }
+
+    fn shard(&self, n: usize) -> Result<&[u8]> {
+        self.shards.get(&n).map(Vec::as_slice).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} is not in memory (a streamed load asked for it out of turn)",
+                self.shard_location(n)
+            ))
+        })
+    }
+
+    fn shard_location(&self, n: usize) -> String {
+        match self.index.shards.get(n) {
+            Some(rec) => format!("{}{}", self.base, rec.data_path),
+            None => format!("{}<shard {n}>", self.base),
+        }
+    }
+}
+
 /// Size and md5 checks of one shard; `what` names it in errors.
 fn check_shard_bytes(rec: &ShardRecord, what: &str, bytes: &[u8]) -> Result<()> {
     if bytes.len() != rec.nbytes {
@@ -1122,19 +1217,6 @@ mod folder {
             Ok(slot.get_or_init(|| mapped).bytes())
         }
 
-        /// The on-disk bytes of tensor `name` (decode with [`TensorRecord::to_f32`] etc.).
-        pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
-            let rec = self.record(name)?;
-            rec.slice(self.shard_bytes(rec.shard)?)
-        }
-
-        /// The index record of tensor `name`, or an error naming it.
-        pub fn record(&self, name: &str) -> Result<&TensorRecord> {
-            self.index.get(name).ok_or_else(|| {
-                Error::Invalid(format!("{}: no tensor {name:?}", self.index_path.display()))
-            })
-        }
-
         /// Reads another JSON file of the folder (`mlc-chat-config.json`, `tokenizer.json`).
         pub fn read_json(&self, file: &str) -> Result<Value> {
             if !is_plain_file_name(file) {
@@ -1148,6 +1230,29 @@ mod folder {
                 .ok_or_else(|| Error::Invalid(format!("{} does not exist", path.display())))?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
+        }
+    }
+
+    impl ShardStore for MlcFolder {
+        fn index(&self) -> &TensorCache {
+            &self.index
+        }
+
+        fn shard(&self, n: usize) -> Result<&[u8]> {
+            self.shard_bytes(n)
+        }
+
+        fn shard_location(&self, n: usize) -> String {
+            match self.index.shards.get(n) {
+                Some(rec) => self.dir.join(&rec.data_path).display().to_string(),
+                None => format!("{}: shard {n}", self.index_path.display()),
+            }
+        }
+
+        fn record(&self, name: &str) -> Result<&TensorRecord> {
+            self.index.get(name).ok_or_else(|| {
+                Error::Invalid(format!("{}: no tensor {name:?}", self.index_path.display()))
+            })
         }
     }
 

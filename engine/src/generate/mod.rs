@@ -242,8 +242,7 @@ impl Session {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<u32> {
-        let p = &sampler.params;
-        if p.is_greedy() && p.repetition_penalty == 1.0 {
+        if sampler.params.is_plain_greedy() {
             // Greedy: the argmax runs on the GPU and only the id comes back.
             return Ok(self.model.forward(tokens, pos, Logits::Last).await?[0]);
         }

@@ -16,7 +16,11 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// Divide positive logits (multiply negative ones) of recently seen tokens (1: off).
     pub repetition_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// OpenAI's penalties: subtract `frequency_penalty` times a recent token's count, and
+    /// `presence_penalty` once for any recent token (0: off; negative values favour them).
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
     pub seed: u64,
 }
@@ -29,6 +33,8 @@ impl Default for SamplingParams {
             top_p: 0.95,
             min_p: 0.05,
             repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             repeat_last_n: 64,
             seed: 0,
         }
@@ -38,6 +44,17 @@ impl Default for SamplingParams {
 impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0
+    }
+
+    /// Whether the GPU's argmax picks the token (no penalty changes the logits first).
+    pub fn is_plain_greedy(&self) -> bool {
+        self.is_greedy() && !self.has_penalties()
+    }
+
+    fn has_penalties(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.frequency_penalty != 0.0
+            || self.presence_penalty != 0.0
     }
 }
 
@@ -78,19 +95,20 @@ impl Sampler {
     /// so far, for the repetition penalty. `logits` is modified.
     pub fn sample(&mut self, logits: &mut [f32], recent: &[u32]) -> u32 {
         let p = &self.params;
-        if p.repetition_penalty != 1.0 {
+        if p.has_penalties() {
             let window = &recent[recent.len().saturating_sub(p.repeat_last_n)..];
             let mut seen = window.to_vec();
             seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty
-                    } else {
-                        *l * p.repetition_penalty
-                    };
+            for run in seen.chunk_by(|a, b| a == b) {
+                let Some(l) = logits.get_mut(run[0] as usize) else {
+                    continue;
+                };
+                if *l > 0.0 {
+                    *l /= p.repetition_penalty;
+                } else {
+                    *l *= p.repetition_penalty;
                 }
+                *l -= p.frequency_penalty * run.len() as f32 + p.presence_penalty;
             }
         }
         if p.is_greedy() {
@@ -257,5 +275,25 @@ mod tests {
             ..params(0.0)
         });
         assert_eq!(s.sample(&mut [3.0, 2.0, -1.0], &[0]), 1);
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_count_occurrences() {
+        let penalized = |frequency_penalty, presence_penalty| {
+            let mut s = Sampler::new(SamplingParams {
+                frequency_penalty,
+                presence_penalty,
+                ..params(0.0)
+            });
+            // Token 0 seen three times, token 1 once.
+            s.sample(&mut [3.0, 2.5, 1.0], &[0, 1, 0, 0])
+        };
+        assert_eq!(penalized(0.0, 0.0), 0);
+        // 3 - 3 * 0.5 = 1.5 < 2.5 - 0.5 = 2.0.
+        assert_eq!(penalized(0.5, 0.0), 1);
+        // Presence counts once: 3 - 1.6 = 1.4 vs 2.5 - 1.6 = 0.9 vs 1.0.
+        assert_eq!(penalized(0.0, 1.6), 0);
+        // Both seen tokens fall below the unseen one.
+        assert_eq!(penalized(0.5, 1.2), 2);
     }
 }

@@ -204,6 +204,9 @@ async fn pick_adapter(
         .map_err(|e| Error::NoAdapter(format!("the browser offers no WebGPU adapter: {e}")))
 }
 
+/// Marks a device-loss message in the pending-error slot.
+const DEVICE_LOST: &str = "device lost ";
+
 /// An open device with everything glim needs to run kernels on it.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -249,7 +252,8 @@ impl GpuContext {
         let sink = pending_error.clone();
         device.set_device_lost_callback(move |reason, message| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+            // A loss outranks whatever error it caused.
+            *slot = Some(format!("{DEVICE_LOST}({reason:?}): {message}"));
         });
         let summary = summarize(index, &adapter);
         log::info!("glim adapter: {} ({})", summary.name, summary.backend);
@@ -321,7 +325,14 @@ impl GpuContext {
     pub(crate) fn take_error(&self) -> Result<()> {
         let mut slot = self.pending_error.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(message) => Err(Error::Gpu(message)),
+            Some(message) => match message.strip_prefix(DEVICE_LOST) {
+                Some(rest) => {
+                    // Stays lost: every later call says so too.
+                    *slot = Some(message.clone());
+                    Err(Error::DeviceLost(rest.to_string()))
+                }
+                None => Err(Error::Gpu(message)),
+            },
             None => Ok(()),
         }
     }

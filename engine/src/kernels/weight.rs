@@ -25,21 +25,28 @@ pub struct GpuWeight {
 }
 
 impl GpuWeight {
+    /// How many `cols`-wide rows in `format` fit one binding; an error when not even one
+    /// does.
+    pub fn check_row_fits(ctx: &GpuContext, format: WeightFormat, cols: usize) -> Result<usize> {
+        let row_bytes =
+            (format.words_per_row(cols) * 4).max(format.scales_per_row(cols) * 2) as u64;
+        let max_rows = (ctx.max_binding_size() / row_bytes.max(1)) as usize;
+        if max_rows == 0 {
+            return Err(Error::TooLarge(format!(
+                "one {cols}-wide weight row takes {row_bytes} bytes, more than the adapter's largest binding ({} bytes)",
+                ctx.max_binding_size()
+            )));
+        }
+        Ok(max_rows)
+    }
+
     /// Uploads `weight`, splitting it so no binding exceeds the adapter's
     /// `max_storage_buffer_binding_size` (128 MiB on many phones and on lavapipe).
     pub fn upload(ctx: &GpuContext, weight: &PackedWeight) -> Result<Self> {
         let format = weight.format;
         let words_per_row = format.words_per_row(weight.cols);
         let scales_per_row = format.scales_per_row(weight.cols);
-        let row_bytes = (words_per_row * 4).max(scales_per_row * 2) as u64;
-        let max_rows = (ctx.max_binding_size() / row_bytes.max(1)) as usize;
-        if max_rows == 0 {
-            return Err(Error::Unsupported(format!(
-                "one {}-wide weight row takes {row_bytes} bytes, more than the adapter's largest binding ({} bytes)",
-                weight.cols,
-                ctx.max_binding_size()
-            )));
-        }
+        let max_rows = Self::check_row_fits(ctx, format, weight.cols)?;
         let mut chunks = Vec::new();
         let mut row_start = 0;
         while row_start < weight.rows {

@@ -6,9 +6,11 @@
 //! nothing and reads back only the 4-byte token id (or, when sampling on the host, one row
 //! of logits into a buffer kept for it).
 
+use std::collections::HashMap;
+
 use super::config::LlamaConfig;
 use super::source::{GgufWeights, WeightSource};
-use super::weights::{self, LlamaParams, Param};
+use super::weights::{self, LlamaParams, Param, Shape};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::gpu::tensor::floats_from_bytes;
@@ -18,6 +20,7 @@ use crate::kernels::rope::{self, QkvOutputs, QkvShape};
 use crate::kernels::weight::GpuWeight;
 use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
 use crate::quant::WeightFormat;
+use crate::text::Tokenizer;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -116,50 +119,35 @@ pub struct Llama {
     weight_bytes: usize,
 }
 
-/// Packs the matrix `param` from `source` and uploads it.
-fn upload_matrix(
-    ctx: &GpuContext,
-    source: &dyn WeightSource,
-    param: &Param,
+/// The GGUF tensor with Llama 3's per-pair RoPE frequency divisors.
+const ROPE_FACTORS: &str = "rope_freqs.weight";
+
+/// A model being loaded. Parameters arrive one at a time and in any order — the browser
+/// pushes each one as the shards holding it arrive — and [`LlamaLoader::finish`] then
+/// allocates the KV cache and activations. Everything the adapter's limits rule out is
+/// refused in [`LlamaLoader::new`], before a byte is fetched or uploaded.
+pub struct LlamaLoader {
+    ctx: GpuContext,
+    config: LlamaConfig,
+    params: LlamaParams,
+    precision: Precision,
     format: WeightFormat,
-    bytes: &mut usize,
-) -> Result<GpuWeight> {
-    let packed = weights::packed_matrix(source, param, format)?;
-    *bytes += packed.byte_size();
-    GpuWeight::upload(ctx, &packed)
+    context: usize,
+    max_batch: usize,
+    matrices: HashMap<String, GpuWeight>,
+    vectors: HashMap<String, Tensor>,
+    rope_factors: Option<Vec<f32>>,
+    weight_bytes: usize,
 }
 
-fn upload_vector(
-    ctx: &GpuContext,
-    source: &dyn WeightSource,
-    param: &Param,
-    bytes: &mut usize,
-) -> Result<Tensor> {
-    let values = weights::vector(source, param)?;
-    *bytes += values.len() * 4;
-    ctx.tensor_from_f32(&values, &[values.len()], DType::F32)
-}
-
-impl Llama {
-    /// Loads a GGUF Llama model onto `ctx`. `progress(done, total)` is called per tensor.
-    pub fn from_gguf(
-        ctx: GpuContext,
-        file: &GgufFile,
-        options: &LoadOptions,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(file)?;
-        let source = GgufWeights::new(file, &config);
-        Self::load(ctx, config, &source, options, progress)
-    }
-
-    /// Loads a model of `config` whose weights `source` provides.
-    pub fn load(
+impl LlamaLoader {
+    /// Checks `config` and the adapter's limits and picks the weight format: a source's
+    /// `packed` format (an MLC folder's) or `options.format`, else Q4F16.
+    pub fn new(
         ctx: GpuContext,
         config: LlamaConfig,
-        source: &dyn WeightSource,
+        packed: Option<WeightFormat>,
         options: &LoadOptions,
-        progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         config.validate()?;
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
@@ -171,8 +159,8 @@ impl Llama {
         let limit = ctx.max_binding_size() as usize;
         let kv_row = config.kv_dim() * act_bytes;
         if context * kv_row > limit {
-            return Err(Error::Unsupported(format!(
-                "a KV cache of {context} tokens needs {} MiB per layer, over this adapter's {} MiB binding limit; use a context of at most {}",
+            return Err(Error::TooLarge(format!(
+                "a KV cache of {context} tokens needs {} MiB per layer, over this adapter's {} MiB binding limit (maxStorageBufferBindingSize); use a context of at most {}",
                 (context * kv_row) >> 20,
                 limit >> 20,
                 limit / kv_row
@@ -183,7 +171,7 @@ impl Llama {
             .max_batch
             .clamp(1, context)
             .min((limit / logits_row).max(1));
-        let format = match (source.packed_format(), options.format) {
+        let format = match (packed, options.format) {
             (Some(stored), Some(wanted)) if stored != wanted => {
                 return Err(Error::Unsupported(format!(
                     "this model's weights are packed as {}; glim does not re-quantize packed weights to {} (quantize the original model instead)",
@@ -194,71 +182,138 @@ impl Llama {
             (Some(stored), _) => stored,
             (None, wanted) => wanted.unwrap_or(WeightFormat::Q4F16),
         };
-        let (qd, kvd, vocab) = (config.q_dim(), config.kv_dim(), config.vocab_size);
         let params = LlamaParams::new(&config);
-        let total = params.in_mlc_order().len() + 1;
-        let mut done = 0;
-        let mut tick = || {
-            done += 1;
-            progress(done, total);
-        };
-        let mut weight_bytes = 0;
-        let wb = &mut weight_bytes;
-
-        let embed = upload_matrix(&ctx, source, &params.embed, format, wb)?;
-        tick();
-        let output = match &params.output {
-            Some(p) => {
-                let w = upload_matrix(&ctx, source, p, format, wb)?;
-                tick();
-                Some(w)
+        // The widest weight row must fit one binding (a matrix is split between rows).
+        for param in params.in_mlc_order() {
+            if let Shape::Matrix { cols, .. } = param.shape {
+                GpuWeight::check_row_fits(&ctx, format, cols)?;
             }
-            None => None,
-        };
-        let final_norm = upload_vector(&ctx, source, &params.final_norm, wb)?;
-        tick();
-        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, config.rope_scaling);
-        // Llama 3 GGUFs carry their frequency scaling as per-pair divisors instead.
-        if source.has("rope_freqs.weight") {
-            let factors = source.tensor_f32("rope_freqs.weight", &[freqs.len()])?;
-            freqs.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
         }
-        let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
-        tick();
+        Ok(Self {
+            ctx,
+            config,
+            params,
+            precision,
+            format,
+            context,
+            max_batch,
+            matrices: HashMap::new(),
+            vectors: HashMap::new(),
+            rope_factors: None,
+            weight_bytes: 0,
+        })
+    }
 
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Every parameter the model needs, in the order MLC folders store them.
+    pub fn params(&self) -> Vec<Param> {
+        self.params.in_mlc_order().into_iter().cloned().collect()
+    }
+
+    /// Makes `param` from `source` (packed as stored, or decoded and quantized) and uploads
+    /// it.
+    pub fn load(&mut self, source: &dyn WeightSource, param: &Param) -> Result<()> {
+        match param.shape {
+            Shape::Matrix { .. } => {
+                let packed = weights::packed_matrix(source, param, self.format)?;
+                self.weight_bytes += packed.byte_size();
+                let weight = GpuWeight::upload(&self.ctx, &packed)?;
+                self.matrices.insert(param.name.clone(), weight);
+            }
+            Shape::Vector(len) => {
+                let values = weights::vector(source, param)?;
+                self.weight_bytes += len * 4;
+                let tensor = self.ctx.tensor_from_f32(&values, &[len], DType::F32)?;
+                self.vectors.insert(param.name.clone(), tensor);
+            }
+        }
+        // An allocation the GPU refused shows up here, at the tensor that caused it.
+        self.ctx.take_error()
+    }
+
+    /// Divides RoPE's frequencies pair by pair (Llama 3 GGUFs' `rope_freqs.weight`).
+    pub fn set_rope_factors(&mut self, factors: Vec<f32>) {
+        self.rope_factors = Some(factors);
+    }
+
+    /// Bytes of weights uploaded so far.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Allocates the KV cache and activations; an error names any parameter never loaded.
+    pub fn finish(self) -> Result<Llama> {
+        let missing: Vec<&str> = self
+            .params
+            .in_mlc_order()
+            .into_iter()
+            .filter(|p| !self.matrices.contains_key(&p.name) && !self.vectors.contains_key(&p.name))
+            .map(|p| p.name.as_str())
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(Error::Invalid(format!(
+                "{} of the model's {} parameters were never loaded, {first} first",
+                missing.len(),
+                self.params.in_mlc_order().len()
+            )));
+        }
+        let Self {
+            ctx,
+            config,
+            params,
+            precision,
+            format,
+            context,
+            max_batch,
+            mut matrices,
+            mut vectors,
+            rope_factors,
+            weight_bytes,
+        } = self;
         let act = DType::from(precision);
+        let (qd, kvd) = (config.q_dim(), config.kv_dim());
+        // Every name was checked above.
+        let mut matrix = |p: &Param| matrices.remove(&p.name).expect("loaded");
+        let mut vector = |p: &Param| vectors.remove(&p.name).expect("loaded");
+        let embed = matrix(&params.embed);
+        let output = params.output.as_ref().map(&mut matrix);
         let mut layers = Vec::new();
         for p in &params.layers {
-            let mut matrix = |param| {
-                let w = upload_matrix(&ctx, source, param, format, wb);
-                tick();
-                w
-            };
-            let w_qkv = matrix(&p.qkv)?;
-            let wo = matrix(&p.attn_output)?;
-            let w_gate_up = matrix(&p.gate_up)?;
-            let w_down = matrix(&p.down)?;
-            let mut vector = |param| {
-                let t = upload_vector(&ctx, source, param, wb);
-                tick();
-                t
-            };
-            let attn_norm = vector(&p.attn_norm)?;
-            let ffn_norm = vector(&p.ffn_norm)?;
             layers.push(Layer {
-                attn_norm,
-                w_qkv,
-                wo,
-                ffn_norm,
-                w_gate_up,
-                w_down,
+                attn_norm: vector(&p.attn_norm),
+                w_qkv: matrix(&p.qkv),
+                wo: matrix(&p.attn_output),
+                ffn_norm: vector(&p.ffn_norm),
+                w_gate_up: matrix(&p.gate_up),
+                w_down: matrix(&p.down),
                 k_cache: ctx.zeros(&[context, kvd], act)?,
                 v_cache: ctx.zeros(&[context, kvd], act)?,
             });
         }
+        let final_norm = vector(&params.final_norm);
+        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, config.rope_scaling);
+        if let Some(factors) = &rope_factors {
+            if factors.len() != freqs.len() {
+                return Err(Error::Invalid(format!(
+                    "{ROPE_FACTORS} has {} values, expected {}",
+                    factors.len(),
+                    freqs.len()
+                )));
+            }
+            freqs.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+        }
+        let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
 
         let b = max_batch;
         let n_splits = context.div_ceil(256).clamp(1, 32);
+        let logits_row = config.vocab_size * act.size();
         let buf = Buffers {
             ids: ctx.zeros(&[b], DType::U32)?,
             positions: ctx.zeros(&[b], DType::U32)?,
@@ -297,7 +352,8 @@ impl Llama {
             }),
         };
         ctx.take_error()?;
-        Ok(Self {
+        let vocab = config.vocab_size;
+        Ok(Llama {
             config,
             precision,
             format,
@@ -316,6 +372,45 @@ impl Llama {
             weight_bytes,
         })
     }
+}
+
+impl Llama {
+    /// Loads a GGUF Llama model onto `ctx`. `progress(done, total)` is called per tensor.
+    pub fn from_gguf(
+        ctx: GpuContext,
+        file: &GgufFile,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let source = GgufWeights::new(file, &config);
+        Self::load(ctx, config, &source, options, progress)
+    }
+
+    /// Loads a model of `config` whose weights `source` provides, one parameter at a time.
+    pub fn load(
+        ctx: GpuContext,
+        config: LlamaConfig,
+        source: &dyn WeightSource,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let mut loader = LlamaLoader::new(ctx, config, source.packed_format(), options)?;
+        let params = loader.params();
+        let total = params.len() + 1;
+        for (done, param) in params.iter().enumerate() {
+            loader.load(source, param)?;
+            progress(done + 1, total);
+        }
+        // Llama 3 GGUFs carry their frequency scaling as per-pair divisors.
+        if source.has(ROPE_FACTORS) {
+            let pairs = loader.config.head_dim / 2;
+            loader.set_rope_factors(source.tensor_f32(ROPE_FACTORS, &[pairs])?);
+        }
+        let model = loader.finish()?;
+        progress(total, total);
+        Ok(model)
+    }
 
     pub fn gpu(&self) -> &GpuContext {
         &self.ctx
@@ -325,6 +420,19 @@ impl Llama {
     pub fn limit_output_vocab(&mut self, n: usize) {
         self.output_vocab = n.clamp(1, self.config.vocab_size);
         self.decode_plan = None;
+    }
+
+    /// Checks that `tokenizer` fits this model and keeps generation to the tokens it can
+    /// decode (output rows past its vocabulary are padding).
+    pub fn fit_tokenizer(&mut self, tokenizer: &Tokenizer) -> Result<()> {
+        let (model_vocab, tokens) = (self.config.vocab_size, tokenizer.vocab_size());
+        if model_vocab < tokens {
+            return Err(Error::Invalid(format!(
+                "the tokenizer has {tokens} tokens but the model only {model_vocab}"
+            )));
+        }
+        self.limit_output_vocab(tokens);
+        Ok(())
     }
 
     /// How many vocabulary entries generation picks from.

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use super::config::LlamaConfig;
 use super::hf::HfModel;
 use super::llama::{Llama, LoadOptions};
-use super::mlc::{stop_ids, MlcModel};
+use super::mlc::{mlc_text, MlcModel};
 use super::source::{GgufWeights, WeightSource};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
-use crate::formats::mlc::{INDEX_FILE, LEGACY_INDEX_FILE};
+use crate::formats::mlc::{MlcFolder, INDEX_FILE, LEGACY_INDEX_FILE};
 use crate::gpu::GpuContext;
-use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
+use crate::text::{ChatTemplate, Tokenizer};
 
 /// The file `scripts/fetch-model.sh` fetches.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -59,7 +59,7 @@ pub fn is_mlc_folder(dir: &Path) -> bool {
 pub enum ModelFile {
     Gguf(GgufFile),
     Hf(HfModel),
-    Mlc(MlcModel),
+    Mlc(MlcModel<MlcFolder>),
 }
 
 /// A model opened from disk but not on the GPU yet: what loading it and `glim quantize`
@@ -189,25 +189,18 @@ fn folder_name(dir: &Path) -> String {
 
 fn open_mlc(dir: &Path) -> Result<OpenedModel> {
     let mlc = MlcModel::open(dir)?;
-    let tokenizer = folder_tokenizer(dir)?.with_end_of_generation(&stop_ids(&mlc.chat_config));
-    // The Jinja template from tokenizer_config.json, else the folder's conv_template.
-    let template = match (
-        tokenizer.chat_template(),
-        mlc.chat_config.get("conv_template"),
-    ) {
-        (None, Some(conv)) if conv.is_object() => {
-            let conv = ConvTemplate::from_json(conv).map_err(|e| match e {
-                Error::Invalid(m) => Error::Invalid(format!("mlc-chat-config.json: {m}")),
-                other => other,
-            })?;
-            ChatTemplate::new(
-                conv.to_jinja(),
-                tokenizer.bos_token().unwrap_or_default(),
-                tokenizer.eos_token().unwrap_or_default(),
-            )?
-        }
-        _ => ChatTemplate::from_tokenizer(&tokenizer)?,
-    };
+    let tokenizer_json = std::fs::read(tokenizer_path(dir)?)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
+    let tokenizer_config = std::fs::read(dir.join("tokenizer_config.json")).ok();
+    let (tokenizer, template) = mlc_text(
+        &tokenizer_json,
+        tokenizer_config.as_deref(),
+        &mlc.chat_config,
+    )
+    .map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("{}: {m}", dir.display())),
+        other => other,
+    })?;
     Ok(OpenedModel {
         config: mlc.config.clone(),
         tokenizer,
@@ -219,16 +212,6 @@ fn open_mlc(dir: &Path) -> Result<OpenedModel> {
 
 /// `loaded`, once its tokenizer is known to fit its model.
 fn checked(mut loaded: LoadedModel) -> Result<LoadedModel> {
-    let (model_vocab, tokens) = (
-        loaded.model.config.vocab_size,
-        loaded.tokenizer.vocab_size(),
-    );
-    if model_vocab < tokens {
-        return Err(Error::Invalid(format!(
-            "the tokenizer has {tokens} tokens but the model only {model_vocab}"
-        )));
-    }
-    // Output rows past the tokenizer's vocabulary are padding: never generate them.
-    loaded.model.limit_output_vocab(tokens);
+    loaded.model.fit_tokenizer(&loaded.tokenizer)?;
     Ok(loaded)
 }

@@ -13,14 +13,13 @@ use half::f16;
 use serde_json::Value;
 
 use super::config::LlamaConfig;
-use super::source::check_shape;
-#[cfg(not(target_arch = "wasm32"))]
-use super::source::WeightSource;
+use super::source::{check_shape, WeightSource};
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::formats::mlc::MlcFolder;
-use crate::formats::mlc::{DType, TensorRecord};
+use crate::formats::mlc::{DType, ShardStore, TensorRecord};
 use crate::quant::{PackedWeight, WeightFormat};
+use crate::text::{ChatTemplate, ConvTemplate, Tokenizer};
 
 /// MLC's quantization schemes glim reads (and, but for the `q0` ones, writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +164,39 @@ pub fn stop_ids(chat: &Value) -> Vec<u32> {
     all
 }
 
+/// A model folder's tokenizer and chat template, from the bytes of its `tokenizer.json`,
+/// `tokenizer_config.json` (if any) and parsed `mlc-chat-config.json`: the Jinja template
+/// from `tokenizer_config.json`, else the folder's `conv_template`; every stop id ends
+/// generation.
+pub fn mlc_text(
+    tokenizer_json: &[u8],
+    tokenizer_config: Option<&[u8]>,
+    chat_config: &Value,
+) -> Result<(Tokenizer, ChatTemplate)> {
+    let mut tokenizer = Tokenizer::from_json_bytes(tokenizer_json)?;
+    if let Some(config) = tokenizer_config {
+        tokenizer = tokenizer
+            .with_config_json(config)
+            .map_err(|e| Error::Invalid(format!("tokenizer_config.json: {e}")))?;
+    }
+    let tokenizer = tokenizer.with_end_of_generation(&stop_ids(chat_config));
+    let template = match (tokenizer.chat_template(), chat_config.get("conv_template")) {
+        (None, Some(conv)) if conv.is_object() => {
+            let conv = ConvTemplate::from_json(conv).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!("mlc-chat-config.json: {m}")),
+                other => other,
+            })?;
+            ChatTemplate::new(
+                conv.to_jinja(),
+                tokenizer.bos_token().unwrap_or_default(),
+                tokenizer.eos_token().unwrap_or_default(),
+            )?
+        }
+        _ => ChatTemplate::from_tokenizer(&tokenizer)?,
+    };
+    Ok((tokenizer, template))
+}
+
 /// Decodes one packed `[rows, cols]` matrix from its two tensors and their bytes.
 pub fn packed_from_records(
     format: WeightFormat,
@@ -208,10 +240,12 @@ pub fn packed_from_records(
     })
 }
 
-/// An MLC model folder, opened: its config and lazily mapped shards.
-#[cfg(not(target_arch = "wasm32"))]
-pub struct MlcModel {
-    pub folder: MlcFolder,
+/// An MLC model: its config and its shards, from a folder's mapped files
+/// ([`MlcFolder`]) or shards streamed into a browser ([`ResidentShards`]).
+///
+/// [`ResidentShards`]: crate::formats::mlc::ResidentShards
+pub struct MlcModel<S: ShardStore> {
+    pub shards: S,
     pub config: LlamaConfig,
     pub quant: MlcQuant,
     /// `mlc-chat-config.json` as parsed.
@@ -219,70 +253,89 @@ pub struct MlcModel {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-impl MlcModel {
+impl MlcModel<MlcFolder> {
     /// Opens a folder: its shard index and `mlc-chat-config.json`, checked against each
     /// other. Shards are read (and their md5 checked) when their tensors are first needed.
     pub fn open(dir: &Path) -> Result<Self> {
         let folder = MlcFolder::open(dir)?;
         let chat_config = folder.read_json("mlc-chat-config.json")?;
+        Self::new(folder, chat_config)
+    }
+}
+
+impl<S: ShardStore> MlcModel<S> {
+    /// The model whose `mlc-chat-config.json` is `chat_config` and whose tensors `shards`
+    /// holds.
+    pub fn new(shards: S, chat_config: Value) -> Result<Self> {
         let (mut config, quant) = config_from_chat_config(&chat_config)?;
         let head = if quant.packed_format().is_some() {
             "lm_head.q_weight"
         } else {
             "lm_head.weight"
         };
-        config.tied_embeddings = folder.index.get(head).is_none();
+        config.tied_embeddings = shards.index().get(head).is_none();
         Ok(Self {
-            folder,
+            shards,
             config,
             quant,
             chat_config,
         })
     }
 
-    /// The tensor that holds glim's `name` in this folder: a packed matrix's codes
-    /// (`<base>.q_weight`), an unquantized matrix (`<base>.weight`) or a vector.
-    fn stored_name(&self, name: &str) -> Option<String> {
-        let (base, matrix) = mlc_name(name)?;
-        Some(match (matrix, self.quant.packed_format()) {
-            (true, Some(_)) => format!("{base}.q_weight"),
-            (true, None) => format!("{base}.weight"),
-            (false, _) => base,
-        })
+    /// The stored tensors glim's parameter `name` is made from: a packed matrix's codes
+    /// and scales, an unquantized matrix or a vector.
+    pub fn stored_tensors(&self, name: &str) -> Vec<String> {
+        let Some((base, matrix)) = mlc_name(name) else {
+            return Vec::new();
+        };
+        match (matrix, self.quant.packed_format()) {
+            (true, Some(_)) => vec![format!("{base}.q_weight"), format!("{base}.q_scale")],
+            (true, None) => vec![format!("{base}.weight")],
+            (false, _) => vec![base],
+        }
+    }
+
+    /// The shards glim's parameter `name` is read from, in order.
+    pub fn shards_of(&self, name: &str) -> Vec<usize> {
+        let mut shards: Vec<usize> = self
+            .stored_tensors(name)
+            .iter()
+            .filter_map(|t| self.shards.index().get(t).map(|r| r.shard))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
     }
 
     fn record(&self, name: &str) -> Result<(&TensorRecord, &[u8])> {
-        Ok((self.folder.record(name)?, self.folder.tensor_bytes(name)?))
+        Ok((self.shards.record(name)?, self.shards.tensor_bytes(name)?))
     }
 
-    /// `e` (about tensors that disagree with the config) with the shard file named.
+    /// `e` (about tensors that disagree with the config) with the shard named.
     fn in_shard(&self, tensor: &str, e: Error) -> Error {
         let Error::Invalid(message) = e else { return e };
-        let shard = self
-            .folder
-            .index
-            .get(tensor)
-            .and_then(|r| self.folder.index.shards.get(r.shard));
-        match shard {
-            Some(shard) => Error::Invalid(format!(
+        match self.shards.index().get(tensor) {
+            Some(r) => Error::Invalid(format!(
                 "{}: {message} (the shape mlc-chat-config.json implies)",
-                self.folder.dir.join(&shard.data_path).display()
+                self.shards.shard_location(r.shard)
             )),
             None => Error::Invalid(message),
         }
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-impl WeightSource for MlcModel {
+impl<S: ShardStore> WeightSource for MlcModel<S> {
     fn has(&self, name: &str) -> bool {
-        self.stored_name(name)
-            .is_some_and(|stored| self.folder.index.get(&stored).is_some())
+        self.stored_tensors(name)
+            .first()
+            .is_some_and(|stored| self.shards.index().get(stored).is_some())
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let stored = self
-            .stored_name(name)
+            .stored_tensors(name)
+            .into_iter()
+            .next()
             .ok_or_else(|| Error::Invalid(format!("MLC folders have no tensor for {name}")))?;
         if stored.ends_with(".q_weight") {
             return Err(Error::Invalid(format!(

@@ -11,4 +11,5 @@ pub mod mlc;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mlc_writer;
 pub mod source;
+pub mod streamed;
 pub mod weights;

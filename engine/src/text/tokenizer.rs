@@ -849,6 +849,20 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// Token ids for a prompt: `text` as is (special-token text becomes its id), with the
+    /// BOS token in front when the model wants one and the text (say, a chat template that
+    /// writes `bos_token` itself) does not already start with it. Never adds EOS. Every
+    /// front end encodes prompts with this, so they all feed the model the same ids.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text, false)?;
+        if let Some(bos) = self.bos.filter(|_| self.add_bos) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
     /// The text of `ids`, special tokens included. Bytes that do not form UTF-8 become
     /// U+FFFD. `Error::Invalid` for an id outside the vocabulary.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

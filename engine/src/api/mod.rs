@@ -1,0 +1,8 @@
+//! OpenAI's chat and text completion protocol over a loaded model, with no transport: the
+//! browser package calls it through wasm-bindgen, `glim serve` through HTTP.
+
+pub mod engine;
+pub mod request;
+
+pub use engine::{ChatEngine, Defaults};
+pub use request::{Input, Request, Sampling, UnknownFields};

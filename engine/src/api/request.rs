@@ -1,0 +1,420 @@
+//! OpenAI request bodies, read and checked: every field glim honours is validated with a
+//! message naming it; fields glim does not know are refused (the browser package) or
+//! ignored as OpenAI's server does (`glim serve`), as the caller chooses.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::text::Message;
+
+/// What to do with fields glim does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownFields {
+    Reject,
+    Ignore,
+}
+
+/// Sampling and stopping fields shared by chat and text completions. `None`: not given
+/// (the model's or glim's default applies).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub max_tokens: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+}
+
+/// A chat or text completion request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub input: Input,
+    /// The model asked for, if the request names one.
+    pub model: Option<String>,
+    pub sampling: Sampling,
+    pub stream: bool,
+    /// Streaming only: end with a chunk carrying `usage`.
+    pub include_usage: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// `/chat/completions`: rendered through the model's chat template.
+    Messages(Vec<Message>),
+    /// `/completions`: the prompt text as is.
+    Prompt(String),
+}
+
+const SAMPLING_FIELDS: &[&str] = &[
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "max_tokens",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "n",
+    "ignore_eos",
+    "logprobs",
+    "user",
+];
+const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
+const COMPLETION_FIELDS: &[&str] = &["prompt", "echo"];
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::Invalid(message.into())
+}
+
+impl Request {
+    /// A `/chat/completions` body.
+    pub fn chat(body: &Value, unknown: UnknownFields) -> Result<Self> {
+        let obj = object(body, unknown, CHAT_FIELDS)?;
+        let messages = match obj.get("messages") {
+            Some(Value::Array(list)) if !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .map(|(i, m)| message(i, m, unknown))
+                .collect::<Result<Vec<_>>>()?,
+            Some(Value::Array(_)) => return Err(bad("`messages` is empty")),
+            Some(_) => return Err(bad("`messages` must be an array of messages")),
+            None => return Err(bad("`messages` is required")),
+        };
+        if messages.last().map(|m| m.role.as_str()) != Some("user") {
+            return Err(bad(
+                "the last message must be from the user (glim answers the user's message)",
+            ));
+        }
+        let mut request = Self::common(obj, Input::Messages(messages))?;
+        if let Some(n) = optional_count(obj, "max_completion_tokens")? {
+            request.sampling.max_tokens = Some(n);
+        }
+        Ok(request)
+    }
+
+    /// A `/completions` body.
+    pub fn completion(body: &Value, unknown: UnknownFields) -> Result<Self> {
+        let obj = object(body, unknown, COMPLETION_FIELDS)?;
+        let prompt = match obj.get("prompt") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::String(_)) => return Err(bad("`prompt` is empty")),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                a[0].as_str().unwrap_or_default().to_string()
+            }
+            Some(Value::Array(_)) => {
+                return Err(bad(
+                    "`prompt` must be one string (glim answers one prompt per request)",
+                ))
+            }
+            Some(_) => return Err(bad("`prompt` must be a string")),
+            None => return Err(bad("`prompt` is required")),
+        };
+        if obj.get("echo").is_some_and(|v| v != &Value::Bool(false)) {
+            return Err(bad("`echo` is not supported"));
+        }
+        Self::common(obj, Input::Prompt(prompt))
+    }
+
+    fn common(obj: &Map<String, Value>, input: Input) -> Result<Self> {
+        let range = |name: &str, lo: f32, hi: f32| -> Result<Option<f32>> {
+            match optional_number(obj, name)? {
+                Some(x) if !(lo..=hi).contains(&x) => Err(bad(format!(
+                    "`{name}` must be between {lo} and {hi}, got {x}"
+                ))),
+                x => Ok(x),
+            }
+        };
+        let repetition_penalty = match optional_number(obj, "repetition_penalty")? {
+            Some(x) if x <= 0.0 => {
+                return Err(bad(format!(
+                    "`repetition_penalty` must be more than 0, got {x}"
+                )))
+            }
+            x => x,
+        };
+        let max_tokens = optional_count(obj, "max_tokens")?;
+        if max_tokens == Some(0) {
+            return Err(bad("`max_tokens` must be at least 1"));
+        }
+        let seed = match obj.get("seed") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .or_else(|| v.as_i64().map(|x| x as u64))
+                    .ok_or_else(|| bad("`seed` must be an integer"))?,
+            ),
+        };
+        let stop = match obj.get("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad("`stop` must be a string or a list of strings"))
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
+        };
+        if stop.iter().any(String::is_empty) {
+            return Err(bad("`stop` strings must not be empty"));
+        }
+        let stream = optional_bool(obj, "stream")?.unwrap_or(false);
+        let include_usage = match obj.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) if stream => {
+                if let Some(k) = o.keys().find(|k| *k != "include_usage") {
+                    return Err(bad(format!("`stream_options.{k}` is not supported")));
+                }
+                optional_bool(o, "include_usage")?.unwrap_or(false)
+            }
+            Some(Value::Object(_)) => {
+                return Err(bad("`stream_options` is only allowed with `stream: true`"))
+            }
+            Some(_) => return Err(bad("`stream_options` must be an object")),
+        };
+        match obj.get("n") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64() == Some(1) => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "`n` = {v} is not supported: glim returns one choice per request"
+                )))
+            }
+        }
+        if obj
+            .get("logprobs")
+            .is_some_and(|v| v.as_bool() == Some(true))
+        {
+            return Err(bad("`logprobs` is not supported"));
+        }
+        let model = match obj.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(bad("`model` must be a string")),
+        };
+        Ok(Self {
+            input,
+            model,
+            sampling: Sampling {
+                temperature: range("temperature", 0.0, 2.0)?,
+                top_p: match range("top_p", 0.0, 1.0)? {
+                    Some(p) if p == 0.0 => return Err(bad("`top_p` must be more than 0")),
+                    p => p,
+                },
+                top_k: optional_count(obj, "top_k")?,
+                min_p: range("min_p", 0.0, 1.0)?,
+                repetition_penalty,
+                frequency_penalty: range("frequency_penalty", -2.0, 2.0)?,
+                presence_penalty: range("presence_penalty", -2.0, 2.0)?,
+                max_tokens,
+                seed,
+                stop,
+                ignore_eos: optional_bool(obj, "ignore_eos")?.unwrap_or(false),
+            },
+            stream,
+            include_usage,
+        })
+    }
+}
+
+/// The body as an object, with unknown fields refused when asked.
+fn object<'a>(
+    body: &'a Value,
+    unknown: UnknownFields,
+    own: &[&str],
+) -> Result<&'a Map<String, Value>> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| bad("the request body must be a JSON object"))?;
+    if unknown == UnknownFields::Reject {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !SAMPLING_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        {
+            return Err(bad(format!("unknown or unsupported field `{k}`")));
+        }
+    }
+    Ok(obj)
+}
+
+fn message(i: usize, m: &Value, unknown: UnknownFields) -> Result<Message> {
+    let obj = m
+        .as_object()
+        .ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;
+    if unknown == UnknownFields::Reject {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["role", "content", "name"].contains(&k.as_str()))
+        {
+            return Err(bad(format!("messages[{i}].{k} is not supported")));
+        }
+    }
+    let role = match obj.get("role").and_then(Value::as_str) {
+        Some(r @ ("system" | "user" | "assistant")) => r,
+        Some(r) => {
+            return Err(bad(format!(
+                "messages[{i}].role {r:?} is not supported (system, user or assistant)"
+            )))
+        }
+        None => return Err(bad(format!("messages[{i}].role is required"))),
+    };
+    let content = match obj.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        // The list form: only text parts.
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    _ => {
+                        return Err(bad(format!(
+                            "messages[{i}].content: only text parts are supported"
+                        )))
+                    }
+                }
+            }
+            text
+        }
+        Some(_) => return Err(bad(format!("messages[{i}].content must be a string"))),
+        None => return Err(bad(format!("messages[{i}].content is required"))),
+    };
+    Ok(Message::new(role, content))
+}
+
+fn optional_number(obj: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|x| Some(x as f32))
+            .ok_or_else(|| bad(format!("`{name}` must be a number"))),
+    }
+}
+
+fn optional_count(obj: &Map<String, Value>, name: &str) -> Result<Option<usize>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|x| Some(x.min(usize::MAX as u64) as usize))
+            .ok_or_else(|| bad(format!("`{name}` must be a whole number, 0 or more"))),
+    }
+}
+
+fn optional_bool(obj: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(format!("`{name}` must be true or false"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(v: Value) -> Result<Request> {
+        Request::chat(&v, UnknownFields::Reject)
+    }
+
+    fn err(v: Value) -> String {
+        chat(v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let r = chat(json!({
+            "messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.1,
+            "repetition_penalty": 1.1, "frequency_penalty": 0.5, "presence_penalty": -0.5,
+            "max_tokens": 12, "seed": 7, "stop": ["\n\n", "END"], "stream": true,
+            "stream_options": {"include_usage": true}, "n": 1, "model": "m"
+        }))
+        .unwrap();
+        assert_eq!(
+            r.input,
+            Input::Messages(vec![Message::system("be brief"), Message::user("hi")])
+        );
+        let s = &r.sampling;
+        assert_eq!(
+            (s.temperature, s.top_p, s.top_k),
+            (Some(0.5), Some(0.9), Some(20))
+        );
+        assert_eq!((s.max_tokens, s.seed), (Some(12), Some(7)));
+        assert_eq!(s.stop, ["\n\n", "END"]);
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.model.as_deref(), Some("m"));
+        let m = chat(json!({"messages": [{"role": "user", "content": "x"}],
+            "max_completion_tokens": 3, "stop": "Q:"}))
+        .unwrap();
+        assert_eq!(m.sampling.max_tokens, Some(3));
+        assert_eq!(m.sampling.stop, ["Q:"]);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let user = json!([{"role": "user", "content": "x"}]);
+        let with = |k: &str, v: Value| {
+            let mut body = json!({ "messages": user.clone() });
+            body[k] = v;
+            err(body)
+        };
+        assert!(with("temperature", json!("hot")).contains("`temperature`"));
+        assert!(with("temperature", json!(3)).contains("between 0 and 2"));
+        assert!(with("top_p", json!(0)).contains("`top_p`"));
+        assert!(with("max_tokens", json!(-1)).contains("`max_tokens`"));
+        assert!(with("max_tokens", json!(0)).contains("at least 1"));
+        assert!(with("n", json!(2)).contains("`n`"));
+        assert!(with("stop", json!([1])).contains("`stop`"));
+        assert!(with("tools", json!([])).contains("`tools`"));
+        assert!(with("stream_options", json!({"include_usage": true})).contains("stream"));
+        assert!(err(json!({})).contains("`messages` is required"));
+        assert!(err(json!({"messages": []})).contains("empty"));
+        assert!(err(json!([1])).contains("JSON object"));
+        assert!(err(json!({"messages": [{"role": "tool", "content": "x"}]})).contains("tool"));
+        assert!(err(json!({"messages": [{"role": "user"}]})).contains("content"));
+        assert!(err(json!({"messages": [{"role": "user", "content": "x"},
+                                     {"role": "assistant", "content": "y"}]}))
+        .contains("last message"));
+        // The server's mode: unknown fields pass, known ones are still checked.
+        let lax = |v: Value| Request::chat(&v, UnknownFields::Ignore);
+        assert!(lax(json!({"messages": user.clone(), "tools": []})).is_ok());
+        assert!(lax(json!({"messages": user.clone(), "top_k": 1.5})).is_err());
+    }
+
+    #[test]
+    fn completions_take_one_prompt() {
+        let r = Request::completion(
+            &json!({"prompt": "Once", "max_tokens": 4}),
+            UnknownFields::Reject,
+        )
+        .unwrap();
+        assert_eq!(r.input, Input::Prompt("Once".into()));
+        let e = |v: Value| {
+            Request::completion(&v, UnknownFields::Reject)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e(json!({"prompt": ["a", "b"]})).contains("one string"));
+        assert!(e(json!({"prompt": 3})).contains("`prompt`"));
+        assert!(e(json!({"messages": []})).contains("`messages`"));
+    }
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env node
+// End-to-end test of the chat page (www/) in headless Chromium, through playwright-core.
+//
+//   node tests/browser/chat-e2e.mjs \
+//     --url 'http://127.0.0.1:PORT/?model=ID&temperature=0&max_tokens=8&autoload=1' \
+//     --log SERVER_LOG --prompt "..." --expected ANSWER_FILE [--screenshot PNG] \
+//     [--chromium /usr/bin/chromium] [--chromium-arg FLAG]... [--viewport 1280x800] \
+//     [--load-timeout 600] [--answer-timeout 300]
+//
+// SERVER_LOG is the --log file of scripts/serve.mjs (one `METHOD PATH STATUS` line per request).
+// Steps: open the page in a fresh profile; wait until the model is loaded; send the prompt and
+// compare the answer exactly with ANSWER_FILE (less one trailing newline); screenshot; reload
+// the page in the same profile and wait until the model is loaded again, this time without any
+// `params_shard_` request reaching the server (the weights must come from Cache Storage).
+// Exit status 0 when all of that held, 1 (with a line starting `FAIL:`) otherwise.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const CHROMIUM_ARGS = [
+  "--enable-unsafe-webgpu",
+  "--no-sandbox",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+  "--disable-quic",
+];
+
+class Failure extends Error {}
+const fail = (message) => {
+  throw new Failure(message);
+};
+const log = (prefix, text) => console.log(`${prefix} ${text}`);
+const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function parseArgs(argv) {
+  const options = {
+    url: null, log: null, prompt: null, expected: null, screenshot: null,
+    chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", "chromium-arg": [], viewport: "1280x800",
+    "load-timeout": "600", "answer-timeout": "300",
+  };
+  for (let i = 0; i < argv.length; i += 2) {
+    const name = argv[i].replace(/^--/, "");
+    if (!argv[i].startsWith("--") || !(name in options) || i + 1 >= argv.length) {
+      console.error(`bad argument ${argv[i]}; see the comment at the top of ${path.basename(process.argv[1])} for usage`);
+      process.exit(2);
+    }
+    if (Array.isArray(options[name])) options[name].push(argv[i + 1]);
+    else options[name] = argv[i + 1];
+  }
+  for (const name of ["url", "log", "prompt", "expected"]) {
+    if (options[name] === null) {
+      console.error(`missing --${name}`);
+      process.exit(2);
+    }
+  }
+  const [width, height] = options.viewport.split("x").map(Number);
+  return {
+    ...options,
+    viewport: { width, height },
+    loadTimeout: Number(options["load-timeout"]) * 1000,
+    answerTimeout: Number(options["answer-timeout"]) * 1000,
+  };
+}
+
+// What the page shows now, through its test hooks (see the comment at the top of www/app.js).
+function snapshot(page) {
+  return page.evaluate(() => {
+    const text = (id) => document.getElementById(id)?.textContent.trim() ?? "";
+    const banner = document.getElementById("error");
+    const answers = document.querySelectorAll('.message[data-role="assistant"][data-raw]');
+    return {
+      state: document.body.dataset.state ?? "",
+      progress: `${text("progress-numbers")} ${text("progress-text")}`.trim(),
+      error: banner && !banner.hidden ? banner.textContent.trim() : "",
+      answers: answers.length,
+      lastAnswer: answers.length ? answers[answers.length - 1].dataset.raw : null,
+    };
+  });
+}
+
+// Polls the page until done(snapshot) holds; fails on state `error` or after timeoutMs.
+async function waitFor(page, what, timeoutMs, done) {
+  const started = Date.now();
+  let last = {};
+  for (;;) {
+    const now = await snapshot(page);
+    if (now.state !== last.state) log("[state]", now.state);
+    if (now.state === "loading" && now.progress && now.progress !== last.progress) log("[progress]", now.progress);
+    last = now;
+    if (now.state === "error") fail(`the page is in state error while waiting for ${what}; its banner says: ${now.error || "(empty)"}`);
+    if (done(now)) return now;
+    if (Date.now() - started > timeoutMs) {
+      fail(`timed out after ${seconds(timeoutMs)} waiting for ${what} (state ${now.state}, progress "${now.progress}")`);
+    }
+    await sleep(250);
+  }
+}
+
+const logLines = (file) => (fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter(Boolean) : []);
+const isShardRequest = (line) => /^\S+ \/models\/\S*params_shard_/.test(line);
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  try {
+    fs.accessSync(options.chromium, fs.constants.X_OK);
+  } catch {
+    fail(`no Chromium at ${options.chromium} (install it with: sudo apt-get install -y chromium; or pass --chromium PATH)`);
+  }
+  const expected = fs.readFileSync(options.expected, "utf8").replace(/\n$/, "");
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "glim-e2e-"));
+  const args = [...CHROMIUM_ARGS, ...options["chromium-arg"]];
+  log("[e2e]", `${options.chromium} ${args.join(" ")} (profile ${profile})`);
+
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: options.chromium,
+    headless: true, // Chromium's --headless, the new headless mode
+    args,
+    viewport: options.viewport,
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    log("[e2e]", `Chromium ${context.browser()?.version() ?? ""}`.trim());
+    page.on("console", (message) => log(message.worker() ? "[worker]" : "[page]", `${message.type()}: ${message.text()}`));
+    page.on("pageerror", (error) => log("[page]", `uncaught: ${error.message}`));
+    page.on("crash", () => log("[page]", "crashed"));
+    context.on("requestfailed", (request) => log("[net]", `failed: ${request.url()} ${request.failure()?.errorText ?? ""}`));
+
+    // First load: the weights come from the server.
+    let started = Date.now();
+    await page.goto(options.url);
+    const gpu = await page.evaluate(async () => {
+      if (!navigator.gpu) return null;
+      const adapter = await navigator.gpu.requestAdapter().catch(() => null);
+      const info = adapter?.info ?? {};
+      return adapter ? [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "(no adapter info)" : "none";
+    });
+    if (gpu === null) fail("navigator.gpu is missing: this browser has no WebGPU (check the Chromium flags)");
+    log("[e2e]", `WebGPU adapter: ${gpu}`);
+    await waitFor(page, "the model to load", options.loadTimeout, (s) => s.state === "ready");
+    const firstLoad = Date.now() - started;
+    log("[e2e]", `loaded in ${seconds(firstLoad)}`);
+    const shardsFetched = logLines(options.log).filter(isShardRequest).length;
+    if (!shardsFetched) fail(`${options.log} shows no params_shard_ request for the first load: is it the server's --log file?`);
+
+    // One answer.
+    const before = (await snapshot(page)).answers;
+    started = Date.now();
+    await page.fill("#prompt", options.prompt);
+    await page.click("#send");
+    const answered = await waitFor(page, "the answer", options.answerTimeout, (s) => s.state === "ready" && s.answers > before);
+    const answerTime = Date.now() - started;
+    log("[e2e]", `answered in ${seconds(answerTime)}: ${JSON.stringify(answered.lastAnswer)}`);
+    if (options.screenshot) {
+      await page.screenshot({ path: options.screenshot });
+      log("[e2e]", `screenshot ${options.screenshot}`);
+    }
+    if (answered.lastAnswer !== expected) {
+      const at = [...expected].findIndex((c, i) => c !== answered.lastAnswer[i]);
+      fail(`the answer differs from ${options.expected} (at character ${at < 0 ? expected.length : at}):\n  expected ${JSON.stringify(expected)}\n  got      ${JSON.stringify(answered.lastAnswer)}`);
+    }
+
+    // Reload: the weights must come from Cache Storage, not from the server.
+    const linesBefore = logLines(options.log).length;
+    started = Date.now();
+    await page.reload();
+    await waitFor(page, "the model to load after the reload", options.loadTimeout, (s) => s.state === "ready");
+    const secondLoad = Date.now() - started;
+    const after = logLines(options.log).slice(linesBefore);
+    const refetched = after.filter(isShardRequest);
+    log("[e2e]", `loaded again in ${seconds(secondLoad)}; ${after.length} requests, ${after.filter((l) => l.includes(" /models/")).length} of them under /models/`);
+    if (refetched.length) fail(`after the reload the page fetched weight shards again instead of using its cache:\n  ${refetched.join("\n  ")}`);
+
+    log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${shardsFetched} shard requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
+  } finally {
+    await context.close().catch(() => {});
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error instanceof Failure ? `FAIL: ${error.message}` : `FAIL: ${error.stack ?? error}`);
+    process.exit(1);
+  },
+);
