@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # glim's whole test suite, from a fresh Debian machine: installs lavapipe when there is no
-# GPU driver, fetches the test model, checks formatting and lints, builds the engine for
-# wasm32, then runs every test on the best adapter (GLIM_ADAPTER / GLIM_BACKEND pick another).
+# GPU driver, fetches the test model, checks formatting and lints (natively and for wasm32),
+# runs every test on the best adapter (GLIM_ADAPTER / GLIM_BACKEND pick another), then the
+# browser proof (scripts/test-browser.sh: the npm package, and the chat page in headless
+# Chromium, which it installs when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,5 +14,10 @@ fi
 scripts/fetch-model.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-scripts/build-wasm.sh
+# The engine and the browser package, built for wasm32 and linted there.
+scripts/build-wasm.sh --release glim-web
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    cargo clippy -p glim-web --target wasm32-unknown-unknown --release -- -D warnings
+fi
 cargo test --workspace
+scripts/test-browser.sh

@@ -74,8 +74,9 @@ function snapshot(page) {
     const answers = document.querySelectorAll('.message[data-role="assistant"][data-raw]');
     return {
       state: document.body.dataset.state ?? "",
-      progress: `${text("progress-numbers")} ${text("progress-text")}`.trim(),
-      error: banner && !banner.hidden ? banner.textContent.trim() : "",
+      numbers: text("progress-numbers"),
+      progress: text("progress-text"),
+      error: banner && !banner.hidden ? banner.innerText.trim() : "",
       answers: answers.length,
       lastAnswer: answers.length ? answers[answers.length - 1].dataset.raw : null,
     };
@@ -83,18 +84,23 @@ function snapshot(page) {
 }
 
 // Polls the page until done(snapshot) holds; fails on state `error` or after timeoutMs.
+// Prints state changes, and the loading progress when its text changes or every 5 s.
 async function waitFor(page, what, timeoutMs, done) {
   const started = Date.now();
   let last = {};
+  let printed = 0;
   for (;;) {
     const now = await snapshot(page);
     if (now.state !== last.state) log("[state]", now.state);
-    if (now.state === "loading" && now.progress && now.progress !== last.progress) log("[progress]", now.progress);
+    if (now.state === "loading" && (now.progress !== last.progress || Date.now() - printed > 5000)) {
+      log("[progress]", `${now.numbers} ${now.progress}`);
+      printed = Date.now();
+    }
     last = now;
     if (now.state === "error") fail(`the page is in state error while waiting for ${what}; its banner says: ${now.error || "(empty)"}`);
     if (done(now)) return now;
     if (Date.now() - started > timeoutMs) {
-      fail(`timed out after ${seconds(timeoutMs)} waiting for ${what} (state ${now.state}, progress "${now.progress}")`);
+      fail(`timed out after ${seconds(timeoutMs)} waiting for ${what} (state ${now.state}, progress ${now.numbers} "${now.progress}")`);
     }
     await sleep(250);
   }
@@ -130,6 +136,7 @@ async function main() {
     context.on("requestfailed", (request) => log("[net]", `failed: ${request.url()} ${request.failure()?.errorText ?? ""}`));
 
     // First load: the weights come from the server.
+    const linesAtStart = logLines(options.log).length;
     let started = Date.now();
     await page.goto(options.url);
     const gpu = await page.evaluate(async () => {
@@ -143,7 +150,7 @@ async function main() {
     await waitFor(page, "the model to load", options.loadTimeout, (s) => s.state === "ready");
     const firstLoad = Date.now() - started;
     log("[e2e]", `loaded in ${seconds(firstLoad)}`);
-    const shardsFetched = logLines(options.log).filter(isShardRequest).length;
+    const shardsFetched = logLines(options.log).slice(linesAtStart).filter(isShardRequest).length;
     if (!shardsFetched) fail(`${options.log} shows no params_shard_ request for the first load: is it the server's --log file?`);
 
     // One answer.

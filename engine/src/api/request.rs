@@ -211,7 +211,7 @@ impl Request {
             sampling: Sampling {
                 temperature: range("temperature", 0.0, 2.0)?,
                 top_p: match range("top_p", 0.0, 1.0)? {
-                    Some(p) if p == 0.0 => return Err(bad("`top_p` must be more than 0")),
+                    Some(p) if p <= 0.0 => return Err(bad("`top_p` must be more than 0")),
                     p => p,
                 },
                 top_k: optional_count(obj, "top_k")?,

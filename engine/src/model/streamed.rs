@@ -17,6 +17,8 @@ use crate::formats::mlc::ResidentShards;
 /// How far a streamed load has got, after each shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamProgress {
+    /// The shard just consumed (checked, and its complete parameters uploaded).
+    pub shard: usize,
     pub shards_done: usize,
     pub shards_total: usize,
     /// Bytes of the shards consumed so far, and of all of them.
@@ -93,6 +95,7 @@ where
         }
         bytes_done += sizes[n];
         progress(StreamProgress {
+            shard: n,
             shards_done: done,
             shards_total: total,
             bytes_done,

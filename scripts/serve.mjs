@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// A tiny static server for the browser chat page (Node 20, no dependencies), on 127.0.0.1 only.
+//
+//   node scripts/serve.mjs [--port 8765] [--www www] [--pkg web/pkg] [--models DIR] [--log FILE]
+//
+//   /            -> the www folder (index.html for a folder)
+//   /pkg/...     -> the glim-llm package folder
+//   /models/...  -> the models folder
+//
+// --port 0 picks a free port. The first line on stdout is always `serving http://127.0.0.1:PORT/`.
+// With --log, every request is appended to FILE as one line `METHOD PATH STATUS`, written
+// before the response is sent (so a test can count which model files the page fetched).
+// Every response says `Cache-Control: no-cache`: the package keeps its own Cache Storage copy.
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".wasm": "application/wasm",
+  ".bin": "application/octet-stream",
+  ".png": "image/png",
+  ".svg": "image/svg+xml",
+  ".ico": "image/x-icon",
+  ".txt": "text/plain; charset=utf-8",
+  ".md": "text/plain; charset=utf-8",
+  ".map": "application/json; charset=utf-8",
+};
+
+function parseArgs(argv) {
+  const options = { port: "8765", www: "www", pkg: "web/pkg", models: "models", log: null };
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].replace(/^--/, "");
+    if (!argv[i].startsWith("--") || !(name in options) || i + 1 >= argv.length) {
+      console.error(`usage: node scripts/serve.mjs [--port N] [--www DIR] [--pkg DIR] [--models DIR] [--log FILE]\nbad argument: ${argv[i]}`);
+      process.exit(2);
+    }
+    options[name] = argv[++i];
+  }
+  const port = Number(options.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`bad --port ${options.port}`);
+    process.exit(2);
+  }
+  return { ...options, port };
+}
+
+const options = parseArgs(process.argv.slice(2));
+const mounts = [
+  ["/pkg/", path.resolve(options.pkg)],
+  ["/models/", path.resolve(options.models)],
+  ["/", path.resolve(options.www)],
+];
+
+// The file a URL path names, or null when it is malformed or tries to leave its folder.
+function resolveFile(urlPath) {
+  let decoded;
+  try {
+    decoded = decodeURIComponent(urlPath);
+  } catch {
+    return null;
+  }
+  if (!decoded.startsWith("/") || decoded.includes("\0") || decoded.includes("\\")) return null;
+  if (decoded.split("/").some((part) => part === "..")) return null;
+  const [prefix, root] = mounts.find(([p]) => decoded.startsWith(p));
+  const file = path.join(root, decoded.slice(prefix.length));
+  if (file !== root && !file.startsWith(root + path.sep)) return null;
+  return file;
+}
+
+function statFile(file) {
+  try {
+    let stat = fs.statSync(file);
+    if (stat.isDirectory()) {
+      file = path.join(file, "index.html");
+      stat = fs.statSync(file);
+    }
+    return stat.isFile() ? { file, size: stat.size } : null;
+  } catch {
+    return null;
+  }
+}
+
+const server = http.createServer((req, res) => {
+  const urlPath = (req.url ?? "/").split("?")[0].split("#")[0];
+  const finish = (status, headers = {}, body = null) => {
+    if (options.log) fs.appendFileSync(options.log, `${req.method} ${urlPath} ${status}\n`);
+    res.writeHead(status, { "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", ...headers });
+    return body;
+  };
+  const fail = (status, message, extra = {}) => {
+    const text = `${status} ${message}\n`;
+    finish(status, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(text), ...extra });
+    res.end(req.method === "HEAD" ? undefined : text);
+  };
+
+  if (req.method !== "GET" && req.method !== "HEAD") return fail(405, "Method Not Allowed", { Allow: "GET, HEAD" });
+  const file = resolveFile(urlPath);
+  if (!file) return fail(400, "Bad Request");
+  const found = statFile(file);
+  if (!found) return fail(404, "Not Found");
+
+  const type = TYPES[path.extname(found.file).toLowerCase()] ?? "application/octet-stream";
+  finish(200, { "Content-Type": type, "Content-Length": found.size });
+  if (req.method === "HEAD") return res.end();
+  const stream = fs.createReadStream(found.file);
+  stream.on("error", () => res.destroy());
+  stream.pipe(res);
+});
+
+server.listen(options.port, "127.0.0.1", () => {
+  console.log(`serving http://127.0.0.1:${server.address().port}/`);
+  console.log(`  /        ${mounts[2][1]}\n  /pkg/    ${mounts[0][1]}\n  /models/ ${mounts[1][1]}`);
+  if (options.log) console.log(`  log      ${path.resolve(options.log)}`);
+});
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(0));

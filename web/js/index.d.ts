@@ -1,0 +1,158 @@
+// Types of glim-llm's public API (WebLLM-shaped, OpenAI's request and response objects).
+
+export interface InitProgressReport {
+  /** 0..1 */
+  progress: number;
+  /** Seconds since loading started. */
+  timeElapsed: number;
+  text: string;
+  loadedBytes: number;
+  totalBytes: number;
+}
+
+export interface EngineOptions {
+  initProgressCallback?: (report: InitProgressReport) => void;
+  /** KV cache length in tokens (default 2048, at most the model's). */
+  contextWindowSize?: number;
+  /** Shards downloaded at once (default 4). */
+  parallelFetches?: number;
+  /** The name responses carry and requests may ask for (default: the folder's name). */
+  modelId?: string;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string | Array<{ type: "text"; text: string }>;
+  name?: string;
+}
+
+export interface SamplingFields {
+  model?: string;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  repetition_penalty?: number;
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  max_tokens?: number;
+  seed?: number;
+  stop?: string | string[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  n?: 1;
+  ignore_eos?: boolean;
+}
+
+export interface ChatCompletionRequest extends SamplingFields {
+  messages: ChatMessage[];
+  max_completion_tokens?: number;
+}
+
+export interface CompletionRequest extends SamplingFields {
+  prompt: string;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: {
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+    time_to_first_token_s: number;
+    e2e_latency_s: number;
+    reused_prompt_tokens: number;
+  };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+  }>;
+  usage: Usage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+  }>;
+  /** Only on the last chunk, when stream_options.include_usage is set. */
+  usage?: Usage;
+}
+
+export interface Completion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: Array<{ index: number; text: string; finish_reason: FinishReason | null; logprobs: null }>;
+  usage?: Usage;
+}
+
+export interface EngineInfo {
+  model: string;
+  format: string;
+  precision: "f16" | "f32";
+  context: number;
+  weightBytes: number;
+  adapter: string;
+  backend: string;
+  shaderF16: boolean;
+  maxStorageBufferBindingSize: number;
+}
+
+export interface ChatCompletions {
+  create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+  create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
+export interface Completions {
+  create(request: CompletionRequest & { stream: true }): Promise<AsyncIterable<Completion>>;
+  create(request: CompletionRequest & { stream?: false }): Promise<Completion>;
+  create(request: CompletionRequest): Promise<Completion | AsyncIterable<Completion>>;
+}
+
+export interface GlimEngine {
+  chat: { completions: ChatCompletions };
+  completions: Completions;
+  interruptGenerate(): void;
+  resetChat(): Promise<void>;
+  runtimeStatsText(): Promise<string>;
+  info(): Promise<EngineInfo>;
+  unload(): Promise<void>;
+}
+
+export function CreateEngine(modelUrl: string, options?: EngineOptions): Promise<GlimEngine>;
+export function CreateWebWorkerEngine(worker: Worker, modelUrl: string, options?: EngineOptions): Promise<GlimEngine>;
+
+export class WebWorkerEngineHandler {
+  constructor(post?: (message: unknown) => void);
+  onmessage(event: MessageEvent): Promise<void>;
+}
+
+export function hasModelInCache(modelUrl: string): Promise<boolean>;
+export function deleteModelInCache(modelUrl: string): Promise<void>;
+
+export class WebGPUUnavailableError extends Error {}
+export class ModelTooLargeError extends Error {}
+export class DeviceLostError extends Error {}
+export class ModelLoadError extends Error {}
+export class InvalidRequestError extends Error {}
