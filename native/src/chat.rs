@@ -6,11 +6,11 @@ use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use glim::generate::{GenerationParams, Session, StopReason};
+use glim::generate::{Conversation, GenerationParams, Session, StopReason};
 use glim::text::{ChatTemplate, Message};
 
 use crate::run::{stats_line, Streamer};
-use crate::{model, one_line, CliError, CliResult};
+use crate::{one_line, CliError, CliResult};
 
 const HELP: &str =
     "/clear starts a new conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer";
@@ -37,11 +37,7 @@ struct Chat {
     session: Session,
     template: ChatTemplate,
     params: GenerationParams,
-    /// The system message (if any) and then the turns so far.
-    history: Vec<Message>,
-    /// How many messages at the start of `history` are system messages, kept on /clear and
-    /// when old turns are dropped.
-    system_len: usize,
+    conversation: Conversation,
     /// Set while an answer streams: Ctrl-C then stops the answer instead of quitting.
     streaming: Arc<AtomicBool>,
     /// Set by Ctrl-C while an answer streams.
@@ -55,13 +51,11 @@ pub fn chat(
     params: GenerationParams,
     name: &str,
 ) -> CliResult<()> {
-    let history: Vec<Message> = system.into_iter().map(Message::system).collect();
     let mut chat = Chat {
         session,
         template,
         params,
-        system_len: history.len(),
-        history,
+        conversation: Conversation::new(system),
         streaming: Arc::new(AtomicBool::new(false)),
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -99,7 +93,7 @@ pub fn chat(
             "" => continue,
             "/exit" | "/quit" | "/bye" => return Ok(()),
             "/clear" => {
-                chat.history.truncate(chat.system_len);
+                chat.conversation.clear();
                 chat.session.reset();
                 eprintln!("(conversation cleared)");
                 continue;
@@ -114,15 +108,15 @@ pub fn chat(
             }
             _ => {}
         }
-        let before = chat.history.clone();
-        chat.history.push(Message::user(text));
+        let before = chat.conversation.clone();
+        chat.conversation.push(Message::user(text));
         match chat.answer() {
-            Ok(reply) => chat.history.push(Message::assistant(reply)),
+            Ok(reply) => chat.conversation.push(Message::assistant(reply)),
             Err(TurnError::Engine(e)) => {
                 // The conversation stays as it was, turns dropped for room included; only
                 // the message that could not be answered stays out of it (a template may
                 // insist that roles alternate).
-                chat.history = before;
+                chat.conversation = before;
                 eprintln!("error: {}", one_line(&e.0));
                 eprintln!("(the conversation so far is kept; that message was not added to it)");
             }
@@ -161,91 +155,22 @@ impl Chat {
         Ok(shown)
     }
 
-    /// The conversation as token ids, dropping the oldest turns when it would not leave
-    /// room for an answer in the context. When it has to drop, it drops down to three
-    /// quarters of the room, so the next turns do not each drop (and re-prefill) again.
+    /// The conversation as token ids, the oldest turns dropped (and said so) when it would
+    /// not leave room for an answer.
     fn prompt_ids(&mut self) -> CliResult<Vec<u32>> {
         let context = self.session.model.context;
-        let room = context.saturating_sub(self.params.max_tokens);
-        let mut ids = self.encode()?;
-        if ids.len() <= room {
-            return Ok(ids);
-        }
-        let target = room - room / 4;
-        let mut dropped = 0;
-        while ids.len() > target && drop_oldest_turn(&mut self.history, self.system_len) {
-            dropped += 1;
-            ids = self.encode()?;
-        }
+        let (ids, dropped) = self.conversation.prompt_ids(
+            &self.template,
+            &self.session.tokenizer,
+            context,
+            self.params.max_tokens,
+        )?;
         if dropped > 0 {
             eprintln!(
                 "(the conversation outgrew the context of {context} tokens: dropped the oldest {dropped} turn{})",
                 if dropped == 1 { "" } else { "s" }
             );
         }
-        // Still too long (one message alone): the engine says so.
         Ok(ids)
-    }
-
-    fn encode(&self) -> CliResult<Vec<u32>> {
-        let text = self.template.render(&self.history, true)?;
-        model::encode(&self.session.tokenizer, &text)
-    }
-}
-
-/// Removes the oldest turn (a user message and the answers to it) after the first
-/// `system_len` messages, never the last message (the one being answered). `false` when
-/// there is nothing left to drop.
-fn drop_oldest_turn(history: &mut Vec<Message>, system_len: usize) -> bool {
-    let last = history.len().saturating_sub(1);
-    if last <= system_len {
-        return false;
-    }
-    let mut end = system_len + 1;
-    while end < last && history[end].role != "user" {
-        end += 1;
-    }
-    history.drain(system_len..end);
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn contents(history: &[Message]) -> Vec<&str> {
-        history.iter().map(|m| m.content.as_str()).collect()
-    }
-
-    #[test]
-    fn drops_whole_turns_and_keeps_system_and_last() {
-        let mut h = vec![
-            Message::system("s"),
-            Message::user("u1"),
-            Message::assistant("a1"),
-            Message::user("u2"),
-            Message::assistant("a2"),
-            Message::user("u3"),
-        ];
-        assert!(drop_oldest_turn(&mut h, 1));
-        assert_eq!(contents(&h), ["s", "u2", "a2", "u3"]);
-        assert!(drop_oldest_turn(&mut h, 1));
-        assert_eq!(contents(&h), ["s", "u3"]);
-        assert!(!drop_oldest_turn(&mut h, 1));
-        assert_eq!(contents(&h), ["s", "u3"]);
-    }
-
-    #[test]
-    fn drops_without_system_message() {
-        let mut h = vec![
-            Message::user("u1"),
-            Message::assistant("a1"),
-            Message::user("u2"),
-        ];
-        assert!(drop_oldest_turn(&mut h, 0));
-        assert_eq!(contents(&h), ["u2"]);
-        assert!(!drop_oldest_turn(&mut h, 0));
-        let mut empty = Vec::new();
-        assert!(!drop_oldest_turn(&mut empty, 0));
     }
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use glim::gpu::{GpuContext, Precision};
 use glim::model::llama::LoadOptions;
 use glim::model::loader::{self, default_model_path, LoadedModel};
-use glim::text::Tokenizer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{bail, CliResult};
@@ -62,11 +61,6 @@ pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
         summary.backend,
     );
     Ok(loaded)
-}
-
-/// Token ids for a prompt (see [`Tokenizer::encode_prompt`]).
-pub fn encode(tokenizer: &Tokenizer, text: &str) -> CliResult<Vec<u32>> {
-    Ok(tokenizer.encode_prompt(text)?)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub fn ppl(args: PplArgs) -> CliResult<()> {
     };
     let mut loaded = model::load(&path, &options)?;
     let tokenizer = &loaded.tokenizer;
-    let tokens = model::encode(tokenizer, &text)?;
+    let tokens = tokenizer.encode_prompt(&text)?;
     let bos = tokenizer.bos_id().filter(|_| tokenizer.add_bos());
     eprintln!(
         "{}: {} tokens, {} chunks of {}, scoring the second half of each",

@@ -111,7 +111,7 @@ fn answer_once(
         messages.push(Message::user(prompt));
         template.render(&messages, true)?
     };
-    let ids = model::encode(&session.tokenizer, &text)?;
+    let ids = session.tokenizer.encode_prompt(&text)?;
     let mut out = Streamer::new();
     let (_, stats) = session.generate_blocking(&ids, params, &mut |piece| out.push(piece))?;
     out.finish()?;

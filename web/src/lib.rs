@@ -51,7 +51,10 @@ fn gpu_error_class(e: &glim::Error) -> Option<&'static str> {
 }
 
 fn load_error(e: glim::Error) -> JsValue {
-    js_error(gpu_error_class(&e).unwrap_or("ModelLoadError"), e.to_string())
+    js_error(
+        gpu_error_class(&e).unwrap_or("ModelLoadError"),
+        e.to_string(),
+    )
 }
 
 fn request_error(e: glim::Error) -> JsValue {
@@ -68,15 +71,21 @@ fn get(options: &JsValue, key: &str) -> JsValue {
 }
 
 fn get_string(options: &JsValue, key: &str) -> Result<String, JsValue> {
-    get(options, key)
-        .as_string()
-        .ok_or_else(|| js_error("ModelLoadError", format!("load options: `{key}` is missing")))
+    get(options, key).as_string().ok_or_else(|| {
+        js_error(
+            "ModelLoadError",
+            format!("load options: `{key}` is missing"),
+        )
+    })
 }
 
 fn get_function(options: &JsValue, key: &str) -> Result<Function, JsValue> {
-    get(options, key)
-        .dyn_into()
-        .map_err(|_| js_error("ModelLoadError", format!("load options: `{key}` must be a function")))
+    get(options, key).dyn_into().map_err(|_| {
+        js_error(
+            "ModelLoadError",
+            format!("load options: `{key}` must be a function"),
+        )
+    })
 }
 
 fn get_usize(options: &JsValue, key: &str) -> Option<usize> {
@@ -136,7 +145,10 @@ impl Engine {
                 engine.reset();
                 Ok(())
             }
-            State::Busy => Err(js_error("Error", "a request is running; interrupt it first")),
+            State::Busy => Err(js_error(
+                "Error",
+                "a request is running; interrupt it first",
+            )),
             State::Unloaded => Ok(()),
         }
     }
@@ -165,7 +177,10 @@ impl Engine {
         let state = self.state.clone();
         future_to_promise(async move {
             let value: Value = serde_json::from_str(&body).map_err(|e| {
-                js_error("InvalidRequestError", format!("the request is not valid JSON: {e}"))
+                js_error(
+                    "InvalidRequestError",
+                    format!("the request is not valid JSON: {e}"),
+                )
             })?;
             let request = if chat {
                 Request::chat(&value, UnknownFields::Reject)
@@ -215,8 +230,12 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     let on_verified = get_function(&options, "onShardVerified")?;
     let on_progress = get_function(&options, "onProgress")?;
     let parse = |key: &str, what: &str| -> Result<Value, JsValue> {
-        serde_json::from_str(&get_string(&options, key)?)
-            .map_err(|e| js_error("ModelLoadError", format!("{base_url}{what}: not valid JSON: {e}")))
+        serde_json::from_str(&get_string(&options, key)?).map_err(|e| {
+            js_error(
+                "ModelLoadError",
+                format!("{base_url}{what}: not valid JSON: {e}"),
+            )
+        })
     };
     let chat_config = parse("chatConfig", "mlc-chat-config.json")?;
     let index_text = get_string(&options, "tensorCache")?;
@@ -230,10 +249,12 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         &chat_config,
     )
     .map_err(|e| js_error("ModelLoadError", format!("{base_url}: {e}")))?;
-    let mut model =
-        MlcModel::new(ResidentShards::new(index, base_url.clone()), chat_config).map_err(load_error)?;
+    let mut model = MlcModel::new(ResidentShards::new(index, base_url.clone()), chat_config)
+        .map_err(load_error)?;
 
-    let ctx = GpuContext::new(&AdapterChoice::default()).await.map_err(load_error)?;
+    let ctx = GpuContext::new(&AdapterChoice::default())
+        .await
+        .map_err(load_error)?;
     let summary = ctx.summary.clone();
     let options_for_load = LoadOptions {
         format: None,
@@ -242,15 +263,27 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         precision: model.quant.f32_model().then_some(Precision::F32),
         ..LoadOptions::default()
     };
-    let loader = LlamaLoader::new(ctx, model.config.clone(), model.packed_format(), &options_for_load)
-        .map_err(load_error)?;
+    let loader = LlamaLoader::new(
+        ctx,
+        model.config.clone(),
+        model.packed_format(),
+        &options_for_load,
+    )
+    .map_err(load_error)?;
     let format = loader.format();
     let window = get_usize(&options, "parallelFetches").unwrap_or(DEFAULT_PARALLEL_FETCHES);
     let fetch = |n: usize, fresh: bool| {
-        let promise = fetch_shard.call2(&JsValue::NULL, &JsValue::from(n as u32), &JsValue::from(fresh));
+        let promise = fetch_shard.call2(
+            &JsValue::NULL,
+            &JsValue::from(n as u32),
+            &JsValue::from(fresh),
+        );
         async move {
             let promise: Promise = promise
-                .and_then(|p| p.dyn_into().map_err(|_| js_error("Error", "fetchShard must return a Promise")))
+                .and_then(|p| {
+                    p.dyn_into()
+                        .map_err(|_| js_error("Error", "fetchShard must return a Promise"))
+                })
                 .map_err(|e| glim::Error::Invalid(describe(&e)))?;
             let bytes = JsFuture::from(promise)
                 .await

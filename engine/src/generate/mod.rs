@@ -4,9 +4,11 @@
 //! only prefills what is new since the last turn (the rendered conversation so far is a
 //! prefix of the next one).
 
+pub mod conversation;
 pub mod perplexity;
 pub mod sampler;
 
+pub use conversation::Conversation;
 pub use sampler::{Sampler, SamplingParams};
 
 use web_time::Instant;
