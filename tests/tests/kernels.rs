@@ -4,6 +4,7 @@
 use glim::gpu::{DType, GpuContext, Precision, Tensor};
 use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
 use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
+use glim::kernels::sample::{self, SampleSettings};
 use glim::kernels::weight::GpuWeight;
 use glim::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
 use glim::quant::{PackedWeight, WeightFormat};
@@ -332,6 +333,123 @@ fn argmax_rows_with_ties() {
         assert_eq!(got[3], argmax::argmax_row(&logits[3 * n..4 * n - 1]));
         assert_ne!(got[3], (n - 1) as u32);
     }
+}
+
+/// Draws `rows` tokens from `logits` on the GPU with `settings`.
+fn gpu_sample(
+    ctx: &GpuContext,
+    logits: &[f32],
+    precision: Precision,
+    rows: usize,
+    settings: &SampleSettings,
+) -> Vec<u32> {
+    let n = logits.len() / rows;
+    let lt = upload(ctx, logits, precision);
+    let out = ctx.zeros(&[rows], DType::U32).unwrap();
+    let uniform = ctx.uniform(settings);
+    let op = sample::sample(ctx, &lt, &uniform, &out, rows, n, n).unwrap();
+    run(ctx, &[&op]);
+    ctx.read_u32_blocking(&out).unwrap()
+}
+
+/// The GPU draws the tokens its CPU reference draws, for every mix of cuts.
+#[test]
+fn sampling_matches_its_reference() {
+    let Some(ctx) = gpu() else { return };
+    for precision in precisions(ctx) {
+        let (rows, n) = (8, 3000);
+        let mut r = rng(11);
+        let logits = as_stored(&random_vec(&mut r, rows * n, 4.0), precision);
+        let mut same = 0;
+        let mut total = 0;
+        for (i, (t, k, p, m)) in [
+            (0.7, 0, 1.0, 0.0),
+            (1.0, 40, 0.95, 0.05),
+            (1.5, 5, 1.0, 0.0),
+            (1.0, 0, 0.5, 0.0),
+            (0.3, 0, 1.0, 0.2),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for step in 0..6 {
+                let settings = SampleSettings::new(t, k, p, m, 1234 + i as u64, step);
+                let got = gpu_sample(ctx, &logits, precision, rows, &settings);
+                for (row, &token) in got.iter().enumerate() {
+                    let want = sample::reference_row(
+                        &logits[row * n..(row + 1) * n],
+                        row as u32,
+                        &settings,
+                    );
+                    total += 1;
+                    same += usize::from(token == want);
+                }
+            }
+        }
+        // log and exp round differently on each adapter: a near-tie may rarely go the other
+        // way, nothing more.
+        eprintln!("sample {precision:?}: {same} of {total} draws equal the reference");
+        assert!(same * 100 >= total * 97, "{precision:?}: {same} of {total}");
+    }
+}
+
+/// Draws follow softmax(logits / T) within the cuts: many rows of the same logits are many
+/// independent draws.
+#[test]
+fn sampling_follows_the_distribution() {
+    let Some(ctx) = gpu() else { return };
+    let rows = 4000;
+    let one = [0.0f32, 2f32.ln(), 7f32.ln(), -40.0]; // 0.1, 0.2, 0.7 and next to nothing
+    let logits: Vec<f32> = one.iter().copied().cycle().take(rows * one.len()).collect();
+    let shares = |settings: SampleSettings| {
+        let got = gpu_sample(ctx, &logits, Precision::F32, rows, &settings);
+        let mut counts = [0usize; 4];
+        got.iter().for_each(|&t| counts[t as usize] += 1);
+        counts.map(|c| c as f64 / rows as f64)
+    };
+    let close = |got: [f64; 4], want: [f64; 4]| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 0.03, "{got:?} vs {want:?}");
+        }
+    };
+    close(
+        shares(SampleSettings::new(1.0, 0, 1.0, 0.0, 1, 0)),
+        [0.1, 0.2, 0.7, 0.0],
+    );
+    // Temperature 0.5 squares the probabilities: 0.01 : 0.04 : 0.49.
+    let sq = [0.01 / 0.54, 0.04 / 0.54, 0.49 / 0.54, 0.0];
+    close(shares(SampleSettings::new(0.5, 0, 1.0, 0.0, 2, 0)), sq);
+    // Each cut drops token 0: top-k 2; top-p 0.75 (0.7 alone falls short); min-p 0.2.
+    let without_0 = [0.0, 0.2 / 0.9, 0.7 / 0.9, 0.0];
+    close(
+        shares(SampleSettings::new(1.0, 2, 1.0, 0.0, 3, 0)),
+        without_0,
+    );
+    close(
+        shares(SampleSettings::new(1.0, 0, 0.75, 0.0, 4, 0)),
+        without_0,
+    );
+    close(
+        shares(SampleSettings::new(1.0, 0, 1.0, 0.2, 5, 0)),
+        without_0,
+    );
+    // top-p 0.5: only the top token.
+    close(
+        shares(SampleSettings::new(1.0, 0, 0.5, 0.0, 6, 0)),
+        [0.0, 0.0, 1.0, 0.0],
+    );
+    // Same seed and step, same tokens; another step, other tokens.
+    let draw = |step| {
+        gpu_sample(
+            ctx,
+            &logits,
+            Precision::F32,
+            rows,
+            &SampleSettings::new(1.0, 0, 1.0, 0.0, 9, step),
+        )
+    };
+    assert_eq!(draw(0), draw(0));
+    assert_ne!(draw(0), draw(1));
 }
 
 struct AttentionCase {

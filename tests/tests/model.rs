@@ -105,3 +105,53 @@ fn over_long_prompts_and_bad_ids_are_errors() {
         6
     );
 }
+
+/// Sampled generation: drawn on the GPU (top-k, top-p, min-p, temperature) when no penalty
+/// needs the logits on the host. A seed gives the same answer every time; another seed, or
+/// the host path with a penalty, another answer — always well-formed text.
+#[test]
+fn sampled_generation_is_seeded() {
+    use glim::generate::{GenerationParams, SamplingParams, Session};
+    use glim::text::Tokenizer;
+    let Some(path) = glim_tests::test_model() else {
+        return;
+    };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    let options = LoadOptions {
+        context: 128,
+        ..Default::default()
+    };
+    let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let mut session = Session::new(model, tokenizer);
+    let prompt = session.tokenizer.encode_prompt("Once upon a time").unwrap();
+    let mut answer = |seed, repetition_penalty| {
+        let params = GenerationParams {
+            sampling: SamplingParams {
+                temperature: 1.0,
+                repetition_penalty,
+                seed,
+                ..SamplingParams::default()
+            },
+            max_tokens: 12,
+            ignore_eos: true,
+            ..GenerationParams::default()
+        };
+        let (text, stats) = session
+            .generate_blocking(&prompt, &params, &mut |_| true)
+            .unwrap();
+        assert_eq!(stats.generated_tokens, 12);
+        text
+    };
+    let first = answer(7, 1.0);
+    eprintln!("seed 7: {first:?}");
+    assert_eq!(first, answer(7, 1.0));
+    let others: Vec<String> = (8..12).map(|seed| answer(seed, 1.0)).collect();
+    assert!(others.iter().any(|t| t != &first), "{others:?}");
+    let penalized = answer(7, 1.3);
+    assert_eq!(penalized, answer(7, 1.3));
+    assert!(!penalized.is_empty());
+}

@@ -14,6 +14,7 @@ pub use sampler::{Sampler, SamplingParams};
 use web_time::Instant;
 
 use crate::error::{Error, Result};
+use crate::kernels::sample::SampleSettings;
 use crate::model::llama::{Llama, Logits};
 use crate::text::Tokenizer;
 
@@ -236,7 +237,9 @@ impl Session {
         Ok((text, stats))
     }
 
-    /// Runs `tokens` at `pos` and picks the token that follows them.
+    /// Runs `tokens` at `pos` and picks the token that follows them: on the GPU (argmax, or
+    /// a draw with top-k, top-p, min-p and temperature) so only its id comes back, or from
+    /// the logits row on the host when a penalty needs the tokens seen so far.
     async fn next_token(
         &mut self,
         tokens: &[u32],
@@ -244,9 +247,21 @@ impl Session {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<u32> {
-        if sampler.params.is_plain_greedy() {
-            // Greedy: the argmax runs on the GPU and only the id comes back.
+        let p = &sampler.params;
+        if p.is_plain_greedy() {
             return Ok(self.model.forward(tokens, pos, Logits::Last).await?[0]);
+        }
+        if !p.has_penalties() {
+            // Each position draws fresh randomness from the seed.
+            let settings = SampleSettings::new(
+                p.temperature,
+                p.top_k,
+                p.top_p,
+                p.min_p,
+                p.seed,
+                history.len() as u32,
+            );
+            return self.model.forward_sampled(tokens, pos, &settings).await;
         }
         let mut logits = self.model.forward_logits(tokens, pos, Logits::Last).await?;
         let n = self.model.output_vocab();

@@ -51,7 +51,8 @@ impl SamplingParams {
         self.is_greedy() && !self.has_penalties()
     }
 
-    fn has_penalties(&self) -> bool {
+    /// Whether a penalty changes the logits (which the GPU sampler cannot apply).
+    pub fn has_penalties(&self) -> bool {
         self.repetition_penalty != 1.0
             || self.frequency_penalty != 0.0
             || self.presence_penalty != 0.0

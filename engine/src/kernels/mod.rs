@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sample;
 pub mod swiglu;
 pub mod weight;
 
@@ -32,6 +33,7 @@ pub(crate) mod wgsl {
     pub const ATTENTION_SPLIT: &str = include_str!("../../../shaders/attention_split.wgsl");
     pub const ATTENTION_COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
     pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+    pub const SAMPLE: &str = include_str!("../../../shaders/sample.wgsl");
 }
 
 pub const PRECISIONS: [Precision; 2] = [Precision::F16, Precision::F32];
@@ -50,6 +52,7 @@ pub fn all_sources() -> Vec<KernelSource> {
         all.push(residual::source(precision));
         all.extend(attention::sources(precision));
         all.push(argmax::source(precision));
+        all.push(sample::source(precision));
     }
     all
 }

@@ -17,6 +17,7 @@ use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
 use crate::kernels::rope::{self, QkvOutputs, QkvShape};
+use crate::kernels::sample::{self, SampleSettings};
 use crate::kernels::weight::GpuWeight;
 use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
 use crate::quant::WeightFormat;
@@ -80,6 +81,17 @@ struct Buffers {
     readback: wgpu::Buffer,
     /// One row of logits, for sampling on the host.
     logits_readback: wgpu::Buffer,
+    /// The GPU sampler's settings, rewritten before each sampled pass.
+    sample_settings: wgpu::Buffer,
+}
+
+/// How a pass picks its tokens from the logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pick {
+    /// The most likely token.
+    Argmax,
+    /// A draw with the settings in `Buffers::sample_settings`.
+    Sample,
 }
 
 /// Which logits a pass computes.
@@ -112,6 +124,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     buf: Buffers,
     decode_plan: Option<Vec<Op>>,
+    /// The one-token plan ending in the GPU sampler instead of the argmax.
+    sample_plan: Option<Vec<Op>>,
     /// Tokens the output may pick from: the vocabulary, or fewer when the tokenizer has
     /// fewer tokens than the output head has rows (padding).
     output_vocab: usize,
@@ -350,6 +364,7 @@ impl LlamaLoader {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            sample_settings: ctx.uniform(&SampleSettings::new(1.0, 0, 1.0, 0.0, 0, 0)),
         };
         ctx.take_error()?;
         let vocab = config.vocab_size;
@@ -367,6 +382,7 @@ impl LlamaLoader {
             layers,
             buf,
             decode_plan: None,
+            sample_plan: None,
             output_vocab: vocab,
             n_splits,
             weight_bytes,
@@ -420,6 +436,7 @@ impl Llama {
     pub fn limit_output_vocab(&mut self, n: usize) {
         self.output_vocab = n.clamp(1, self.config.vocab_size);
         self.decode_plan = None;
+        self.sample_plan = None;
     }
 
     /// Checks that `tokenizer` fits this model and keeps generation to the tokens it can
@@ -447,7 +464,7 @@ impl Llama {
 
     /// The forward pass for `n` tokens (ids and positions already in their buffers); with
     /// `logits` `None` it only fills the KV cache (an early chunk of a long prompt).
-    fn plan(&self, n: usize, logits: Option<Logits>) -> Result<Vec<Op>> {
+    fn plan(&self, n: usize, logits: Option<Logits>, pick: Pick) -> Result<Vec<Op>> {
         let c = &self.config;
         let ctx = &self.ctx;
         let b = &self.buf;
@@ -562,14 +579,25 @@ impl Llama {
                 n
             }
         };
-        ops.push(Op::Kernel(argmax::argmax(
-            ctx,
-            &b.logits,
-            &b.tokens,
-            rows,
-            self.output_vocab,
-            c.vocab_size,
-        )?));
+        ops.push(Op::Kernel(match pick {
+            Pick::Argmax => argmax::argmax(
+                ctx,
+                &b.logits,
+                &b.tokens,
+                rows,
+                self.output_vocab,
+                c.vocab_size,
+            )?,
+            Pick::Sample => sample::sample(
+                ctx,
+                &b.logits,
+                &b.sample_settings,
+                &b.tokens,
+                rows,
+                self.output_vocab,
+                c.vocab_size,
+            )?,
+        }));
         Ok(ops)
     }
 
@@ -642,7 +670,28 @@ impl Llama {
         start: usize,
         logits: Logits,
     ) -> Result<Vec<u32>> {
-        Ok(self.forward_inner(tokens, start, logits, false).await?.0)
+        Ok(self
+            .forward_inner(tokens, start, logits, false, Pick::Argmax)
+            .await?
+            .0)
+    }
+
+    /// Runs `tokens` from position `start` and draws the next token on the GPU with
+    /// `settings`: only its id comes back.
+    pub async fn forward_sampled(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        settings: &SampleSettings,
+    ) -> Result<u32> {
+        self.ctx
+            .queue
+            .write_buffer(&self.buf.sample_settings, 0, bytemuck::bytes_of(settings));
+        let ids = self
+            .forward_inner(tokens, start, Logits::Last, false, Pick::Sample)
+            .await?
+            .0;
+        Ok(ids[0])
     }
 
     /// Like [`Llama::forward`], but returns the logits themselves (`vocab_size` values per
@@ -653,7 +702,10 @@ impl Llama {
         start: usize,
         logits: Logits,
     ) -> Result<Vec<f32>> {
-        Ok(self.forward_inner(tokens, start, logits, true).await?.1)
+        Ok(self
+            .forward_inner(tokens, start, logits, true, Pick::Argmax)
+            .await?
+            .1)
     }
 
     async fn forward_inner(
@@ -662,6 +714,7 @@ impl Llama {
         start: usize,
         logits: Logits,
         read_logits: bool,
+        pick: Pick,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
         let (mut ids_out, mut logits_out) = (Vec::new(), Vec::new());
@@ -679,13 +732,24 @@ impl Llama {
             };
             self.upload_inputs(chunk, pos);
             let ids = if n == 1 && wanted == Some(Logits::Last) {
-                if self.decode_plan.is_none() {
-                    self.decode_plan = Some(self.plan(1, Some(Logits::Last))?);
+                let built = match pick {
+                    Pick::Argmax => self.decode_plan.is_some(),
+                    Pick::Sample => self.sample_plan.is_some(),
+                };
+                if !built {
+                    let plan = Some(self.plan(1, Some(Logits::Last), pick)?);
+                    match pick {
+                        Pick::Argmax => self.decode_plan = plan,
+                        Pick::Sample => self.sample_plan = plan,
+                    }
                 }
-                let plan = self.decode_plan.as_ref().expect("just built");
-                self.run(plan, 1, 1).await?
+                let plan = match pick {
+                    Pick::Argmax => &self.decode_plan,
+                    Pick::Sample => &self.sample_plan,
+                };
+                self.run(plan.as_ref().expect("just built"), 1, 1).await?
             } else {
-                let ops = self.plan(n, wanted)?;
+                let ops = self.plan(n, wanted, pick)?;
                 self.run(&ops, n, rows).await?
             };
             ids_out.extend(ids);
