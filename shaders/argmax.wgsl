@@ -12,9 +12,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
 const THREADS: u32 = 256u;
-const NONE: u32 = 0xffffffffu;
-var<workgroup> best_v: array<f32, THREADS>;
-var<workgroup> best_i: array<u32, THREADS>;
 
 @compute @workgroup_size(THREADS)
 fn argmax(@builtin(workgroup_id) wid: vec3<u32>,
@@ -25,31 +22,16 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     var v = 0.0;
-    var i = NONE;
+    var i = NO_INDEX;
     for (var k = tid; k < p.n; k += THREADS) {
         let x = f32(logits[row * p.stride + k]);
-        if (i == NONE || x > v) {
+        if (i == NO_INDEX || x > v) {
             v = x;
             i = k;
         }
     }
-    best_v[tid] = v;
-    best_i[tid] = i;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            let ov = best_v[tid + stride];
-            let oi = best_i[tid + stride];
-            let mi = best_i[tid];
-            let better = oi != NONE && (mi == NONE || ov > best_v[tid] || (ov == best_v[tid] && oi < mi));
-            if (better) {
-                best_v[tid] = ov;
-                best_i[tid] = oi;
-            }
-        }
-        workgroupBarrier();
-    }
+    let best = reduce_argmax(v, i, tid);
     if (tid == 0u) {
-        out[row] = select(best_i[0], 0u, best_i[0] == NONE);
+        out[row] = best;
     }
 }

@@ -29,28 +29,12 @@ const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> q_s: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, THREADS>;
-var<workgroup> red: array<f32, THREADS>;
 
 // Running softmax state of one thread: its output dims are tid + i * THREADS.
 struct Partial {
     m: f32,
     l: f32,
     acc: array<f32, DIMS_PER_THREAD>,
-}
-
-fn reduce(v: f32, tid: u32, take_max: bool) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            let o = red[tid + stride];
-            red[tid] = select(red[tid] + o, max(red[tid], o), take_max);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
 }
 
 // Attends query (t, h) to keys [begin, end). `begin` and `end` are workgroup-uniform.

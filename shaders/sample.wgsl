@@ -32,12 +32,9 @@ struct Settings {
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
 const THREADS: u32 = 256u;
-const NONE: u32 = 0xffffffffu;
 // Tokens more than e^64 times less likely than the top one never count in a cut.
 const SPAN: f32 = 64.0;
 const BISECTION_STEPS: u32 = 24u;
-var<workgroup> red_f: array<f32, THREADS>;
-var<workgroup> red_i: array<u32, THREADS>;
 
 fn logit(row: u32, k: u32) -> f32 {
     return f32(logits[row * p.stride + k]);
@@ -51,22 +48,6 @@ fn pcg(v: u32) -> u32 {
     return (word >> 22u) ^ word;
 }
 
-// The workgroup's sum of x (or its max, with take_max); every thread gets it.
-fn reduce(tid: u32, x: f32, take_max: bool) -> f32 {
-    red_f[tid] = x;
-    workgroupBarrier();
-    for (var w = THREADS / 2u; w > 0u; w /= 2u) {
-        if (tid < w) {
-            let other = red_f[tid + w];
-            red_f[tid] = select(red_f[tid] + other, max(red_f[tid], other), take_max);
-        }
-        workgroupBarrier();
-    }
-    let result = red_f[0];
-    workgroupBarrier();
-    return result;
-}
-
 // How many logits of the row are at least t (with weights exp(l - top) when `mass`).
 fn above(tid: u32, row: u32, t: f32, top: f32, mass: bool) -> f32 {
     var acc = 0.0;
@@ -76,7 +57,7 @@ fn above(tid: u32, row: u32, t: f32, top: f32, mass: bool) -> f32 {
             acc += select(1.0, exp(l - top), mass);
         }
     }
-    return reduce(tid, acc, false);
+    return reduce(acc, tid, false);
 }
 
 @compute @workgroup_size(THREADS)
@@ -94,7 +75,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
             local_max = max(local_max, l);
         }
     }
-    let top = reduce(tid, local_max, true);
+    let top = reduce(local_max, tid, true);
     let floor = top - SPAN;
 
     // top-k: the highest threshold that still keeps k tokens.
@@ -133,34 +114,20 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
     // The draw among the tokens left.
     let key = pcg(s.seed_lo ^ pcg(s.seed_hi ^ pcg(s.step ^ pcg(row))));
     var best = -3.0e38;
-    var best_k = NONE;
+    var best_k = NO_INDEX;
     for (var k = tid; k < p.n; k += THREADS) {
         let l = logit(row, k);
         if (l >= cut) {
             let u = (f32(pcg(key ^ k) >> 8u) + 0.5) / 16777216.0;
             let score = l * s.inv_temperature - log(-log(u));
-            if (best_k == NONE || score > best) {
+            if (best_k == NO_INDEX || score > best) {
                 best = score;
                 best_k = k;
             }
         }
     }
-    red_f[tid] = best;
-    red_i[tid] = best_k;
-    workgroupBarrier();
-    for (var w = THREADS / 2u; w > 0u; w /= 2u) {
-        if (tid < w) {
-            let other_k = red_i[tid + w];
-            let mine_k = red_i[tid];
-            let other = red_f[tid + w];
-            if (other_k != NONE && (mine_k == NONE || other > red_f[tid] || (other == red_f[tid] && other_k < mine_k))) {
-                red_f[tid] = other;
-                red_i[tid] = other_k;
-            }
-        }
-        workgroupBarrier();
-    }
+    let token = reduce_argmax(best, best_k, tid);
     if (tid == 0u) {
-        out[row] = select(red_i[0], 0u, red_i[0] == NONE);
+        out[row] = token;
     }
 }

@@ -12,6 +12,7 @@
 // compare the answer exactly with ANSWER_FILE (less one trailing newline); screenshot; reload
 // the page in the same profile and wait until the model is loaded again, this time without any
 // `params_shard_` request reaching the server (the weights must come from Cache Storage).
+// Last, the same page in a Chromium without WebGPU must show the banner that says so.
 // Exit status 0 when all of that held, 1 (with a line starting `FAIL:`) otherwise.
 import fs from "node:fs";
 import os from "node:os";
@@ -181,7 +182,40 @@ async function main() {
     log("[e2e]", `loaded again in ${seconds(secondLoad)}; ${after.length} requests, ${after.filter((l) => l.includes(" /models/")).length} of them under /models/`);
     if (refetched.length) fail(`after the reload the page fetched weight shards again instead of using its cache:\n  ${refetched.join("\n  ")}`);
 
+    await checkWithoutWebGPU(options);
     log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${shardsFetched} shard requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
+  } finally {
+    await context.close().catch(() => {});
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+// A browser without WebGPU (Chromium without --enable-unsafe-webgpu offers no adapter here):
+// the page must end in state error with the banner naming WebGPU, not hang or go blank.
+async function checkWithoutWebGPU(options) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "glim-e2e-nogpu-"));
+  const args = [...CHROMIUM_ARGS.filter((a) => a !== "--enable-unsafe-webgpu"), "--disable-features=WebGPU"];
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: options.chromium,
+    headless: true,
+    args,
+    viewport: options.viewport,
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(options.url);
+    const started = Date.now();
+    for (;;) {
+      const now = await snapshot(page);
+      if (now.error) {
+        if (!/WebGPU/.test(now.error)) fail(`without WebGPU the banner says: ${now.error}`);
+        log("[e2e]", `without WebGPU the page says: ${now.error.split("\n")[0]}`);
+        return;
+      }
+      if (now.state === "ready") fail("without WebGPU the model loaded anyway: the check is not testing what it should");
+      if (Date.now() - started > 60_000) fail(`without WebGPU the page showed no error within 60 s (state ${now.state})`);
+      await sleep(250);
+    }
   } finally {
     await context.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });

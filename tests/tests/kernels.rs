@@ -689,7 +689,7 @@ fn a_row_wider_than_any_binding_is_an_error() {
     let packed = PackedWeight::quantize(WeightFormat::F16, &[0.0; 64], 1, 64).unwrap();
     assert!(matches!(
         GpuWeight::upload(&ctx, &packed),
-        Err(glim::Error::Unsupported(_))
+        Err(glim::Error::TooLarge(_))
     ));
 }
 

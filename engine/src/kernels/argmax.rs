@@ -10,7 +10,7 @@ use crate::gpu::{
 pub fn source(precision: Precision) -> KernelSource {
     KernelSource {
         label: format!("argmax.{}", precision_tag(precision)),
-        source: assemble(precision, &[], &[wgsl::ARGMAX]),
+        source: assemble(precision, &[], &[wgsl::REDUCE, wgsl::ARGMAX]),
         entry: "argmax",
         bindings: &[Binding::Uniform, Binding::Read, Binding::ReadWrite],
     }

@@ -77,7 +77,11 @@ pub fn sources(precision: Precision) -> [KernelSource; 3] {
     [
         KernelSource {
             label: format!("attention.{tag}"),
-            source: assemble(precision, &[], &[wgsl::ATTENTION_COMMON, wgsl::ATTENTION]),
+            source: assemble(
+                precision,
+                &[],
+                &[wgsl::REDUCE, wgsl::ATTENTION_COMMON, wgsl::ATTENTION],
+            ),
             entry: "attend",
             bindings: &QKV_BINDINGS,
         },
@@ -86,7 +90,7 @@ pub fn sources(precision: Precision) -> [KernelSource; 3] {
             source: assemble(
                 precision,
                 &[],
-                &[wgsl::ATTENTION_COMMON, wgsl::ATTENTION_SPLIT],
+                &[wgsl::REDUCE, wgsl::ATTENTION_COMMON, wgsl::ATTENTION_SPLIT],
             ),
             entry: "attend_split",
             bindings: &QKV_BINDINGS,

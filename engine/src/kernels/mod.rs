@@ -32,6 +32,7 @@ pub(crate) mod wgsl {
     pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
     pub const ATTENTION_SPLIT: &str = include_str!("../../../shaders/attention_split.wgsl");
     pub const ATTENTION_COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
+    pub const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
     pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
     pub const SAMPLE: &str = include_str!("../../../shaders/sample.wgsl");
 }

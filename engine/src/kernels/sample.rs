@@ -58,7 +58,7 @@ impl SampleSettings {
 pub fn source(precision: Precision) -> KernelSource {
     KernelSource {
         label: format!("sample.{}", precision_tag(precision)),
-        source: assemble(precision, &[], &[wgsl::SAMPLE]),
+        source: assemble(precision, &[], &[wgsl::REDUCE, wgsl::SAMPLE]),
         entry: "sample",
         bindings: &[
             Binding::Uniform,
