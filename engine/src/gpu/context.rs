@@ -323,6 +323,17 @@ impl GpuContext {
 
     /// Returns (and clears) an error wgpu reported asynchronously.
     pub(crate) fn take_error(&self) -> Result<()> {
+        let has_error = self
+            .pending_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if has_error {
+            // wgpu reports a device loss from a poll, often after the errors it caused: hear
+            // it now, so the loss (not its symptom) is what the caller gets.
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
         let mut slot = self.pending_error.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
             Some(message) => match message.strip_prefix(DEVICE_LOST) {

@@ -147,9 +147,12 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        self.take_error().map_err(|e| Error::Shader {
-            name: format!("{}::{}", kernel.label, kernel.entry),
-            message: e.to_string(),
+        self.take_error().map_err(|e| match e {
+            Error::Gpu(message) => Error::Shader {
+                name: format!("{}::{}", kernel.label, kernel.entry),
+                message,
+            },
+            other => other,
         })?;
         Ok(pipeline)
     }

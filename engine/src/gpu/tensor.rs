@@ -1,7 +1,6 @@
 //! GPU buffers that know their shape and element type.
 
 use half::f16;
-use wgpu::util::DeviceExt;
 
 use super::context::{GpuContext, Precision};
 use crate::error::{Error, Result};
@@ -106,24 +105,24 @@ impl GpuContext {
     pub fn upload_bytes(&self, bytes: &[u8], label: &str) -> Result<wgpu::Buffer> {
         let size = padded_size(bytes.len());
         self.check_alloc(size, label)?;
-        if size as usize == bytes.len() {
-            return Ok(self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytes,
-                    usage: STORAGE,
-                }));
+        // A plain buffer plus a queued write rather than a buffer mapped at creation: on a
+        // lost device wgpu's mapped-at-creation path panics, this one reports an error.
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
         }
-        let mut padded = bytes.to_vec();
-        padded.resize(size as usize, 0);
-        Ok(self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &padded,
-                usage: STORAGE,
-            }))
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buffer, whole as u64, &tail);
+        }
+        Ok(buffer)
     }
 
     /// A tensor holding `data`, converted to `dtype` (`U32` takes the values as integers).
@@ -171,12 +170,15 @@ impl GpuContext {
 
     /// A small uniform buffer holding one parameter block.
     pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+        let bytes = bytemuck::bytes_of(value);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: padded_size(bytes.len()),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, bytes);
+        buffer
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host.

@@ -248,7 +248,9 @@ impl LlamaLoader {
                 self.vectors.insert(param.name.clone(), tensor);
             }
         }
-        // An allocation the GPU refused shows up here, at the tensor that caused it.
+        // Hand the queued upload to the GPU now, so staging memory holds one parameter at a
+        // time, not the model; an allocation the GPU refused shows up here, at its tensor.
+        self.ctx.queue.submit(std::iter::empty());
         self.ctx.take_error()
     }
 

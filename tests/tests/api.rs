@@ -1,0 +1,193 @@
+//! The OpenAI protocol layer (`api::ChatEngine`) on SmolLM2, as the browser package and the
+//! server use it: response shapes, streaming, stops, limits, interrupts, and a lost device.
+
+use std::sync::atomic::Ordering;
+
+use glim::api::{ChatEngine, Request, UnknownFields};
+use glim::generate::Session;
+use glim::model::llama::LoadOptions;
+use glim::model::loader;
+use glim::Error;
+use serde_json::{json, Value};
+
+fn engine() -> Option<ChatEngine> {
+    let path = glim_tests::test_model()?;
+    let ctx = glim_tests::open_gpu()?;
+    let options = LoadOptions {
+        context: 256,
+        ..LoadOptions::default()
+    };
+    let loaded = loader::load(&path, ctx, &options, &mut |_, _| {}).unwrap();
+    Some(ChatEngine::new(
+        Session::new(loaded.model, loaded.tokenizer),
+        loaded.template,
+        "smollm2",
+    ))
+}
+
+fn chat(body: Value) -> Request {
+    Request::chat(&body, UnknownFields::Reject).unwrap()
+}
+
+fn respond(engine: &mut ChatEngine, request: &Request) -> (Value, Vec<Value>) {
+    let mut chunks = Vec::new();
+    let response = pollster::block_on(engine.respond(request, &mut |c| chunks.push(c))).unwrap();
+    (response, chunks)
+}
+
+/// The text of streamed chunks, put together.
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect()
+}
+
+#[test]
+fn chat_engine_answers_as_openai_does() {
+    let Some(mut engine) = engine() else { return };
+    let question = json!([{ "role": "user", "content": "What is the capital of France?" }]);
+
+    // Not streamed: one chat.completion with usage.
+    let (response, chunks) = respond(
+        &mut engine,
+        &chat(json!({ "messages": question, "temperature": 0, "max_tokens": 8 })),
+    );
+    assert!(chunks.is_empty());
+    assert_eq!(response["object"], "chat.completion");
+    assert_eq!(response["model"], "smollm2");
+    let answer = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!("answer: {answer:?}");
+    assert!(answer.contains("Paris"), "{response}");
+    let usage = &response["usage"];
+    let (prompt, completion) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion));
+    assert!(usage["extra"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+
+    // Streamed: the same text in chunks, role first, finish reason last, then usage.
+    let (streamed, chunks) = respond(
+        &mut engine,
+        &chat(
+            json!({ "messages": question, "temperature": 0, "max_tokens": 8,
+                      "stream": true, "stream_options": { "include_usage": true } }),
+        ),
+    );
+    assert_eq!(streamed_text(&chunks), answer);
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let n = chunks.len();
+    assert_eq!(
+        chunks[n - 2]["choices"][0]["finish_reason"],
+        response["choices"][0]["finish_reason"]
+    );
+    assert_eq!(chunks[n - 1]["choices"], json!([]));
+    assert_eq!(
+        chunks[n - 1]["usage"]["prompt_tokens"].as_u64(),
+        Some(prompt)
+    );
+    // The second request reused the first one's KV cache for the whole prompt but its last token.
+    assert_eq!(
+        streamed["usage"]["extra"]["reused_prompt_tokens"].as_u64(),
+        Some(prompt - 1)
+    );
+
+    // max_tokens cuts with "length"; a stop string ends with "stop" and is left out.
+    let (short, _) = respond(
+        &mut engine,
+        &chat(json!({ "messages": question, "temperature": 0, "max_tokens": 2 })),
+    );
+    assert_eq!(short["choices"][0]["finish_reason"], "length");
+    assert_eq!(short["usage"]["completion_tokens"], 2);
+    let (stopped, _) = respond(
+        &mut engine,
+        &chat(json!({ "messages": question, "temperature": 0, "max_tokens": 8, "stop": "Paris" })),
+    );
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    let text = stopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert_eq!(text, answer.split("Paris").next().unwrap());
+
+    // An interrupt ends the answer with "abort" at the next token.
+    let flag = engine.interrupt_handle();
+    let request =
+        chat(json!({ "messages": question, "temperature": 0, "max_tokens": 8, "stream": true }));
+    let mut pieces = 0;
+    let aborted = pollster::block_on(engine.respond(&request, &mut |_| {
+        pieces += 1;
+        flag.store(true, Ordering::SeqCst);
+    }))
+    .unwrap();
+    assert_eq!(aborted["choices"][0]["finish_reason"], "abort");
+    assert_eq!(aborted["usage"]["completion_tokens"], 1);
+
+    // Text completions.
+    let completion = Request::completion(
+        &json!({ "prompt": "The capital of France is", "max_tokens": 3, "temperature": 0 }),
+        UnknownFields::Reject,
+    )
+    .unwrap();
+    let (done, _) = respond(&mut engine, &completion);
+    assert_eq!(done["object"], "text_completion");
+    assert!(
+        done["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Paris"),
+        "{done}"
+    );
+
+    // Seeded sampling repeats itself.
+    let sampled =
+        chat(json!({ "messages": question, "temperature": 1.0, "seed": 5, "max_tokens": 6 }));
+    assert_eq!(
+        respond(&mut engine, &sampled).0["choices"],
+        respond(&mut engine, &sampled).0["choices"]
+    );
+
+    // Requests the engine refuses, with the numbers or the name.
+    let refuse = |engine: &mut ChatEngine, body: Value| {
+        pollster::block_on(engine.respond(&chat(body), &mut |_| {}))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refuse(
+        &mut engine,
+        json!({ "messages": question, "max_tokens": 1000 }),
+    );
+    assert!(err.contains("1000") && err.contains("256"), "{err}");
+    let long = "word ".repeat(400);
+    let err = refuse(
+        &mut engine,
+        json!({ "messages": [{ "role": "user", "content": long }] }),
+    );
+    assert!(err.contains("context of 256"), "{err}");
+    let err = refuse(
+        &mut engine,
+        json!({ "messages": question, "model": "other" }),
+    );
+    assert!(err.contains("\"other\""), "{err}");
+}
+
+/// A lost device is an error saying so, not a panic or a hang; a new context loads again.
+#[test]
+fn a_lost_device_is_an_error_and_the_engine_can_be_made_again() {
+    let Some(mut engine) = engine() else { return };
+    let question = json!({ "messages": [{ "role": "user", "content": "Hi" }], "temperature": 0, "max_tokens": 2 });
+    engine.session.model.gpu().device.destroy();
+    let err = pollster::block_on(engine.respond(&chat(question.clone()), &mut |_| {})).unwrap_err();
+    assert!(matches!(err, Error::DeviceLost(_)), "{err:?}");
+    drop(engine);
+    let mut again = self::engine().unwrap();
+    let (response, _) = respond(&mut again, &chat(question));
+    assert_eq!(response["usage"]["completion_tokens"], 2);
+}
