@@ -206,6 +206,8 @@ async fn pick_adapter(
 
 /// Marks a device-loss message in the pending-error slot.
 const DEVICE_LOST: &str = "device lost ";
+/// Marks an allocation the GPU refused.
+const OUT_OF_MEMORY: &str = "out of memory: ";
 
 /// An open device with everything glim needs to run kernels on it.
 pub struct GpuContext {
@@ -247,7 +249,10 @@ impl GpuContext {
         let sink = pending_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| e.to_string());
+            slot.get_or_insert_with(|| match e {
+                wgpu::Error::OutOfMemory { .. } => format!("{OUT_OF_MEMORY}{e}"),
+                other => other.to_string(),
+            });
         }));
         let sink = pending_error.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -342,7 +347,10 @@ impl GpuContext {
                     *slot = Some(message.clone());
                     Err(Error::DeviceLost(rest.to_string()))
                 }
-                None => Err(Error::Gpu(message)),
+                None => match message.strip_prefix(OUT_OF_MEMORY) {
+                    Some(rest) => Err(Error::OutOfMemory(rest.to_string())),
+                    None => Err(Error::Gpu(message)),
+                },
             },
             None => Ok(()),
         }
