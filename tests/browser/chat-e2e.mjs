@@ -12,7 +12,8 @@
 // compare the answer exactly with ANSWER_FILE (less one trailing newline); screenshot; reload
 // the page in the same profile and wait until the model is loaded again, this time without any
 // `params_shard_` request reaching the server (the weights must come from Cache Storage).
-// Last, the same page in a Chromium without WebGPU must show the banner that says so.
+// Then hasModelInCache must see the folder and deleteModelInCache remove it. Last, the same
+// page in a Chromium without WebGPU must show the banner that says so.
 // Exit status 0 when all of that held, 1 (with a line starting `FAIL:`) otherwise.
 import fs from "node:fs";
 import os from "node:os";
@@ -181,6 +182,20 @@ async function main() {
     const refetched = after.filter(isShardRequest);
     log("[e2e]", `loaded again in ${seconds(secondLoad)}; ${after.length} requests, ${after.filter((l) => l.includes(" /models/")).length} of them under /models/`);
     if (refetched.length) fail(`after the reload the page fetched weight shards again instead of using its cache:\n  ${refetched.join("\n  ")}`);
+
+    // The cache API of the package, on the page's origin: the folder is cached whole, and
+    // deleting it leaves nothing behind.
+    const cacheState = await page.evaluate(async () => {
+      const glim = await import("./pkg/index.js");
+      const models = await (await fetch("models.json")).json();
+      const id = new URLSearchParams(location.search).get("model") ?? models[0].id;
+      const url = new URL(models.find((m) => m.id === id).url, location.href).href;
+      const before = await glim.hasModelInCache(url);
+      await glim.deleteModelInCache(url);
+      return { before, after: await glim.hasModelInCache(url) };
+    });
+    log("[e2e]", `hasModelInCache: ${cacheState.before}, after deleteModelInCache: ${cacheState.after}`);
+    if (!cacheState.before || cacheState.after) fail(`the package's cache API is off: ${JSON.stringify(cacheState)}`);
 
     await checkWithoutWebGPU(options);
     log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${shardsFetched} shard requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
