@@ -43,6 +43,13 @@ const ERROR_HINTS = {
   DeviceLostError: "The GPU was reset. Create the engine again to continue.",
 };
 
+/** Throws WebGPUUnavailableError where this context has no WebGPU at all. */
+function requireWebGPU() {
+  if (typeof navigator === "undefined" || !navigator.gpu) {
+    throw new WebGPUUnavailableError(`this browser has no WebGPU (navigator.gpu is missing). ${ERROR_HINTS.WebGPUUnavailableError}`);
+  }
+}
+
 /** An error from the engine or a worker as an instance of its class. */
 function typed(e) {
   if (e && ERROR_CLASSES[e.name] && !(e instanceof ERROR_CLASSES[e.name])) {
@@ -146,9 +153,7 @@ let wasmReady = null;
  * `options.parallelFetches` how many shards download at once (default 4).
  */
 export async function CreateEngine(modelUrl, options = {}) {
-  if (typeof navigator === "undefined" || !navigator.gpu) {
-    throw new WebGPUUnavailableError(`this browser has no WebGPU (navigator.gpu is missing). ${ERROR_HINTS.WebGPUUnavailableError}`);
-  }
+  requireWebGPU();
   const started = performance.now();
   const base = folderUrl(modelUrl);
   const report = (progress, text, loadedBytes = 0, totalBytes = 0) => {
@@ -421,9 +426,7 @@ class WebWorkerEngine {
 
 /** CreateEngine's engine, running in `worker` (whose script runs a WebWorkerEngineHandler). */
 export async function CreateWebWorkerEngine(worker, modelUrl, options = {}) {
-  if (typeof navigator === "undefined" || !navigator.gpu) {
-    throw new WebGPUUnavailableError(`this browser has no WebGPU (navigator.gpu is missing). ${ERROR_HINTS.WebGPUUnavailableError}`);
-  }
+  requireWebGPU();
   const engine = new WebWorkerEngine(worker);
   await engine.load(modelUrl, options);
   return engine;

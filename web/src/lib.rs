@@ -18,7 +18,7 @@ use glim::model::llama::{LlamaLoader, LoadOptions};
 use glim::model::mlc::{mlc_text, MlcModel};
 use glim::model::source::WeightSource;
 use glim::model::streamed::{load_streamed, StreamProgress};
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -335,6 +335,5 @@ fn describe(e: &JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
         return String::from(err.message());
     }
-    e.as_string()
-        .unwrap_or_else(|| format!("{:?}", Object::from(e.clone()).to_string()))
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }

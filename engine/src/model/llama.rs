@@ -628,6 +628,14 @@ impl Llama {
         Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..rows].to_vec())
     }
 
+    /// Where the decode plan ending in `pick` is kept.
+    fn one_token_plan(&mut self, pick: Pick) -> &mut Option<Vec<Op>> {
+        match pick {
+            Pick::Argmax => &mut self.decode_plan,
+            Pick::Sample => &mut self.sample_plan,
+        }
+    }
+
     fn check_span(&self, tokens: &[u32], start: usize) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to process".into()));
@@ -734,22 +742,14 @@ impl Llama {
             };
             self.upload_inputs(chunk, pos);
             let ids = if n == 1 && wanted == Some(Logits::Last) {
-                let built = match pick {
-                    Pick::Argmax => self.decode_plan.is_some(),
-                    Pick::Sample => self.sample_plan.is_some(),
+                // The one-token plans are built once and kept for every later step.
+                let plan = match self.one_token_plan(pick).take() {
+                    Some(plan) => plan,
+                    None => self.plan(1, Some(Logits::Last), pick)?,
                 };
-                if !built {
-                    let plan = Some(self.plan(1, Some(Logits::Last), pick)?);
-                    match pick {
-                        Pick::Argmax => self.decode_plan = plan,
-                        Pick::Sample => self.sample_plan = plan,
-                    }
-                }
-                let plan = match pick {
-                    Pick::Argmax => &self.decode_plan,
-                    Pick::Sample => &self.sample_plan,
-                };
-                self.run(plan.as_ref().expect("just built"), 1, 1).await?
+                let ids = self.run(&plan, 1, 1).await;
+                *self.one_token_plan(pick) = Some(plan);
+                ids?
             } else {
                 let ops = self.plan(n, wanted, pick)?;
                 self.run(&ops, n, rows).await?
