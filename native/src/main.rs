@@ -2,9 +2,11 @@
 //!
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
 //! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
-//! `glim quantize` writes a model as an MLC-layout model folder.
+//! `glim quantize` writes a model as an MLC-layout model folder, `glim bench` measures memory
+//! and speed.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
+mod bench;
 mod chat;
 mod devices;
 mod model;
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use glim::generate::SamplingParams;
+use glim::model::llama::LoadOptions;
 use glim::quant::WeightFormat;
 
 /// Run large language models on your GPU through WebGPU.
@@ -60,6 +63,17 @@ what glim's browser package streams, and what `glim run OUTDIR` runs.
 Example:
   glim quantize SmolLM2-135M-Instruct.Q4_1.gguf smollm2-q4f16 --quant q4f16")]
     Quantize(QuantizeArgs),
+    /// Measure weight and running memory, prefill and decode speed, like llama-bench
+    #[command(after_help = "\
+Prefill runs --prompt-len tokens and decode generates --gen tokens, each from an empty
+context, as llama.cpp's llama-bench does (pp and tg); one warm-up run, then the median and
+range of --runs. benches/side-by-side.py runs this next to llama-bench on the same model.
+
+Examples:
+  glim bench
+  glim bench model.gguf --quant q4f16 --quant f16 --prompt-len 128 --gen 64 --runs 3
+  glim bench model.gguf --json")]
+    Bench(BenchArgs),
 }
 
 /// Formats `glim quantize` writes.
@@ -206,6 +220,42 @@ struct PplArgs {
     load: ModelArgs,
 }
 
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: the default model]
+    #[arg(value_name = "MODEL")]
+    model: Option<PathBuf>,
+
+    /// Weight format on the GPU; repeat for several (one row each) [default: q4f16, or a
+    /// model folder's own format]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    quant: Vec<Quant>,
+
+    /// Prompt tokens for the prefill measurement
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    prompt_len: usize,
+
+    /// Tokens generated for the decode measurement
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    gen: usize,
+
+    /// Measured runs (after one warm-up run)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    runs: usize,
+
+    /// KV-cache length in tokens [default: the longer of --prompt-len and --gen]
+    #[arg(long, value_name = "N")]
+    ctx: Option<usize>,
+
+    /// Tokens per prefill pass (llama.cpp's -ub)
+    #[arg(long, value_name = "N", default_value_t = LoadOptions::default().max_batch)]
+    batch: usize,
+
+    /// One JSON object per format on stdout instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
 /// An error for the user: printed as `error: <message>`, exit status 1.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -249,6 +299,7 @@ fn main() -> ExitCode {
         Command::Devices => devices::devices(),
         Command::Ppl(args) => ppl::ppl(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -499,3 +499,63 @@ fn quantize_then_run_the_folder() {
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_file(&text_file);
 }
+
+#[test]
+fn bench_reports_memory_speed_and_step_shape() {
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let out = glim()
+        .arg("bench")
+        .arg(&model)
+        .args(["--prompt-len", "8", "--gen", "3", "--runs", "2", "--json"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let stdout = text(&out.stdout);
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    let row = &rows[0];
+    assert_eq!(row["format"], "q4f16");
+    let bytes = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k}: {row}"));
+    // SmolLM2-135M: about 72 MiB of q4f16 weights; 30 layers x 2 x 8 tokens x 192 values.
+    let weights = bytes("weight_bytes");
+    assert!((60 << 20..90 << 20).contains(&weights), "{row}");
+    assert_eq!(bytes("kv_bytes"), 30 * 2 * 8 * 192 * 2, "{row}");
+    assert_eq!(
+        bytes("gpu_peak_bytes"),
+        weights + bytes("kv_bytes") + bytes("activation_bytes")
+    );
+    assert!(bytes("running_memory_bytes") >= bytes("gpu_peak_bytes"));
+    // Every layer's matrices are read once per token, plus the tied head.
+    assert!(bytes("decode_bytes_per_token") > weights * 9 / 10, "{row}");
+    let steps = bytes("dispatches_per_token");
+    assert!((30..2000).contains(&steps), "{row}");
+    for key in ["prefill_tok_s", "decode_tok_s"] {
+        let runs = row[key]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{row}");
+        let median = row[key]["median"].as_f64().unwrap();
+        assert!(median > 0.0 && median.is_finite(), "{row}");
+        assert!(row[key]["min"].as_f64().unwrap() <= median);
+    }
+}
+
+#[test]
+fn bench_refuses_bad_sizes_cleanly() {
+    let out = glim()
+        .args(["bench", "/nonexistent.gguf", "--runs", "0"])
+        .output()
+        .unwrap();
+    assert!(assert_clean_error(&out).contains("--runs"));
+    let Some(model) = test_model() else { return };
+    let out = glim()
+        .arg("bench")
+        .arg(&model)
+        .args(["--prompt-len", "64", "--ctx", "32"])
+        .output()
+        .unwrap();
+    assert!(assert_clean_error(&out).contains("--ctx 32"));
+}

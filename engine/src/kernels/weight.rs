@@ -25,6 +25,14 @@ pub struct GpuWeight {
 }
 
 impl GpuWeight {
+    /// Bytes of GPU memory the matrix takes (codes and scales of every chunk).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| c.codes.size() + c.scales.size())
+            .sum()
+    }
+
     /// How many `cols`-wide rows in `format` fit one binding; an error when not even one
     /// does.
     pub fn check_row_fits(ctx: &GpuContext, format: WeightFormat, cols: usize) -> Result<usize> {

@@ -103,6 +103,32 @@ pub enum Logits {
     All,
 }
 
+/// GPU memory a loaded model holds, in bytes, by what it is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Weights as uploaded (codes, scales, norms).
+    pub weights: u64,
+    /// Keys and values for every layer, `context` tokens each.
+    pub kv_cache: u64,
+    /// Activations for `max_batch` tokens, logits, uniforms and readback buffers.
+    pub activations: u64,
+}
+
+impl MemoryUse {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.activations
+    }
+}
+
+/// What one decode step records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepShape {
+    /// Kernel launches.
+    pub dispatches: usize,
+    /// Buffer copies between them (the readback of the token id included).
+    pub copies: usize,
+}
+
 /// One recorded step of a pass: a kernel, or copying the last token's row for the head.
 enum Op {
     Kernel(Dispatch),
@@ -462,6 +488,87 @@ impl Llama {
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
+    }
+
+    /// The GPU memory this model holds, from the sizes of its buffers.
+    pub fn memory(&self) -> MemoryUse {
+        let matrix = GpuWeight::buffer_bytes;
+        let vector = |t: &Tensor| t.buffer.size();
+        let mut weights = matrix(&self.embed)
+            + self.output.as_ref().map_or(0, matrix)
+            + vector(&self.final_norm)
+            + vector(&self.inv_freq);
+        let mut kv_cache = 0;
+        for l in &self.layers {
+            weights += vector(&l.attn_norm) + vector(&l.ffn_norm);
+            weights += matrix(&l.w_qkv) + matrix(&l.wo) + matrix(&l.w_gate_up) + matrix(&l.w_down);
+            kv_cache += vector(&l.k_cache) + vector(&l.v_cache);
+        }
+        let b = &self.buf;
+        let activations = [
+            &b.ids,
+            &b.positions,
+            &b.x,
+            &b.h,
+            &b.qkv,
+            &b.q,
+            &b.attn,
+            &b.gate_up,
+            &b.ffn,
+            &b.last,
+            &b.partial,
+            &b.logits,
+            &b.tokens,
+        ]
+        .into_iter()
+        .map(vector)
+        .sum::<u64>()
+            + b.readback.size()
+            + b.logits_readback.size()
+            + b.sample_settings.size();
+        MemoryUse {
+            weights,
+            kv_cache,
+            activations,
+        }
+    }
+
+    /// Bytes a decode step reads from memory at `position` (tokens already in the KV
+    /// cache): every layer's matrices and norms, the output head, one embedding row, and the
+    /// keys and values of `position + 1` tokens. The bandwidth roofline divides a copy
+    /// kernel's bytes per second by this.
+    pub fn decode_read_bytes(&self, position: usize) -> u64 {
+        let matrix = GpuWeight::buffer_bytes;
+        let c = &self.config;
+        let act = DType::from(self.precision).size() as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                matrix(&l.w_qkv)
+                    + matrix(&l.wo)
+                    + matrix(&l.w_gate_up)
+                    + matrix(&l.w_down)
+                    + 2 * l.attn_norm.buffer.size()
+            })
+            .sum();
+        let head = matrix(self.output.as_ref().unwrap_or(&self.embed));
+        let embed_row = matrix(&self.embed) / c.vocab_size as u64;
+        let kv = (self.layers.len() * 2 * (position + 1) * c.kv_dim()) as u64 * act;
+        layers + head + embed_row + kv
+    }
+
+    /// Dispatches and copies in one greedy decode step.
+    pub fn decode_step_shape(&mut self) -> Result<StepShape> {
+        let plan = match self.decode_plan.take() {
+            Some(plan) => plan,
+            None => self.plan(1, Some(Logits::Last), Pick::Argmax)?,
+        };
+        let dispatches = plan.iter().filter(|op| matches!(op, Op::Kernel(_))).count();
+        // The plan's own copies, plus the token id's copy to the readback buffer.
+        let copies = plan.len() - dispatches + 1;
+        self.decode_plan = Some(plan);
+        Ok(StepShape { dispatches, copies })
     }
 
     /// The forward pass for `n` tokens (ids and positions already in their buffers); with

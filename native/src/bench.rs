@@ -1,0 +1,315 @@
+//! `glim bench`: the figures the survey compares engines by — weight memory (WM), running
+//! memory (RM), prefill and decode tokens/s — plus what a decode step costs (dispatches,
+//! bytes read), for one model in one or more weight formats.
+//!
+//! Measured like llama.cpp's `llama-bench`, so `benches/side-by-side.py` can put the two
+//! next to each other: prefill runs `--prompt-len` random tokens from an empty context;
+//! decode generates `--gen` tokens one at a time, also from an empty context, each step's
+//! argmax fed back. One warm-up run is not counted; figures are medians over `--runs`.
+
+use std::time::Instant;
+
+use glim::model::llama::{Llama, LoadOptions, Logits, MemoryUse};
+use glim::quant::WeightFormat;
+use serde_json::json;
+
+use crate::{bail, model, BenchArgs, CliResult};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Median, least and most of a set of measurements.
+struct Spread {
+    runs: Vec<f64>,
+}
+
+impl Spread {
+    fn median(&self) -> f64 {
+        let mut v = self.runs.clone();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    fn min(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    fn max(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"median": self.median(), "min": self.min(), "max": self.max(), "runs": self.runs})
+    }
+
+    fn text(&self) -> String {
+        format!("{:.2} ({:.2}–{:.2})", self.median(), self.min(), self.max())
+    }
+}
+
+/// One format's figures.
+struct Row {
+    format: WeightFormat,
+    precision: &'static str,
+    memory: MemoryUse,
+    /// Peak anonymous host memory seen (resident, not file-backed), when the OS says.
+    host_peak: Option<u64>,
+    /// Whether the adapter is a CPU (lavapipe): its "GPU" memory is host memory.
+    unified: bool,
+    prefill: Spread,
+    decode: Spread,
+    dispatches: usize,
+    copies: usize,
+    layers: usize,
+    read_per_token: u64,
+}
+
+impl Row {
+    /// Running memory: what the GPU holds plus the host's own; on a CPU adapter the GPU's
+    /// buffers are host memory, already in the host figure.
+    fn running_memory(&self) -> u64 {
+        let host = self.host_peak.unwrap_or(0);
+        if self.unified {
+            host.max(self.memory.total())
+        } else {
+            host + self.memory.total()
+        }
+    }
+}
+
+pub fn bench(args: BenchArgs) -> CliResult<()> {
+    if args.prompt_len == 0 || args.gen == 0 || args.runs == 0 {
+        bail!("--prompt-len, --gen and --runs must each be at least 1");
+    }
+    let path = model::resolve(args.model.clone())?;
+    let context = args.ctx.unwrap_or(args.prompt_len.max(args.gen));
+    if context < args.prompt_len.max(args.gen) {
+        bail!(
+            "--ctx {context} is shorter than --prompt-len {} or --gen {}",
+            args.prompt_len,
+            args.gen
+        );
+    }
+    // No --quant: the model's own format (a folder's), else glim's default.
+    let formats: Vec<Option<WeightFormat>> = if args.quant.is_empty() {
+        vec![None]
+    } else {
+        args.quant.iter().map(|&q| Some(q.into())).collect()
+    };
+    let mut header_done = false;
+    for format in formats {
+        let options = LoadOptions {
+            format,
+            context,
+            max_batch: args.batch,
+            ..LoadOptions::default()
+        };
+        let mut loaded = model::load(&path, &options)?;
+        let row = measure(&mut loaded.model, &args)?;
+        let summary = &loaded.model.gpu().summary;
+        if args.json {
+            println!("{}", row_json(&row, &args, summary, context, &loaded.name));
+        } else {
+            if !header_done {
+                println!(
+                    "{} on {} ({}), prompt {} tokens, {} generated, context {context}, median (min–max) of {} runs",
+                    loaded.name, summary.name, summary.backend, args.prompt_len, args.gen, args.runs
+                );
+                println!(
+                    "{:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
+                    "format",
+                    "act",
+                    "WM MiB",
+                    "KV MiB",
+                    "act MiB",
+                    "RM MiB",
+                    "prefill tok/s",
+                    "decode tok/s",
+                    "dispatches/tok",
+                    "MiB/tok"
+                );
+                header_done = true;
+            }
+            print_row(&row);
+        }
+        drop(loaded);
+    }
+    if !args.json {
+        println!(
+            "RM = GPU buffers + peak anonymous host memory{}; MiB/tok = weights, norms and KV read per decode token.",
+            if cfg!(target_os = "linux") { "" } else { " (host figure unavailable on this OS)" }
+        );
+    }
+    Ok(())
+}
+
+/// Deterministic token ids spread over the vocabulary (as llama-bench, content does not
+/// matter for speed; the same ids every run keep runs comparable).
+fn bench_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
+    let vocab = model.output_vocab();
+    let prompt = bench_tokens(args.prompt_len, vocab, 1);
+    let mut host_peak = host_anon_bytes();
+    let mut note_host = || {
+        if let Some(now) = host_anon_bytes() {
+            host_peak = Some(host_peak.map_or(now, |p| p.max(now)));
+        }
+    };
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    // Run 0 warms up (pipelines compiled, caches filled) and is not counted.
+    for run in 0..=args.runs {
+        let started = Instant::now();
+        model.forward_blocking(&prompt, 0, Logits::Last)?;
+        let prefill_secs = started.elapsed().as_secs_f64();
+        note_host();
+
+        let mut token = prompt[0];
+        let started = Instant::now();
+        for pos in 0..args.gen {
+            token = model.forward_blocking(&[token], pos, Logits::Last)?[0];
+        }
+        let decode_secs = started.elapsed().as_secs_f64();
+        note_host();
+        if run > 0 {
+            prefill.push(args.prompt_len as f64 / prefill_secs);
+            decode.push(args.gen as f64 / decode_secs);
+        }
+        eprint!(
+            "\r{}: run {run}/{} prefill {:.2} tok/s, decode {:.2} tok/s{}",
+            model.format.name(),
+            args.runs,
+            args.prompt_len as f64 / prefill_secs,
+            args.gen as f64 / decode_secs,
+            if run == 0 { " (warm-up)" } else { "" }
+        );
+    }
+    eprintln!();
+    let step = model.decode_step_shape()?;
+    let summary = &model.gpu().summary;
+    Ok(Row {
+        format: model.format,
+        precision: match model.precision {
+            glim::gpu::Precision::F16 => "f16",
+            glim::gpu::Precision::F32 => "f32",
+        },
+        memory: model.memory(),
+        host_peak,
+        unified: summary.device_type == "Cpu",
+        prefill: Spread { runs: prefill },
+        decode: Spread { runs: decode },
+        dispatches: step.dispatches,
+        copies: step.copies,
+        layers: model.config.n_layers,
+        // The middle of the generated span: the KV part grows linearly with position.
+        read_per_token: model.decode_read_bytes(args.gen / 2),
+    })
+}
+
+fn print_row(row: &Row) {
+    let mib = |b: u64| format!("{:.1}", b as f64 / MIB);
+    println!(
+        "{:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
+        row.format.name(),
+        row.precision,
+        mib(row.memory.weights),
+        mib(row.memory.kv_cache),
+        mib(row.memory.activations),
+        mib(row.running_memory()),
+        row.prefill.text(),
+        row.decode.text(),
+        format!(
+            "{} ({:.1}/layer)",
+            row.dispatches,
+            row.dispatches as f64 / row.layers.max(1) as f64
+        ),
+        mib(row.read_per_token),
+    );
+}
+
+fn row_json(
+    row: &Row,
+    args: &BenchArgs,
+    summary: &glim::gpu::AdapterSummary,
+    context: usize,
+    name: &str,
+) -> serde_json::Value {
+    json!({
+        "model": name,
+        "format": row.format.name(),
+        "adapter": summary.name,
+        "backend": summary.backend,
+        "device_type": summary.device_type,
+        "driver": summary.driver,
+        "precision": row.precision,
+        "weight_bytes": row.memory.weights,
+        "kv_bytes": row.memory.kv_cache,
+        "activation_bytes": row.memory.activations,
+        "gpu_peak_bytes": row.memory.total(),
+        "host_peak_rss_bytes": row.host_peak,
+        "running_memory_bytes": row.running_memory(),
+        "context": context,
+        "prompt_len": args.prompt_len,
+        "gen": args.gen,
+        "prefill_tok_s": row.prefill.json(),
+        "decode_tok_s": row.decode.json(),
+        "dispatches_per_token": row.dispatches,
+        "copies_per_token": row.copies,
+        "layers": row.layers,
+        "decode_bytes_per_token": row.read_per_token,
+    })
+}
+
+/// Resident anonymous memory of this process (heap, and on a CPU adapter the "GPU"
+/// buffers), leaving out file pages such as a memory-mapped model the OS can drop.
+fn host_anon_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_median_min_max() {
+        let s = Spread {
+            runs: vec![3.0, 1.0, 2.0, 10.0],
+        };
+        assert_eq!(s.median(), 2.5);
+        assert_eq!(s.min(), 1.0);
+        assert_eq!(s.max(), 10.0);
+        assert_eq!(
+            Spread {
+                runs: vec![4.0, 1.0, 9.0]
+            }
+            .median(),
+            4.0
+        );
+    }
+
+    #[test]
+    fn bench_tokens_stay_in_the_vocabulary_and_repeat() {
+        let a = bench_tokens(1000, 49152, 1);
+        assert!(a.iter().all(|&t| t < 49152));
+        assert_eq!(a, bench_tokens(1000, 49152, 1));
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 900);
+    }
+}
