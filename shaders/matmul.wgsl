@@ -2,6 +2,14 @@
 // the f16 weights are never written back to memory). Accumulation is f32.
 // One dispatch covers one chunk of W's rows (a chunk fits in one storage binding); its
 // outputs land at column n_offset of y, whose rows are n_total wide.
+//
+// The host fuses the layer's neighbours into the matmul with two constants:
+// - NORM = 1: the input is RMSNorm(x) * norm: each x row's mean square is taken as the
+//   matmul reads it, and the row's sums are scaled by 1 / sqrt(mean square + eps) at the
+//   end (W (norm * x * s) = s * W (norm * x)), so no normalized copy is written.
+// - EPILOGUE: 0 stores the sums, 1 adds them to y (the residual), 2 is SwiGLU: W's rows
+//   are interleaved gate/up pairs (row 2i is gate i, row 2i + 1 up i) and output i is
+//   silu(gate i) * up i.
 
 struct Params {
     m_len: u32,
@@ -9,9 +17,9 @@ struct Params {
     k_len: u32,
     n_total: u32,   // row stride of y
     n_offset: u32,  // first column of y this chunk writes
+    eps: f32,       // RMSNorm's epsilon (NORM = 1)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,52 +27,161 @@ struct Params {
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<act>;
+@group(0) @binding(5) var<storage, read> norm: array<f32>;  // read only when NORM = 1
 
-const GEMV_THREADS: u32 = 64u;
-var<workgroup> partial: array<f32, GEMV_THREADS>;
+const STORE: u32 = 0u;
+const ADD: u32 = 1u;
+const SWIGLU: u32 = 2u;
+// Rows of W behind one output.
+const PAIR: u32 = select(1u, 2u, EPILOGUE == SWIGLU);
 
-// Decode: one token. A workgroup owns one output row and walks its words together.
-@compute @workgroup_size(GEMV_THREADS)
+// Input k of row m as the matmul multiplies it (before the RMSNorm scale).
+fn input_at(m: u32, k: u32) -> f32 {
+    var v = f32(x[m * p.k_len + k]);
+    if (NORM == 1u) {
+        v *= norm[k];
+    }
+    return v;
+}
+
+// The RMSNorm scale of a row whose squares sum to `squares`.
+fn norm_scale(squares: f32) -> f32 {
+    if (NORM == 1u) {
+        return inverseSqrt(squares / f32(p.k_len) + p.eps);
+    }
+    return 1.0;
+}
+
+// Writes output column `out` of row m from its sums: acc.x (acc.y is the up row's sum
+// for SwiGLU), scaled by s.
+fn finish(m: u32, out: u32, acc: vec2<f32>, s: f32) {
+    let i = m * p.n_total + p.n_offset + out;
+    let a = acc.x * s;
+    if (EPILOGUE == STORE) {
+        y[i] = act(a);
+    } else if (EPILOGUE == ADD) {
+        y[i] = act(f32(y[i]) + a);
+    } else {
+        y[i] = act(a / (1.0 + exp(-a)) * acc.y * s);
+    }
+}
+
+const THREADS: u32 = 64u;
+
+// Decode on GPUs: one token; a workgroup owns one output (one row of W, two for SwiGLU)
+// and its threads walk the row's words together, so neighbouring threads read
+// neighbouring words.
+@compute @workgroup_size(THREADS)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.n_len) {
+    let out = wid.x + wid.y * nwg.x;
+    if (out * PAIR >= p.n_len) {
         return;
     }
     let words = words_per_row(p.k_len);
-    let base = row * words;
-    var acc = 0.0;
-    for (var w = tid; w < words; w += GEMV_THREADS) {
-        let word = codes[base + w];
-        let scale = word_scale(row, w, p.k_len);
+    var acc = vec2<f32>(0.0);
+    var squares = 0.0;
+    for (var w = tid; w < words; w += THREADS) {
         let k0 = w * CODES_PER_WORD;
+        var xs: array<f32, CODES_PER_WORD>;
         for (var j = 0u; j < CODES_PER_WORD; j++) {
+            var v = 0.0;
             if (k0 + j < p.k_len) {
-                acc += word_weight(word, j, scale) * f32(x[k0 + j]);
+                let raw = f32(x[k0 + j]);
+                squares += raw * raw;
+                v = input_at(0u, k0 + j);
             }
+            xs[j] = v;
+        }
+        for (var r = 0u; r < PAIR; r++) {
+            let row = out * PAIR + r;
+            let word = codes[row * words + w];
+            let scale = word_scale(row, w, p.k_len);
+            var sum = 0.0;
+            for (var j = 0u; j < CODES_PER_WORD; j++) {
+                sum += word_weight(word, j, scale) * xs[j];
+            }
+            acc[r] += sum;
         }
     }
-    partial[tid] = acc;
-    workgroupBarrier();
-    for (var stride = GEMV_THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
+    let total = vec2<f32>(reduce(acc.x, tid, false), reduce(acc.y, tid, false));
+    var s = 1.0;
+    if (NORM == 1u) {
+        s = norm_scale(reduce(squares, tid, false));
+    }
+    if (tid == 0u) {
+        finish(0u, out, total, s);
+    }
+}
+
+// Decode on CPU adapters (lavapipe, SwiftShader): one token; each thread owns one output
+// and walks its row alone, while the workgroup's threads step through K together. Their
+// input values are then the same at every step (read from workgroup memory at one
+// address), so a SIMD lane per thread loads one word of codes per 8 multiply-adds instead
+// of a code and an input per weight. XS_LEN is a multiple of every CODES_PER_WORD.
+const XS_LEN: u32 = 2040u;
+var<workgroup> xs_tile: array<f32, XS_LEN>;
+
+@compute @workgroup_size(THREADS)
+fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+    let out = (wid.x + wid.y * nwg.x) * THREADS + tid;
+    let live = out * PAIR < p.n_len;
+    var s = 1.0;
+    if (NORM == 1u) {
+        var squares = 0.0;
+        for (var k = tid; k < p.k_len; k += THREADS) {
+            let v = f32(x[k]);
+            squares += v * v;
+        }
+        s = norm_scale(reduce(squares, tid, false));
+    }
+    let words = words_per_row(p.k_len);
+    var acc = vec2<f32>(0.0);
+    for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
+        // Past K the tile holds zeros: the padding codes of a last group then add nothing.
+        for (var k = tid; k < XS_LEN; k += THREADS) {
+            var v = 0.0;
+            if (k0 + k < p.k_len) {
+                v = input_at(0u, k0 + k);
+            }
+            xs_tile[k] = v;
+        }
+        workgroupBarrier();
+        if (live) {
+            let w0 = k0 / CODES_PER_WORD;
+            let tile_words = min(XS_LEN / CODES_PER_WORD, words - w0);
+            for (var r = 0u; r < PAIR; r++) {
+                let row = out * PAIR + r;
+                let base = row * words + w0;
+                var sum = 0.0;
+                for (var w = 0u; w < tile_words; w++) {
+                    let word = codes[base + w];
+                    let scale = word_scale(row, w0 + w, p.k_len);
+                    for (var j = 0u; j < CODES_PER_WORD; j++) {
+                        sum += word_weight(word, j, scale) * xs_tile[w * CODES_PER_WORD + j];
+                    }
+                }
+                acc[r] += sum;
+            }
         }
         workgroupBarrier();
     }
-    if (tid == 0u) {
-        y[p.n_offset + row] = act(partial[0]);
+    if (live) {
+        finish(0u, out, acc, s);
     }
 }
 
 // Prefill: many tokens. Tiles of TILE_M tokens x TILE_N rows, stepping TILE_K along K;
-// each of the 16x16 threads computes a 2x4 block of outputs.
+// each of the 16x16 threads computes a 2x4 block of sums (for SwiGLU: two gate/up pairs).
 const TILE_M: u32 = 32u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 32u;
 var<workgroup> x_tile: array<array<f32, 33>, TILE_M>;  // 33: avoids shared-memory bank conflicts
 var<workgroup> w_tile: array<array<f32, 33>, TILE_N>;
+var<workgroup> row_scale: array<f32, TILE_M>;
 
 @compute @workgroup_size(16, 16)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
@@ -72,6 +189,27 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
     let n0 = wid.x * TILE_N;
     let m0 = wid.y * TILE_M;
+    if (NORM == 1u) {
+        // Eight threads per token row sum its squares (w_tile holds the parts).
+        let mm = tid / 8u;
+        var squares = 0.0;
+        if (m0 + mm < p.m_len) {
+            for (var k = tid % 8u; k < p.k_len; k += 8u) {
+                let v = f32(x[(m0 + mm) * p.k_len + k]);
+                squares += v * v;
+            }
+        }
+        w_tile[mm][tid % 8u] = squares;
+        workgroupBarrier();
+        if (tid < TILE_M) {
+            var total = 0.0;
+            for (var i = 0u; i < 8u; i++) {
+                total += w_tile[tid][i];
+            }
+            row_scale[tid] = norm_scale(total);
+        }
+        workgroupBarrier();
+    }
     var acc: array<array<f32, 4>, 2>;
     for (var k0 = 0u; k0 < p.k_len; k0 += TILE_K) {
         for (var i = 0u; i < TILE_M * TILE_K / 256u; i++) {
@@ -80,7 +218,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
             let kk = idx % TILE_K;
             var v = 0.0;
             if (m0 + mm < p.m_len && k0 + kk < p.k_len) {
-                v = f32(x[(m0 + mm) * p.k_len + k0 + kk]);
+                v = input_at(m0 + mm, k0 + kk);
             }
             x_tile[mm][kk] = v;
         }
@@ -107,11 +245,16 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
     }
     for (var i = 0u; i < 2u; i++) {
-        let m = m0 + lid.y * 2u + i;
-        for (var j = 0u; j < 4u; j++) {
+        let mm = lid.y * 2u + i;
+        let m = m0 + mm;
+        var s = 1.0;
+        if (NORM == 1u) {
+            s = row_scale[mm];
+        }
+        for (var j = 0u; j < 4u; j += PAIR) {
             let n = n0 + lid.x * 4u + j;
             if (m < p.m_len && n < p.n_len) {
-                y[m * p.n_total + p.n_offset + n] = act(acc[i][j]);
+                finish(m, n / PAIR, vec2<f32>(acc[i][j], acc[i][j + PAIR - 1u]), s);
             }
         }
     }

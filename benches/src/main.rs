@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use glim::gpu::{assemble, grid, Binding, Dispatch, GpuContext, KernelSource, Precision};
-use glim::kernels::matmul;
+use glim::kernels::matmul::{self, Fusion, Shape};
 use glim::kernels::weight::GpuWeight;
 use glim::quant::{PackedWeight, WeightFormat};
 use rand::rngs::StdRng;
@@ -204,11 +204,11 @@ impl Row {
 }
 
 const TABLE_HEADER: &str =
-    "format  N x K          weight MiB  median µs/call       min µs      GB/s  vs copy  batch x reps";
+    "kernel      N x K          weight MiB  median µs/call       min µs      GB/s  vs copy  batch x reps";
 
 fn print_row(row: &Row, copy_gbps: f64) {
     println!(
-        "{:<7} {:<13} {:>11.2} {:>15.1} {:>12.1} {:>9.2} {:>7.2}x  {:>5} x {}",
+        "{:<11} {:<13} {:>11.2} {:>15.1} {:>12.1} {:>9.2} {:>7.2}x  {:>5} x {}",
         row.label,
         row.shape,
         row.bytes as f64 / (1024.0 * 1024.0),
@@ -263,7 +263,10 @@ fn bench_copy(ctx: &GpuContext, opts: &Options, rng: &mut StdRng) -> Result<Row,
     })
 }
 
-/// Quantizes `weights` to `format`, uploads them and times the GEMV.
+/// The two GEMV kernels: a workgroup per row (GPUs) and a thread per row (CPU adapters).
+const GEMV_SHAPES: [(Shape, &str); 2] = [(Shape::Gemv, "wg"), (Shape::GemvRows, "rows")];
+
+/// Quantizes `weights` to `format`, uploads them and times each GEMV kernel.
 fn bench_gemv(
     ctx: &GpuContext,
     opts: &Options,
@@ -272,21 +275,25 @@ fn bench_gemv(
     (rows, cols): (usize, usize),
     weights: &[f32],
     x: &[f32],
-) -> glim::Result<Row> {
+) -> glim::Result<Vec<Row>> {
     let packed = PackedWeight::quantize(format, weights, rows, cols)?;
     let bytes = packed.byte_size();
     let weight = GpuWeight::upload(ctx, &packed)?;
     drop(packed);
     let xt = ctx.tensor_from_f32(x, &[cols], precision.into())?;
     let y = ctx.zeros(&[rows], precision.into())?;
-    let dispatches = matmul::gemv(ctx, &xt, &weight, &y)?;
-    let timing = measure(ctx, &dispatches, opts)?;
-    Ok(Row {
-        label: format.name().into(),
-        shape: format!("{rows} x {cols}"),
-        bytes,
-        timing,
-    })
+    let mut out = Vec::new();
+    for (shape, name) in GEMV_SHAPES {
+        let dispatches = matmul::fused(ctx, &xt, &weight, &y, 1, &Fusion::NONE, shape)?;
+        let timing = measure(ctx, &dispatches, opts)?;
+        out.push(Row {
+            label: format!("{} {name}", format.name()),
+            shape: format!("{rows} x {cols}"),
+            bytes,
+            timing,
+        });
+    }
+    Ok(out)
 }
 
 fn precision_name(precision: Precision) -> &'static str {
@@ -358,10 +365,12 @@ fn run(opts: &Options) -> Result<(), String> {
         let weights: Vec<f32> = (0..n * k).map(|_| r.random_range(-0.5..0.5)).collect();
         let x: Vec<f32> = (0..k).map(|_| r.random_range(-1.0..1.0)).collect();
         for format in FORMATS {
-            let row = bench_gemv(&ctx, opts, precision, format, (n, k), &weights, &x)
+            let timed = bench_gemv(&ctx, opts, precision, format, (n, k), &weights, &x)
                 .map_err(|e| format!("{} {n}x{k}: {e}", format.name()))?;
-            print_row(&row, copy_gbps);
-            rows.push(row);
+            for row in timed {
+                print_row(&row, copy_gbps);
+                rows.push(row);
+            }
         }
     }
     // Timed again last: the two copy rows together show how much the device's speed drifted
@@ -372,16 +381,19 @@ fn run(opts: &Options) -> Result<(), String> {
 
     println!();
     println!("summary (over the {} shapes):", SHAPES.len());
-    for format in FORMATS {
-        let mine: Vec<&Row> = rows.iter().filter(|r| r.label == format.name()).collect();
+    let labels = FORMATS
+        .iter()
+        .flat_map(|f| GEMV_SHAPES.map(|(_, name)| format!("{} {name}", f.name())));
+    for label in labels {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.label == label).collect();
         let gbps: Vec<f64> = mine.iter().map(|r| r.gbps()).collect();
         let ratios: Vec<f64> = gbps.iter().map(|g| g / copy_gbps).collect();
         let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
             (lo.min(r), hi.max(r))
         });
         println!(
-            "{:<6} geomean {:>8.2} GB/s = {:.2}x copy (per shape {:.2}x to {:.2}x)",
-            format.name(),
+            "{:<11} geomean {:>8.2} GB/s = {:.2}x copy (per shape {:.2}x to {:.2}x)",
+            label,
             geomean(&gbps),
             geomean(&ratios),
             lo,
@@ -389,7 +401,7 @@ fn run(opts: &Options) -> Result<(), String> {
         );
     }
     println!(
-        "copy   {copy_gbps:>16.2} GB/s read ({:.2} GB/s read + write); {:.2} GB/s when timed again at the end",
+        "copy        {copy_gbps:>16.2} GB/s read ({:.2} GB/s read + write); {:.2} GB/s when timed again at the end",
         2.0 * copy_gbps,
         copy_again.gbps()
     );

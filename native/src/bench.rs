@@ -6,6 +6,7 @@
 //! next to each other: prefill runs `--prompt-len` random tokens from an empty context;
 //! decode generates `--gen` tokens one at a time, also from an empty context, each step's
 //! argmax fed back. One warm-up run is not counted; figures are medians over `--runs`.
+//! `--profile` times every kernel of a decode step with GPU timestamps, by kernel family.
 
 use std::time::Instant;
 
@@ -66,6 +67,16 @@ struct Row {
     copies: usize,
     layers: usize,
     read_per_token: u64,
+    /// GPU time per decode token by kernel family, when profiled.
+    profile: Option<Vec<KernelShare>>,
+}
+
+/// One kernel family's part of a decode step.
+struct KernelShare {
+    /// The kernel's label without format and precision, and its entry point.
+    family: String,
+    dispatches: usize,
+    seconds: f64,
 }
 
 impl Row {
@@ -135,6 +146,9 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
                 header_done = true;
             }
             print_row(&row);
+            if let Some(shares) = &row.profile {
+                print_profile(&row, shares);
+            }
         }
         drop(loaded);
     }
@@ -201,6 +215,11 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
     }
     eprintln!();
     let step = model.decode_step_shape()?;
+    let profile = if args.profile {
+        Some(profile(model, args.gen)?)
+    } else {
+        None
+    };
     let summary = &model.gpu().summary;
     Ok(Row {
         format: model.format,
@@ -218,7 +237,78 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
         layers: model.config.n_layers,
         // The middle of the generated span: the KV part grows linearly with position.
         read_per_token: model.decode_read_bytes(args.gen / 2),
+        profile,
     })
+}
+
+/// Steps profiled; each family's time is the median over them.
+const PROFILED_STEPS: usize = 5;
+
+/// GPU time per decode token by kernel family, at the middle of the generated span.
+fn profile(model: &mut Llama, gen: usize) -> CliResult<Vec<KernelShare>> {
+    let mut steps = Vec::new();
+    for i in 0..PROFILED_STEPS {
+        let position = (gen / 2 + i).min(model.context - 1);
+        steps.push(pollster::block_on(model.profile_decode(1, position))?);
+    }
+    // Families in the order the step first runs them.
+    let mut shares: Vec<KernelShare> = Vec::new();
+    for (name, _) in &steps[0] {
+        let family = family_of(name);
+        match shares.iter_mut().find(|s| s.family == family) {
+            Some(share) => share.dispatches += 1,
+            None => shares.push(KernelShare {
+                family,
+                dispatches: 1,
+                seconds: 0.0,
+            }),
+        }
+    }
+    for share in &mut shares {
+        let per_step = steps
+            .iter()
+            .map(|step| {
+                step.iter()
+                    .filter(|(name, _)| family_of(name) == share.family)
+                    .map(|(_, secs)| secs)
+                    .sum()
+            })
+            .collect();
+        share.seconds = Spread { runs: per_step }.median();
+    }
+    Ok(shares)
+}
+
+/// `matmul.q4f16.f16::gemv` → `matmul::gemv`.
+fn family_of(name: &str) -> String {
+    let (label, entry) = name.split_once("::").unwrap_or((name, ""));
+    let kernel = label.split('.').next().unwrap_or(label);
+    format!("{kernel}::{entry}")
+}
+
+fn print_profile(row: &Row, shares: &[KernelShare]) {
+    let total: f64 = shares.iter().map(|s| s.seconds).sum();
+    let wall = 1.0 / row.decode.median();
+    println!(
+        "{} decode step on the GPU: {:.2} ms of kernels, {:.2} ms per token measured ({:.0} % in kernels)",
+        row.format.name(),
+        total * 1e3,
+        wall * 1e3,
+        100.0 * total / wall
+    );
+    println!(
+        "  {:<28} {:>10} {:>12} {:>7}",
+        "kernel", "dispatches", "µs/token", "share"
+    );
+    for s in shares {
+        println!(
+            "  {:<28} {:>10} {:>12.1} {:>6.1}%",
+            s.family,
+            s.dispatches,
+            s.seconds * 1e6,
+            100.0 * s.seconds / total.max(1e-12)
+        );
+    }
 }
 
 fn print_row(row: &Row) {
@@ -272,6 +362,12 @@ fn row_json(
         "copies_per_token": row.copies,
         "layers": row.layers,
         "decode_bytes_per_token": row.read_per_token,
+        "profile": row.profile.as_ref().map(|shares| {
+            shares
+                .iter()
+                .map(|s| json!({"kernel": s.family, "dispatches": s.dispatches, "seconds_per_token": s.seconds}))
+                .collect::<Vec<_>>()
+        }),
     })
 }
 

@@ -254,6 +254,10 @@ struct BenchArgs {
     /// One JSON object per format on stdout instead of the table
     #[arg(long)]
     json: bool,
+
+    /// Also time each kernel of a decode step on the GPU (timestamp queries), by family
+    #[arg(long)]
+    profile: bool,
 }
 
 /// An error for the user: printed as `error: <message>`, exit status 1.

@@ -3,10 +3,11 @@
 
 use glim::gpu::{DType, GpuContext, Precision, Tensor};
 use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
+use glim::kernels::matmul::{self, Epilogue, Fusion, Shape};
 use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
 use glim::kernels::sample::{self, SampleSettings};
 use glim::kernels::weight::GpuWeight;
-use glim::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
+use glim::kernels::{argmax, embedding};
 use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
 
@@ -23,14 +24,52 @@ fn run(ctx: &GpuContext, dispatches: &[&glim::gpu::Dispatch]) {
     rec.submit_and_wait().unwrap();
 }
 
-/// Runs one matmul shape through GEMV (m = 1) or GEMM and checks it.
-fn check_matmul(
+/// What one matmul check runs: the fusion and the kernel.
+#[derive(Clone, Copy)]
+struct Variant {
+    norm: bool,
+    epilogue: Epilogue,
+    shape: Shape,
+}
+
+impl Variant {
+    const PLAIN: [Epilogue; 1] = [Epilogue::Store];
+    const ALL: [Epilogue; 3] = [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu];
+
+    /// Every kernel for `m` rows with each of `epilogues`, with and without the norm
+    /// (SwiGLU only where `n` is even).
+    fn each(m: usize, n: usize, epilogues: &[Epilogue]) -> Vec<Variant> {
+        let shapes: &[Shape] = if m == 1 {
+            &[Shape::Gemv, Shape::GemvRows]
+        } else {
+            &[Shape::Gemm]
+        };
+        let mut all = Vec::new();
+        for &shape in shapes {
+            for &epilogue in epilogues {
+                if epilogue == Epilogue::SwiGlu && !n.is_multiple_of(2) {
+                    continue;
+                }
+                for norm in [false, true] {
+                    all.push(Variant {
+                        norm,
+                        epilogue,
+                        shape,
+                    });
+                }
+            }
+        }
+        all
+    }
+}
+
+/// Runs one matmul shape through one kernel variant and checks it against the reference.
+fn check_matmul_variant(
     ctx: &GpuContext,
     format: WeightFormat,
     precision: Precision,
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
+    v: Variant,
 ) {
     let mut r = rng((m * 31 + n * 7 + k) as u64);
     let w = random_vec(&mut r, n * k, 0.5);
@@ -38,19 +77,52 @@ fn check_matmul(
     let weight = GpuWeight::upload(ctx, &packed).unwrap();
     let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
     let xt = upload(ctx, &x, precision);
-    let y = ctx.zeros(&[m, n], precision.into()).unwrap();
-    let ops = matmul::matmul(ctx, &xt, &weight, &y, m).unwrap();
+    let norm_weights = random_vec(&mut r, k, 1.0);
+    let nt = ctx
+        .tensor_from_f32(&norm_weights, &[k], DType::F32)
+        .unwrap();
+    let outputs = if v.epilogue == Epilogue::SwiGlu {
+        n / 2
+    } else {
+        n
+    };
+    let before = as_stored(&random_vec(&mut r, m * outputs, 1.0), precision);
+    let y = upload(ctx, &before, precision);
+    let eps = 1e-5;
+    let fusion = Fusion {
+        norm: v.norm.then_some((&nt, eps)),
+        epilogue: v.epilogue,
+    };
+    let ops = matmul::fused(ctx, &xt, &weight, &y, m, &fusion, v.shape).unwrap();
     run(ctx, &ops.iter().collect::<Vec<_>>());
     let got = ctx.read_f32_blocking(&y).unwrap();
-    let want = matmul::reference(&x, m, &packed);
+    let mut want = before.clone();
+    let norm = v.norm.then_some((norm_weights.as_slice(), eps));
+    matmul::reference_fused(&x, m, &packed, norm, v.epilogue, &mut want);
     // f32 accumulation over k terms in another order: a few ulps of the output's scale.
     let abs = rms(&want) * 1e-5 * (k as f32).sqrt();
     let what = format!(
-        "{} {precision:?} m={m} n={n} k={k} ({} chunks)",
+        "{} {precision:?} {:?} norm={} {:?} m={m} n={n} k={k} ({} chunks)",
         format.name(),
+        v.shape,
+        v.norm,
+        v.epilogue,
         weight.chunks.len()
     );
     assert_close(&what, &got, &want, abs, rel_tol(precision));
+}
+
+/// Every kernel and fusion for `m` rows of an `n x k` matmul with `epilogues`.
+fn check_matmul(
+    ctx: &GpuContext,
+    format: WeightFormat,
+    precision: Precision,
+    (m, n, k): (usize, usize, usize),
+    epilogues: &[Epilogue],
+) {
+    for v in Variant::each(m, n, epilogues) {
+        check_matmul_variant(ctx, format, precision, (m, n, k), v);
+    }
 }
 
 #[test]
@@ -59,9 +131,14 @@ fn matmul_small_and_odd_shapes() {
     for precision in precisions(ctx) {
         for format in WeightFormat::ALL {
             // K = 100 and 7 pad the last group of every format; K = 576 pads q3 (14.4 groups).
-            for (n, k) in [(64, 64), (33, 100), (5, 7), (576, 1536), (1536, 576)] {
+            for (n, k) in [(64, 64), (34, 100), (33, 100), (5, 7)] {
                 for m in [1, 3, 37] {
-                    check_matmul(ctx, format, precision, m, n, k);
+                    check_matmul(ctx, format, precision, (m, n, k), &Variant::ALL);
+                }
+            }
+            for (n, k) in [(576, 1536), (1536, 576)] {
+                for m in [1, 37] {
+                    check_matmul(ctx, format, precision, (m, n, k), &Variant::PLAIN);
                 }
             }
         }
@@ -74,7 +151,7 @@ fn gemv_at_llama_7b_shapes() {
     for precision in precisions(ctx) {
         for format in WeightFormat::ALL {
             for (n, k) in [(4096, 11008), (11008, 4096)] {
-                check_matmul(ctx, format, precision, 1, n, k);
+                check_matmul(ctx, format, precision, (1, n, k), &Variant::PLAIN);
             }
         }
     }
@@ -85,7 +162,12 @@ fn gemm_at_llama_7b_shape() {
     let Some(ctx) = gpu() else { return };
     let precision = precisions(ctx)[0];
     for format in [WeightFormat::Q4F16, WeightFormat::Q3F16] {
-        check_matmul(ctx, format, precision, 5, 4096, 11008);
+        let v = Variant {
+            norm: true,
+            epilogue: Epilogue::Store,
+            shape: Shape::Gemm,
+        };
+        check_matmul_variant(ctx, format, precision, (5, 4096, 11008), v);
     }
 }
 
@@ -98,7 +180,7 @@ fn weights_split_across_bindings() {
     let precision = precisions(&ctx)[0];
     for format in WeightFormat::ALL {
         for m in [1, 9] {
-            check_matmul(&ctx, format, precision, m, 1536, 576);
+            check_matmul(&ctx, format, precision, (m, 1536, 576), &Variant::ALL);
         }
         let mut r = rng(5);
         let (vocab, dim) = (1000, 576);
@@ -156,34 +238,6 @@ fn embedding_lookup() {
     }
 }
 
-#[test]
-fn rmsnorm_rows() {
-    let Some(ctx) = gpu() else { return };
-    for precision in precisions(ctx) {
-        for (rows, dim) in [(1, 576), (7, 576), (3, 4096), (2, 5)] {
-            let mut r = rng(dim as u64);
-            let x = as_stored(&random_vec(&mut r, rows * dim, 3.0), precision);
-            let w = random_vec(&mut r, dim, 1.0);
-            let xt = upload(ctx, &x, precision);
-            let wt = ctx.tensor_from_f32(&w, &[dim], DType::F32).unwrap();
-            let y = ctx.zeros(&[rows, dim], precision.into()).unwrap();
-            let op = rmsnorm::rmsnorm(ctx, &xt, &wt, &y, rows, 1e-5).unwrap();
-            run(ctx, &[&op]);
-            let want = rmsnorm::reference(&x, &w, 1e-5);
-            assert_close(
-                &format!("rmsnorm {precision:?} {rows}x{dim}"),
-                &ctx.read_f32_blocking(&y).unwrap(),
-                &want,
-                1e-5,
-                rel_tol(precision) + 1e-5,
-            );
-        }
-    }
-}
-
-/// RoPE on fused QKV rows: rotated Q out, rotated K and copied V stored at each token's
-/// position in the caches (rows the tokens do not touch keep their old values), both
-/// pairings, GQA and MHA, positions out of order.
 #[test]
 fn rope_qkv_both_layouts() {
     let Some(ctx) = gpu() else { return };
@@ -270,42 +324,6 @@ fn llama3_rope_scaling_matches_formula() {
     assert_eq!(scaled[0], plain[0]);
     assert!((scaled[63] - plain[63] / 8.0).abs() <= plain[63] * 1e-6);
     assert!(scaled.iter().zip(&plain).all(|(s, p)| s <= p));
-}
-
-#[test]
-fn swiglu_and_residual() {
-    let Some(ctx) = gpu() else { return };
-    for precision in precisions(ctx) {
-        let n = 10_001;
-        let mut r = rng(3);
-        // Three tokens of fused [gate | up] rows.
-        let (tokens, width) = (3, 1537);
-        let gate_up = as_stored(&random_vec(&mut r, tokens * 2 * width, 6.0), precision);
-        let gut = upload(ctx, &gate_up, precision);
-        let out = ctx.zeros(&[tokens * width], precision.into()).unwrap();
-        let op = swiglu::swiglu(ctx, &gut, &out, tokens, width).unwrap();
-        run(ctx, &[&op]);
-        assert_close(
-            &format!("swiglu {precision:?}"),
-            &ctx.read_f32_blocking(&out).unwrap(),
-            &swiglu::reference(&gate_up, width),
-            1e-6,
-            rel_tol(precision) + 1e-6,
-        );
-
-        let gate = as_stored(&random_vec(&mut r, n, 6.0), precision);
-        let up = as_stored(&random_vec(&mut r, n, 2.0), precision);
-        let (gt, ut) = (upload(ctx, &gate, precision), upload(ctx, &up, precision));
-        let op = residual::add(ctx, &gt, &ut, n).unwrap();
-        run(ctx, &[&op]);
-        assert_close(
-            &format!("residual {precision:?}"),
-            &ctx.read_f32_blocking(&gt).unwrap(),
-            &residual::reference(&gate, &up),
-            0.0,
-            rel_tol(precision) / 2.0,
-        );
-    }
 }
 
 #[test]
@@ -608,30 +626,56 @@ fn bad_shapes_are_errors_not_panics() {
     let packed = PackedWeight::quantize(WeightFormat::Q4F16, &vec![0.5; 64 * 64], 64, 64).unwrap();
     let weight = GpuWeight::upload(ctx, &packed).unwrap();
 
-    let short_x = matmul::gemv(ctx, &f32s(63), &weight, &f32s(64));
+    let plain = Fusion::NONE;
+    let short_x = matmul::fused(ctx, &f32s(63), &weight, &f32s(64), 1, &plain, Shape::Gemv);
     assert!(
         matches!(short_x, Err(Error::Shape(_))),
         "{:?}",
         short_x.err()
     );
-    let short_y = matmul::gemm(ctx, &f32s(64 * 4), &weight, &f32s(64 * 3), 4);
+    let short_y = matmul::fused(ctx, &f32s(256), &weight, &f32s(192), 4, &plain, Shape::Gemm);
     assert!(matches!(short_y, Err(Error::Shape(_))));
+    let many_rows = matmul::fused(
+        ctx,
+        &f32s(256),
+        &weight,
+        &f32s(256),
+        4,
+        &plain,
+        Shape::GemvRows,
+    );
+    assert!(matches!(many_rows, Err(Error::Shape(_))));
     let ids = f32s(4); // ids must be u32
     assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4).is_err());
     assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10, 10).is_err());
     let ids = ctx.zeros(&[1], DType::U32).unwrap();
     assert!(argmax::argmax(ctx, &f32s(10), &ids, 1, 11, 10).is_err());
-    assert!(rmsnorm::rmsnorm(
+    let u32_norm = ctx.zeros(&[64], DType::U32).unwrap();
+    let bad_norm = Fusion {
+        norm: Some((&u32_norm, 1e-5)),
+        epilogue: Epilogue::Store,
+    };
+    let bad_norm = matmul::fused(
         ctx,
-        &f32s(10),
-        &ctx.zeros(&[5], DType::U32).unwrap(),
-        &f32s(10),
-        2,
-        1e-5
-    )
-    .is_err());
+        &f32s(64),
+        &weight,
+        &f32s(64),
+        1,
+        &bad_norm,
+        Shape::Gemv,
+    );
+    assert!(matches!(bad_norm, Err(Error::Shape(_))));
+    let odd = PackedWeight::quantize(WeightFormat::Q4F16, &vec![0.5; 3 * 64], 3, 64).unwrap();
+    let odd = GpuWeight::upload(ctx, &odd).unwrap();
+    let swiglu = Fusion {
+        norm: None,
+        epilogue: Epilogue::SwiGlu,
+    };
+    let odd_pairs = matmul::fused(ctx, &f32s(64), &odd, &f32s(2), 1, &swiglu, Shape::Gemv);
+    assert!(matches!(odd_pairs, Err(Error::Shape(_))));
     if ctx.supports_f16() {
-        let mixed = swiglu::swiglu(ctx, &f32s(16), &ctx.zeros(&[8], DType::F16).unwrap(), 1, 8);
+        let h = ctx.zeros(&[64], DType::F16).unwrap();
+        let mixed = matmul::fused(ctx, &f32s(64), &weight, &h, 1, &plain, Shape::Gemv);
         assert!(matches!(mixed, Err(Error::Shape(_))));
     }
 
@@ -678,7 +722,7 @@ fn bad_shapes_are_errors_not_panics() {
         "{:?}",
         huge.err()
     );
-    let kernel = glim::kernels::residual::source(glim::gpu::Precision::F32);
+    let kernel = glim::kernels::argmax::source(glim::gpu::Precision::F32);
     assert!(ctx.dispatch(&kernel, &[&t.buffer], [1, 1, 1]).is_err());
 }
 
@@ -701,9 +745,14 @@ fn f16_without_shader_f16_is_an_error() {
         assert!(ctx.check_precision(Precision::F16).is_ok());
         return;
     }
-    let h = ctx.zeros(&[8], DType::F16).unwrap();
+    let (x, y) = (
+        ctx.zeros(&[64], DType::F16).unwrap(),
+        ctx.zeros(&[64], DType::F16).unwrap(),
+    );
+    let packed = PackedWeight::quantize(WeightFormat::Q4F16, &[0.5; 64 * 64], 64, 64).unwrap();
+    let weight = GpuWeight::upload(ctx, &packed).unwrap();
     assert!(matches!(
-        swiglu::swiglu(ctx, &h, &h, 1, 4),
+        matmul::matmul(ctx, &x, &weight, &y, 1),
         Err(glim::Error::Unsupported(_))
     ));
 }

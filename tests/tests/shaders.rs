@@ -101,7 +101,8 @@ fn f32_variants_do_not_use_f16() {
 /// The check above must be able to fail: a shader using an undeclared binding does.
 #[test]
 fn a_broken_shader_fails_translation() {
-    let mut kernel = glim::kernels::rmsnorm::source(glim::gpu::Precision::F32);
-    kernel.source = kernel.source.replace("weight[i]", "missing[i]");
+    let mut kernel = glim::kernels::argmax::source(glim::gpu::Precision::F32);
+    assert!(translate(&kernel).is_ok());
+    kernel.source = kernel.source.replace("logits[", "missing[");
     assert!(translate(&kernel).is_err());
 }

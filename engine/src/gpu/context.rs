@@ -299,6 +299,14 @@ impl GpuContext {
     }
 
     /// Largest buffer one shader binding may cover; weights larger than this are split.
+    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader): kernels that suit SIMD
+    /// lanes better than GPU warps are picked for it.
+    pub fn is_cpu(&self) -> bool {
+        let name = self.summary.name.to_lowercase();
+        self.summary.device_type == "Cpu"
+            || ["llvmpipe", "swiftshader"].iter().any(|n| name.contains(n))
+    }
+
     pub fn max_binding_size(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size

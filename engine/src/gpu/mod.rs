@@ -11,5 +11,5 @@ pub mod tensor;
 pub use context::list_adapters;
 pub use context::{match_adapter, AdapterChoice, AdapterSummary, GpuContext, Precision};
 pub use pipeline::{assemble, Binding, KernelSource};
-pub use recorder::{grid, Dispatch, Recorder};
+pub use recorder::{grid, Dispatch, KernelTimer, Recorder};
 pub use tensor::{DType, Tensor};

@@ -5,7 +5,9 @@
 use super::weight::GpuWeight;
 use super::{common_precision, ensure_len, precision_tag, wgsl};
 use crate::error::{ensure_shape, Result};
-use crate::gpu::{assemble, grid, Binding, Dispatch, GpuContext, KernelSource, Precision, Tensor};
+use crate::gpu::{
+    assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
+};
 use crate::quant::{PackedWeight, WeightFormat};
 
 const BINDINGS: &[Binding] = &[
@@ -14,9 +16,12 @@ const BINDINGS: &[Binding] = &[
     Binding::Read,
     Binding::Read,
     Binding::ReadWrite,
+    Binding::Read,
 ];
 const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
+/// Outputs per `gemv_rows` workgroup (one per thread).
+const ROWS_PER_WORKGROUP: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -26,7 +31,76 @@ struct Params {
     k_len: u32,
     n_total: u32,
     n_offset: u32,
-    _pad: [u32; 3],
+    eps: f32,
+    _pad: [u32; 2],
+}
+
+/// What a matmul does with its sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `y = W x`.
+    Store,
+    /// `y += W x` (a residual connection).
+    Add,
+    /// SwiGLU on interleaved gate/up rows (see [`PackedWeight::interleave_halves`]):
+    /// `y[i] = silu(W[2i] x) * W[2i + 1] x`, so `y` is half as wide as `W` is tall.
+    SwiGlu,
+}
+
+impl Epilogue {
+    /// Rows of W behind one output.
+    fn rows_per_output(self) -> usize {
+        match self {
+            Self::SwiGlu => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The neighbours of a matmul done inside it.
+#[derive(Clone, Copy, Debug)]
+pub struct Fusion<'a> {
+    /// RMSNorm of each input row with these weights and epsilon, taken as the matmul reads.
+    pub norm: Option<(&'a Tensor, f32)>,
+    pub epilogue: Epilogue,
+}
+
+impl Fusion<'_> {
+    /// A plain matmul.
+    pub const NONE: Fusion<'static> = Fusion {
+        norm: None,
+        epilogue: Epilogue::Store,
+    };
+}
+
+/// Which kernel runs a matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One token, a workgroup per output: GPUs.
+    Gemv,
+    /// One token, a thread per output: CPU adapters (see `gemv_rows` in matmul.wgsl).
+    GemvRows,
+    /// Many tokens, tiled.
+    Gemm,
+}
+
+impl Shape {
+    /// The kernel for `m` tokens on `ctx`'s adapter.
+    pub fn pick(ctx: &GpuContext, m: usize) -> Self {
+        match (m, ctx.is_cpu()) {
+            (1, true) => Self::GemvRows,
+            (1, false) => Self::Gemv,
+            _ => Self::Gemm,
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            Self::Gemv => "gemv",
+            Self::GemvRows => "gemv_rows",
+            Self::Gemm => "gemm",
+        }
+    }
 }
 
 /// WGSL defining `words_per_row`, `word_scale`, `word_weight` and `weight_at` for `format`.
@@ -51,27 +125,52 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &s
     }
 }
 
-/// The GEMV and GEMM entry points for one precision and weight format.
-pub fn sources(precision: Precision, format: WeightFormat) -> [KernelSource; 2] {
-    let label = format!("matmul.{}.{}", format.name(), precision_tag(precision));
-    let source = weight_access(precision, format, wgsl::MATMUL);
-    ["gemv", "gemm"].map(|entry| KernelSource {
-        label: label.clone(),
-        source: source.clone(),
-        entry,
+/// The matmul kernel of `shape` for one precision, weight format and fusion.
+pub fn source(
+    precision: Precision,
+    format: WeightFormat,
+    norm: bool,
+    epilogue: Epilogue,
+    shape: Shape,
+) -> KernelSource {
+    let code = |e| match e {
+        Epilogue::Store => 0,
+        Epilogue::Add => 1,
+        Epilogue::SwiGlu => 2,
+    };
+    let consts = format!(
+        "const NORM: u32 = {}u;\nconst EPILOGUE: u32 = {}u;\n",
+        norm as u32,
+        code(epilogue)
+    );
+    let body = [consts.as_str(), wgsl::REDUCE, wgsl::MATMUL].concat();
+    KernelSource {
+        label: format!(
+            "matmul.{}.{}.{}{epilogue:?}",
+            format.name(),
+            precision_tag(precision),
+            if norm { "norm." } else { "" },
+        ),
+        source: weight_access(precision, format, &body),
+        entry: shape.entry(),
         bindings: BINDINGS,
-    })
+    }
 }
 
-fn check(x: &Tensor, w: &GpuWeight, y: &Tensor, m: usize) -> Result<Precision> {
-    let precision = common_precision("matmul", &[x, y])?;
-    ensure_shape(m > 0, || "matmul: no input rows".into())?;
-    ensure_len("matmul", "x", x, m * w.cols)?;
-    ensure_len("matmul", "y", y, m * w.rows)?;
-    Ok(precision)
+/// Every matmul variant, for the shader-translation test.
+pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> {
+    let mut all = Vec::new();
+    for norm in [false, true] {
+        for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+            for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm] {
+                all.push(source(precision, format, norm, epilogue, shape));
+            }
+        }
+    }
+    all
 }
 
-/// `y[m, :] = W x[m, :]` for `m` rows of `x`. Picks GEMV for one row, GEMM otherwise.
+/// `y[m, :] = W x[m, :]` for `m` rows of `x`, with the kernel the adapter runs best.
 pub fn matmul(
     ctx: &GpuContext,
     x: &Tensor,
@@ -79,64 +178,131 @@ pub fn matmul(
     y: &Tensor,
     m: usize,
 ) -> Result<Vec<Dispatch>> {
-    if m == 1 {
-        gemv(ctx, x, w, y)
-    } else {
-        gemm(ctx, x, w, y, m)
-    }
+    fused(ctx, x, w, y, m, &Fusion::NONE, Shape::pick(ctx, m))
 }
 
-/// Decode path: `x` is one row of `w.cols` values, `y` gets `w.rows`. One dispatch per
-/// weight chunk.
-pub fn gemv(ctx: &GpuContext, x: &Tensor, w: &GpuWeight, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let precision = check(x, w, y, 1)?;
-    let [kernel, _] = sources(precision, w.format);
-    launch(ctx, &kernel, x, w, y, 1, |rows| grid(rows as u32))
-}
-
-/// Prefill path: `m` rows of `x` at once, tiled.
-pub fn gemm(
+/// A matmul over `m` rows of `x` with `fusion`'s neighbours, run by the `shape` kernel.
+/// One dispatch per weight chunk.
+pub fn fused(
     ctx: &GpuContext,
     x: &Tensor,
     w: &GpuWeight,
     y: &Tensor,
     m: usize,
+    fusion: &Fusion,
+    shape: Shape,
 ) -> Result<Vec<Dispatch>> {
-    let precision = check(x, w, y, m)?;
-    let [_, kernel] = sources(precision, w.format);
-    let tiles_m = m.div_ceil(GEMM_TILE_M) as u32;
-    launch(ctx, &kernel, x, w, y, m, |rows| {
-        [rows.div_ceil(GEMM_TILE_N) as u32, tiles_m, 1]
-    })
-}
-
-fn launch(
-    ctx: &GpuContext,
-    kernel: &KernelSource,
-    x: &Tensor,
-    w: &GpuWeight,
-    y: &Tensor,
-    m: usize,
-    workgroups: impl Fn(usize) -> [u32; 3],
-) -> Result<Vec<Dispatch>> {
+    let precision = common_precision("matmul", &[x, y])?;
+    ensure_shape(m > 0, || "matmul: no input rows".into())?;
+    ensure_shape(shape == Shape::Gemm || m == 1, || {
+        format!("matmul: {shape:?} takes one input row, got {m}")
+    })?;
+    let pair = fusion.epilogue.rows_per_output();
+    ensure_shape(
+        w.rows.is_multiple_of(pair) && w.chunks.iter().all(|c| c.row_start.is_multiple_of(pair)),
+        || {
+            format!(
+                "matmul: SwiGLU needs gate/up row pairs, got {} rows",
+                w.rows
+            )
+        },
+    )?;
+    let outputs = w.rows / pair;
+    ensure_len("matmul", "x", x, m * w.cols)?;
+    ensure_len("matmul", "y", y, m * outputs)?;
+    let (norm, eps) = match fusion.norm {
+        Some((weights, eps)) => {
+            ensure_shape(weights.dtype == DType::F32, || {
+                "matmul: RMSNorm weights must be f32".into()
+            })?;
+            ensure_len("matmul", "norm weights", weights, w.cols)?;
+            (weights, eps)
+        }
+        // Never read: any buffer fills the binding.
+        None => (x, 0.0),
+    };
+    let kernel = source(
+        precision,
+        w.format,
+        fusion.norm.is_some(),
+        fusion.epilogue,
+        shape,
+    );
     w.chunks
         .iter()
         .map(|chunk| {
+            let chunk_outputs = chunk.rows / pair;
             let params = ctx.uniform(&Params {
                 m_len: m as u32,
                 n_len: chunk.rows as u32,
                 k_len: w.cols as u32,
-                n_total: w.rows as u32,
-                n_offset: chunk.row_start as u32,
-                _pad: [0; 3],
+                n_total: outputs as u32,
+                n_offset: (chunk.row_start / pair) as u32,
+                eps,
+                _pad: [0; 2],
             });
+            let workgroups = match shape {
+                Shape::Gemv => grid(chunk_outputs as u32),
+                Shape::GemvRows => grid(chunk_outputs.div_ceil(ROWS_PER_WORKGROUP) as u32),
+                Shape::Gemm => [
+                    chunk.rows.div_ceil(GEMM_TILE_N) as u32,
+                    m.div_ceil(GEMM_TILE_M) as u32,
+                    1,
+                ],
+            };
             ctx.dispatch(
-                kernel,
-                &[&params, &x.buffer, &chunk.codes, &chunk.scales, &y.buffer],
-                workgroups(chunk.rows),
+                &kernel,
+                &[
+                    &params,
+                    &x.buffer,
+                    &chunk.codes,
+                    &chunk.scales,
+                    &y.buffer,
+                    &norm.buffer,
+                ],
+                workgroups,
             )
         })
         .collect()
+}
+
+/// CPU reference of a fused matmul: `y` holds the output before it (read by
+/// [`Epilogue::Add`]) and gets the result; f64 accumulation.
+pub fn reference_fused(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    norm: Option<(&[f32], f32)>,
+    epilogue: Epilogue,
+    y: &mut [f32],
+) {
+    let k = w.cols;
+    let mut input = x[..m * k].to_vec();
+    if let Some((weights, eps)) = norm {
+        for row in input.chunks_mut(k) {
+            let mean_square = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64;
+            let s = 1.0 / (mean_square + eps as f64).sqrt();
+            for (v, &g) in row.iter_mut().zip(weights) {
+                *v = (*v as f64 * s * g as f64) as f32;
+            }
+        }
+    }
+    let sums = reference(&input, m, w);
+    let outputs = w.rows / epilogue.rows_per_output();
+    for i in 0..m {
+        let row = &sums[i * w.rows..(i + 1) * w.rows];
+        for o in 0..outputs {
+            let out = &mut y[i * outputs + o];
+            *out = match epilogue {
+                Epilogue::Store => row[o],
+                Epilogue::Add => *out + row[o],
+                Epilogue::SwiGlu => {
+                    let (g, u) = (row[2 * o] as f64, row[2 * o + 1] as f64);
+                    (g / (1.0 + (-g).exp()) * u) as f32
+                }
+            };
+        }
+    }
 }
 
 /// CPU reference: `y[m, n] = sum_k x[m, k] * W[n, k]` with W dequantized, f64 accumulation.

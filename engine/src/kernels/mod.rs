@@ -6,11 +6,8 @@ pub mod argmax;
 pub mod attention;
 pub mod embedding;
 pub mod matmul;
-pub mod residual;
-pub mod rmsnorm;
 pub mod rope;
 pub mod sample;
-pub mod swiglu;
 pub mod weight;
 
 use crate::error::{ensure_shape, Result};
@@ -24,10 +21,7 @@ pub(crate) mod wgsl {
     pub const WEIGHTS_COMMON: &str = include_str!("../../../shaders/weights_common.wgsl");
     pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
     pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
-    pub const RMSNORM: &str = include_str!("../../../shaders/rmsnorm.wgsl");
     pub const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
-    pub const SWIGLU: &str = include_str!("../../../shaders/swiglu.wgsl");
-    pub const RESIDUAL: &str = include_str!("../../../shaders/residual.wgsl");
     pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
     pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
     pub const ATTENTION_SPLIT: &str = include_str!("../../../shaders/attention_split.wgsl");
@@ -47,10 +41,7 @@ pub fn all_sources() -> Vec<KernelSource> {
             all.extend(matmul::sources(precision, format));
             all.push(embedding::source(precision, format));
         }
-        all.push(rmsnorm::source(precision));
         all.push(rope::source(precision));
-        all.push(swiglu::source(precision));
-        all.push(residual::source(precision));
         all.extend(attention::sources(precision));
         all.push(argmax::source(precision));
         all.push(sample::source(precision));

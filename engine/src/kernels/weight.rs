@@ -55,6 +55,8 @@ impl GpuWeight {
         let words_per_row = format.words_per_row(weight.cols);
         let scales_per_row = format.scales_per_row(weight.cols);
         let max_rows = Self::check_row_fits(ctx, format, weight.cols)?;
+        // An even number, so no chunk splits an interleaved gate/up pair.
+        let max_rows = if max_rows > 1 { max_rows / 2 * 2 } else { 1 };
         let mut chunks = Vec::new();
         let mut row_start = 0;
         while row_start < weight.rows {

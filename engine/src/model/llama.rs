@@ -14,12 +14,13 @@ use super::weights::{self, LlamaParams, Param, Shape};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::gpu::tensor::floats_from_bytes;
-use crate::gpu::{DType, Dispatch, GpuContext, Precision, Tensor};
+use crate::gpu::{DType, Dispatch, GpuContext, KernelTimer, Precision, Recorder, Tensor};
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
+use crate::kernels::matmul::{self, Epilogue, Fusion};
 use crate::kernels::rope::{self, QkvOutputs, QkvShape};
 use crate::kernels::sample::{self, SampleSettings};
 use crate::kernels::weight::GpuWeight;
-use crate::kernels::{argmax, embedding, matmul, residual, rmsnorm, swiglu};
+use crate::kernels::{argmax, embedding};
 use crate::quant::WeightFormat;
 use crate::text::Tokenizer;
 
@@ -68,11 +69,9 @@ struct Buffers {
     ids: Tensor,
     positions: Tensor,
     x: Tensor,
-    h: Tensor,
     qkv: Tensor,
     q: Tensor,
     attn: Tensor,
-    gate_up: Tensor,
     ffn: Tensor,
     last: Tensor,
     partial: Tensor,
@@ -129,7 +128,8 @@ pub struct StepShape {
     pub copies: usize,
 }
 
-/// One recorded step of a pass: a kernel, or copying the last token's row for the head.
+/// One recorded step of a pass: a kernel, or copying the last token's residual row for the
+/// head.
 enum Op {
     Kernel(Dispatch),
     CopyLastRow,
@@ -262,7 +262,16 @@ impl LlamaLoader {
     pub fn load(&mut self, source: &dyn WeightSource, param: &Param) -> Result<()> {
         match param.shape {
             Shape::Matrix { .. } => {
-                let packed = weights::packed_matrix(source, param, self.format)?;
+                let mut packed = weights::packed_matrix(source, param, self.format)?;
+                if self
+                    .params
+                    .layers
+                    .iter()
+                    .any(|l| l.gate_up.name == param.name)
+                {
+                    // The SwiGLU matmul reads each gate row next to its up row.
+                    packed = packed.interleave_halves()?;
+                }
                 self.weight_bytes += packed.byte_size();
                 let weight = GpuWeight::upload(&self.ctx, &packed)?;
                 self.matrices.insert(param.name.clone(), weight);
@@ -360,11 +369,9 @@ impl LlamaLoader {
             ids: ctx.zeros(&[b], DType::U32)?,
             positions: ctx.zeros(&[b], DType::U32)?,
             x: ctx.zeros(&[b, config.dim], act)?,
-            h: ctx.zeros(&[b, config.dim], act)?,
             qkv: ctx.zeros(&[b, qd + 2 * kvd], act)?,
             q: ctx.zeros(&[b, qd], act)?,
             attn: ctx.zeros(&[b, qd], act)?,
-            gate_up: ctx.zeros(&[b, 2 * config.ffn_dim], act)?,
             ffn: ctx.zeros(&[b, config.ffn_dim], act)?,
             last: ctx.zeros(&[config.dim], act)?,
             partial: ctx.zeros(
@@ -509,11 +516,9 @@ impl Llama {
             &b.ids,
             &b.positions,
             &b.x,
-            &b.h,
             &b.qkv,
             &b.q,
             &b.attn,
-            &b.gate_up,
             &b.ffn,
             &b.last,
             &b.partial,
@@ -560,10 +565,7 @@ impl Llama {
 
     /// Dispatches and copies in one greedy decode step.
     pub fn decode_step_shape(&mut self) -> Result<StepShape> {
-        let plan = match self.decode_plan.take() {
-            Some(plan) => plan,
-            None => self.plan(1, Some(Logits::Last), Pick::Argmax)?,
-        };
+        let plan = self.take_one_token_plan(Pick::Argmax)?;
         let dispatches = plan.iter().filter(|op| matches!(op, Op::Kernel(_))).count();
         // The plan's own copies, plus the token id's copy to the readback buffer.
         let copies = plan.len() - dispatches + 1;
@@ -580,7 +582,7 @@ impl Llama {
         let mut ops = Vec::new();
         let kernels =
             |ds: Vec<Dispatch>, ops: &mut Vec<Op>| ops.extend(ds.into_iter().map(Op::Kernel));
-        let shape = AttentionShape {
+        let attn_shape = AttentionShape {
             n_tokens: n,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -599,20 +601,23 @@ impl Llama {
             embedding::embed(ctx, &b.ids, &self.embed, &b.x, n)?,
             &mut ops,
         );
+        // Per layer: the attention block's input RMSNorm runs inside the QKV matmul, its
+        // output projection adds itself to the residual stream x; the feed-forward block's
+        // RMSNorm and SwiGLU run inside the gate/up matmul, and the down projection adds
+        // itself to x. The final RMSNorm runs inside the output head.
+        let norm = |weights| Some((weights, c.rms_eps));
+        let shape = matmul::Shape::pick(ctx, n);
+        let fused = |x, w, y, fusion: Fusion, ops: &mut Vec<Op>| -> Result<()> {
+            kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape)?, ops);
+            Ok(())
+        };
         for layer in &self.layers {
             // Attention block.
-            ops.push(Op::Kernel(rmsnorm::rmsnorm(
-                ctx,
-                &b.x,
-                &layer.attn_norm,
-                &b.h,
-                n,
-                c.rms_eps,
-            )?));
-            kernels(
-                matmul::matmul(ctx, &b.h, &layer.w_qkv, &b.qkv, n)?,
-                &mut ops,
-            );
+            let qkv = Fusion {
+                norm: norm(&layer.attn_norm),
+                epilogue: Epilogue::Store,
+            };
+            fused(&b.x, &layer.w_qkv, &b.qkv, qkv, &mut ops)?;
             let caches = QkvOutputs {
                 q: &b.q,
                 k_cache: &layer.k_cache,
@@ -636,55 +641,47 @@ impl Llama {
             };
             if n == 1 {
                 let [split, combine] =
-                    attention::decode(ctx, &inputs, &b.partial, &shape, scale, self.n_splits)?;
+                    attention::decode(ctx, &inputs, &b.partial, &attn_shape, scale, self.n_splits)?;
                 ops.extend([Op::Kernel(split), Op::Kernel(combine)]);
             } else {
-                ops.push(Op::Kernel(attention::prefill(ctx, &inputs, &shape, scale)?));
+                ops.push(Op::Kernel(attention::prefill(
+                    ctx,
+                    &inputs,
+                    &attn_shape,
+                    scale,
+                )?));
             }
-            kernels(matmul::matmul(ctx, &b.attn, &layer.wo, &b.h, n)?, &mut ops);
-            ops.push(Op::Kernel(residual::add(ctx, &b.x, &b.h, n * c.dim)?));
+            let residual = Fusion {
+                norm: None,
+                epilogue: Epilogue::Add,
+            };
+            fused(&b.attn, &layer.wo, &b.x, residual, &mut ops)?;
             // Feed-forward block.
-            ops.push(Op::Kernel(rmsnorm::rmsnorm(
-                ctx,
-                &b.x,
-                &layer.ffn_norm,
-                &b.h,
-                n,
-                c.rms_eps,
-            )?));
-            kernels(
-                matmul::matmul(ctx, &b.h, &layer.w_gate_up, &b.gate_up, n)?,
-                &mut ops,
-            );
-            ops.push(Op::Kernel(swiglu::swiglu(
-                ctx, &b.gate_up, &b.ffn, n, c.ffn_dim,
-            )?));
-            kernels(
-                matmul::matmul(ctx, &b.ffn, &layer.w_down, &b.h, n)?,
-                &mut ops,
-            );
-            ops.push(Op::Kernel(residual::add(ctx, &b.x, &b.h, n * c.dim)?));
+            let gate_up = Fusion {
+                norm: norm(&layer.ffn_norm),
+                epilogue: Epilogue::SwiGlu,
+            };
+            fused(&b.x, &layer.w_gate_up, &b.ffn, gate_up, &mut ops)?;
+            fused(&b.ffn, &layer.w_down, &b.x, residual, &mut ops)?;
         }
         let Some(logits) = logits else {
             return Ok(ops);
         };
-        ops.push(Op::Kernel(rmsnorm::rmsnorm(
-            ctx,
-            &b.x,
-            &self.final_norm,
-            &b.h,
-            n,
-            c.rms_eps,
-        )?));
         let head = self.output.as_ref().unwrap_or(&self.embed);
+        let final_norm = Fusion {
+            norm: norm(&self.final_norm),
+            epilogue: Epilogue::Store,
+        };
         let rows = match logits {
             Logits::Last => {
                 ops.push(Op::CopyLastRow);
-                kernels(matmul::gemv(ctx, &b.last, head, &b.logits)?, &mut ops);
+                let shape = matmul::Shape::pick(ctx, 1);
+                let head_ops = matmul::fused(ctx, &b.last, head, &b.logits, 1, &final_norm, shape)?;
+                kernels(head_ops, &mut ops);
                 1
             }
             Logits::All => {
-                kernels(matmul::matmul(ctx, &b.h, head, &b.logits, n)?, &mut ops);
+                fused(&b.x, head, &b.logits, final_norm, &mut ops)?;
                 n
             }
         };
@@ -714,16 +711,9 @@ impl Llama {
     /// `rows` argmax token ids (none, without waiting, when `rows` is 0).
     async fn run(&self, ops: &[Op], n: usize, rows: usize) -> Result<Vec<u32>> {
         let b = &self.buf;
-        let act = DType::from(self.precision).size() as u64;
         let mut rec = self.ctx.recorder();
         for op in ops {
-            match op {
-                Op::Kernel(d) => rec.dispatch(d),
-                Op::CopyLastRow => {
-                    let row = self.config.dim as u64 * act;
-                    rec.copy(&b.h.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
-                }
-            }
+            self.record(&mut rec, op, n, None)?;
         }
         if rows == 0 {
             rec.submit()?;
@@ -733,6 +723,61 @@ impl Llama {
         rec.submit()?;
         let bytes = self.ctx.map_and_copy(&b.readback).await?;
         Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..rows].to_vec())
+    }
+
+    /// Records one step of a pass over `n` tokens, timed when `timer` is given.
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        op: &Op,
+        n: usize,
+        timer: Option<&mut KernelTimer>,
+    ) -> Result<()> {
+        match (op, timer) {
+            (Op::Kernel(d), None) => rec.dispatch(d),
+            (Op::Kernel(d), Some(timer)) => rec.dispatch_timed(d, timer)?,
+            (Op::CopyLastRow, _) => {
+                let b = &self.buf;
+                let row = (self.config.dim * DType::from(self.precision).size()) as u64;
+                rec.copy(&b.x.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one greedy decode step of `token` at `position` with every kernel timed on the
+    /// GPU: each dispatch's name and seconds, in the order the step runs them. Needs the
+    /// adapter's timestamp queries.
+    pub async fn profile_decode(
+        &mut self,
+        token: u32,
+        position: usize,
+    ) -> Result<Vec<(String, f64)>> {
+        self.check_span(&[token], position)?;
+        let plan = self.take_one_token_plan(Pick::Argmax)?;
+        let timed = async {
+            let mut timer = KernelTimer::new(&self.ctx, plan.len())?;
+            self.upload_inputs(&[token], position);
+            let mut rec = self.ctx.recorder();
+            for op in &plan {
+                self.record(&mut rec, op, 1, Some(&mut timer))?;
+            }
+            rec.resolve(&timer);
+            rec.submit()?;
+            timer.read(&self.ctx).await
+        }
+        .await;
+        self.decode_plan = Some(plan);
+        timed
+    }
+
+    /// The one-token plan ending in `pick`, built on first use; whoever takes it puts it
+    /// back with [`Llama::one_token_plan`].
+    fn take_one_token_plan(&mut self, pick: Pick) -> Result<Vec<Op>> {
+        match self.one_token_plan(pick).take() {
+            Some(plan) => Ok(plan),
+            None => self.plan(1, Some(Logits::Last), pick),
+        }
     }
 
     /// Where the decode plan ending in `pick` is kept.
@@ -850,10 +895,7 @@ impl Llama {
             self.upload_inputs(chunk, pos);
             let ids = if n == 1 && wanted == Some(Logits::Last) {
                 // The one-token plans are built once and kept for every later step.
-                let plan = match self.one_token_plan(pick).take() {
-                    Some(plan) => plan,
-                    None => self.plan(1, Some(Logits::Last), pick)?,
-                };
+                let plan = self.take_one_token_plan(pick)?;
                 let ids = self.run(&plan, 1, 1).await;
                 *self.one_token_plan(pick) = Some(plan);
                 ids?

@@ -277,6 +277,35 @@ impl PackedWeight {
     pub fn byte_size(&self) -> usize {
         self.codes.len() * 4 + self.scales.len() * 2
     }
+
+    /// The rows `[a; b]` (two halves stacked) reordered `a0, b0, a1, b1, …`: a fused
+    /// gate/up matrix as the SwiGLU matmul reads it, each output's two rows side by side.
+    pub fn interleave_halves(&self) -> Result<PackedWeight> {
+        if !self.rows.is_multiple_of(2) {
+            return Err(Error::Shape(format!(
+                "cannot interleave the halves of a matrix with {} rows",
+                self.rows
+            )));
+        }
+        let half = self.rows / 2;
+        Ok(PackedWeight {
+            codes: interleave_rows(&self.codes, half, self.format.words_per_row(self.cols)),
+            scales: interleave_rows(&self.scales, half, self.format.scales_per_row(self.cols)),
+            ..*self
+        })
+    }
+}
+
+/// Rows `0..half` and `half..2 half` of `width`-wide rows, alternated.
+fn interleave_rows<T: Copy>(data: &[T], half: usize, width: usize) -> Vec<T> {
+    if width == 0 {
+        return Vec::new();
+    }
+    let (a, b) = data.split_at(half * width);
+    a.chunks(width)
+        .zip(b.chunks(width))
+        .flat_map(|(ra, rb)| ra.iter().chain(rb).copied())
+        .collect()
 }
 
 /// Below this a group's weights are all closer to 0 than to any nonzero code of the smallest
