@@ -154,7 +154,7 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
     }
     if !args.json {
         println!(
-            "RM = GPU buffers + peak anonymous host memory{}; MiB/tok = weights, norms and KV read per decode token.",
+            "RM = GPU buffers + peak host memory not backed by files{}; MiB/tok = weights, norms and KV read per decode token.",
             if cfg!(target_os = "linux") { "" } else { " (host figure unavailable on this OS)" }
         );
     }
@@ -371,13 +371,16 @@ fn row_json(
     })
 }
 
-/// Resident anonymous memory of this process (heap, and on a CPU adapter the "GPU"
-/// buffers), leaving out file pages such as a memory-mapped model the OS can drop.
+/// Resident memory of this process that no file backs: the heap, and shared memory (where
+/// a CPU adapter such as lavapipe keeps its "GPU" buffers). File pages, such as a
+/// memory-mapped model the OS can drop, are left out.
 fn host_anon_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("RssAnon:")? + kib("RssShmem:").unwrap_or(0)) * 1024)
 }
 
 #[cfg(test)]

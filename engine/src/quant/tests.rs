@@ -408,3 +408,24 @@ fn q3_words_leave_the_top_two_bits_zero() {
         assert!(p.codes.iter().all(|&c| c & 0xC000_0000 == 0));
     }
 }
+
+/// Interleaving a fused [gate; up] matrix puts gate row i at 2i and up row i at 2i + 1,
+/// codes and scales alike, in every format.
+#[test]
+fn interleaved_halves_alternate_rows() {
+    let (rows, cols) = (6, 100);
+    let w = pseudo_random(rows * cols, 5);
+    for format in WeightFormat::ALL {
+        let p = PackedWeight::quantize(format, &w, rows, cols).unwrap();
+        let mixed = p.interleave_halves().unwrap();
+        let (dense, mixed_dense) = (p.dequantize(), mixed.dequantize());
+        for i in 0..rows / 2 {
+            let row = |d: &[f32], r: usize| d[r * cols..(r + 1) * cols].to_vec();
+            assert_eq!(row(&mixed_dense, 2 * i), row(&dense, i), "{format:?}");
+            assert_eq!(row(&mixed_dense, 2 * i + 1), row(&dense, rows / 2 + i));
+        }
+        assert_eq!(mixed.byte_size(), p.byte_size());
+    }
+    let odd = PackedWeight::quantize(WeightFormat::Q4F16, &w[..3 * cols], 3, cols).unwrap();
+    assert!(odd.interleave_halves().is_err());
+}
