@@ -174,6 +174,98 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// Prefill on CPU adapters: gemv_rows for ROWS_M tokens at once. Each thread owns one
+// output column and unpacks each of its weights once for all ROWS_M tokens; the tokens'
+// inputs sit in workgroup memory k-major, so the ROWS_M inputs of one k are two vec4
+// loads at one address for every thread. ROWS_K is a multiple of every CODES_PER_WORD,
+// and the tile stays under WebGPU's 16 KiB of workgroup memory.
+const ROWS_M: u32 = 8u;
+const ROWS_K: u32 = 480u;
+var<workgroup> xm_tile: array<array<vec4<f32>, 2>, ROWS_K>;
+var<workgroup> xm_scale: array<f32, ROWS_M>;
+
+@compute @workgroup_size(THREADS)
+fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+    let out = wid.x * THREADS + tid;
+    let m0 = wid.y * ROWS_M;
+    let live = out * PAIR < p.n_len;
+    if (NORM == 1u) {
+        for (var t = 0u; t < ROWS_M; t++) {
+            var squares = 0.0;
+            if (m0 + t < p.m_len) {
+                for (var k = tid; k < p.k_len; k += THREADS) {
+                    let v = f32(x[(m0 + t) * p.k_len + k]);
+                    squares += v * v;
+                }
+            }
+            let total = reduce(squares, tid, false);
+            if (tid == 0u) {
+                xm_scale[t] = norm_scale(total);
+            }
+        }
+    }
+    let words = words_per_row(p.k_len);
+    // Sums for tokens 0-3 and 4-7: of the gate (or only) row, and of the up row.
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    var up_lo = vec4<f32>(0.0);
+    var up_hi = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < p.k_len; k0 += ROWS_K) {
+        for (var i = tid; i < ROWS_M * ROWS_K; i += THREADS) {
+            let t = i / ROWS_K;
+            let k = i % ROWS_K;
+            var v = 0.0;
+            if (m0 + t < p.m_len && k0 + k < p.k_len) {
+                v = input_at(m0 + t, k0 + k);
+            }
+            xm_tile[k][t / 4u][t % 4u] = v;
+        }
+        workgroupBarrier();
+        if (live) {
+            let w0 = k0 / CODES_PER_WORD;
+            let tile_words = min(ROWS_K / CODES_PER_WORD, words - w0);
+            for (var r = 0u; r < PAIR; r++) {
+                let row = out * PAIR + r;
+                let base = row * words + w0;
+                var sum_lo = vec4<f32>(0.0);
+                var sum_hi = vec4<f32>(0.0);
+                for (var w = 0u; w < tile_words; w++) {
+                    let word = codes[base + w];
+                    let scale = word_scale(row, w0 + w, p.k_len);
+                    for (var j = 0u; j < CODES_PER_WORD; j++) {
+                        let weight = word_weight(word, j, scale);
+                        let inputs = xm_tile[w * CODES_PER_WORD + j];
+                        sum_lo += weight * inputs[0];
+                        sum_hi += weight * inputs[1];
+                    }
+                }
+                if (r == 0u) {
+                    lo += sum_lo;
+                    hi += sum_hi;
+                } else {
+                    up_lo += sum_lo;
+                    up_hi += sum_hi;
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        for (var t = 0u; t < ROWS_M; t++) {
+            if (m0 + t < p.m_len) {
+                var s = 1.0;
+                if (NORM == 1u) {
+                    s = xm_scale[t];
+                }
+                let gate = select(hi[t % 4u], lo[t % 4u], t < 4u);
+                let up = select(up_hi[t % 4u], up_lo[t % 4u], t < 4u);
+                finish(m0 + t, out, vec2<f32>(gate, up), s);
+            }
+        }
+    }
+}
+
 // Prefill: many tokens. Tiles of TILE_M tokens x TILE_N rows, stepping TILE_K along K;
 // each of the 16x16 threads computes a 2x4 block of sums (for SwiGLU: two gate/up pairs).
 const TILE_M: u32 = 32u;

@@ -42,7 +42,7 @@ impl Variant {
         let shapes: &[Shape] = if m == 1 {
             &[Shape::Gemv, Shape::GemvRows]
         } else {
-            &[Shape::Gemm]
+            &[Shape::Gemm, Shape::GemmRows]
         };
         let mut all = Vec::new();
         for &shape in shapes {
@@ -162,12 +162,14 @@ fn gemm_at_llama_7b_shape() {
     let Some(ctx) = gpu() else { return };
     let precision = precisions(ctx)[0];
     for format in [WeightFormat::Q4F16, WeightFormat::Q3F16] {
-        let v = Variant {
-            norm: true,
-            epilogue: Epilogue::Store,
-            shape: Shape::Gemm,
-        };
-        check_matmul_variant(ctx, format, precision, (5, 4096, 11008), v);
+        for shape in [Shape::Gemm, Shape::GemmRows] {
+            let v = Variant {
+                norm: true,
+                epilogue: Epilogue::Store,
+                shape,
+            };
+            check_matmul_variant(ctx, format, precision, (5, 4096, 11008), v);
+        }
     }
 }
 

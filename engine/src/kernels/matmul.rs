@@ -20,8 +20,10 @@ const BINDINGS: &[Binding] = &[
 ];
 const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
-/// Outputs per `gemv_rows` workgroup (one per thread).
+/// Outputs per `gemv_rows` / `gemm_rows` workgroup (one per thread).
 const ROWS_PER_WORKGROUP: usize = 64;
+/// Tokens per `gemm_rows` workgroup.
+const ROWS_M: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,8 +82,10 @@ pub enum Shape {
     Gemv,
     /// One token, a thread per output: CPU adapters (see `gemv_rows` in matmul.wgsl).
     GemvRows,
-    /// Many tokens, tiled.
+    /// Many tokens, tiled: GPUs.
     Gemm,
+    /// Many tokens, a thread per output for several tokens: CPU adapters.
+    GemmRows,
 }
 
 impl Shape {
@@ -90,7 +94,8 @@ impl Shape {
         match (m, ctx.is_cpu()) {
             (1, true) => Self::GemvRows,
             (1, false) => Self::Gemv,
-            _ => Self::Gemm,
+            (_, true) => Self::GemmRows,
+            (_, false) => Self::Gemm,
         }
     }
 
@@ -99,7 +104,13 @@ impl Shape {
             Self::Gemv => "gemv",
             Self::GemvRows => "gemv_rows",
             Self::Gemm => "gemm",
+            Self::GemmRows => "gemm_rows",
         }
+    }
+
+    /// Whether the kernel takes one token only.
+    fn is_gemv(self) -> bool {
+        matches!(self, Self::Gemv | Self::GemvRows)
     }
 }
 
@@ -162,7 +173,7 @@ pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> 
     let mut all = Vec::new();
     for norm in [false, true] {
         for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
-            for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm] {
+            for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
                 all.push(source(precision, format, norm, epilogue, shape));
             }
         }
@@ -194,7 +205,7 @@ pub fn fused(
 ) -> Result<Vec<Dispatch>> {
     let precision = common_precision("matmul", &[x, y])?;
     ensure_shape(m > 0, || "matmul: no input rows".into())?;
-    ensure_shape(shape == Shape::Gemm || m == 1, || {
+    ensure_shape(!shape.is_gemv() || m == 1, || {
         format!("matmul: {shape:?} takes one input row, got {m}")
     })?;
     let pair = fusion.epilogue.rows_per_output();
@@ -247,6 +258,11 @@ pub fn fused(
                 Shape::Gemm => [
                     chunk.rows.div_ceil(GEMM_TILE_N) as u32,
                     m.div_ceil(GEMM_TILE_M) as u32,
+                    1,
+                ],
+                Shape::GemmRows => [
+                    chunk_outputs.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                    m.div_ceil(ROWS_M) as u32,
                     1,
                 ],
             };
