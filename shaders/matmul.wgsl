@@ -179,9 +179,10 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
 // inputs sit in workgroup memory k-major, so the ROWS_M inputs of one k are two vec4
 // loads at one address for every thread. ROWS_K is a multiple of every CODES_PER_WORD,
 // and the tile stays under WebGPU's 16 KiB of workgroup memory.
-const ROWS_M: u32 = 8u;
-const ROWS_K: u32 = 480u;
-var<workgroup> xm_tile: array<array<vec4<f32>, 2>, ROWS_K>;
+const ROWS_M: u32 = 32u;
+const ROWS_K: u32 = 120u;
+const QUADS: u32 = ROWS_M / 4u;
+var<workgroup> xm_tile: array<array<vec4<f32>, QUADS>, ROWS_K>;
 var<workgroup> xm_scale: array<f32, ROWS_M>;
 
 @compute @workgroup_size(THREADS)
@@ -206,11 +207,9 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     let words = words_per_row(p.k_len);
-    // Sums for tokens 0-3 and 4-7: of the gate (or only) row, and of the up row.
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    var up_lo = vec4<f32>(0.0);
-    var up_hi = vec4<f32>(0.0);
+    // Sums for each four tokens: of the gate (or only) row, and of the up row.
+    var acc: array<vec4<f32>, QUADS>;
+    var acc_up: array<vec4<f32>, QUADS>;
     for (var k0 = 0u; k0 < p.k_len; k0 += ROWS_K) {
         for (var i = tid; i < ROWS_M * ROWS_K; i += THREADS) {
             let t = i / ROWS_K;
@@ -228,24 +227,23 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
             for (var r = 0u; r < PAIR; r++) {
                 let row = out * PAIR + r;
                 let base = row * words + w0;
-                var sum_lo = vec4<f32>(0.0);
-                var sum_hi = vec4<f32>(0.0);
+                var sums: array<vec4<f32>, QUADS>;
                 for (var w = 0u; w < tile_words; w++) {
                     let word = codes[base + w];
                     let scale = word_scale(row, w0 + w, p.k_len);
                     for (var j = 0u; j < CODES_PER_WORD; j++) {
                         let weight = word_weight(word, j, scale);
-                        let inputs = xm_tile[w * CODES_PER_WORD + j];
-                        sum_lo += weight * inputs[0];
-                        sum_hi += weight * inputs[1];
+                        for (var q = 0u; q < QUADS; q++) {
+                            sums[q] += weight * xm_tile[w * CODES_PER_WORD + j][q];
+                        }
                     }
                 }
-                if (r == 0u) {
-                    lo += sum_lo;
-                    hi += sum_hi;
-                } else {
-                    up_lo += sum_lo;
-                    up_hi += sum_hi;
+                for (var q = 0u; q < QUADS; q++) {
+                    if (r == 0u) {
+                        acc[q] += sums[q];
+                    } else {
+                        acc_up[q] += sums[q];
+                    }
                 }
             }
         }
@@ -258,9 +256,8 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
                 if (NORM == 1u) {
                     s = xm_scale[t];
                 }
-                let gate = select(hi[t % 4u], lo[t % 4u], t < 4u);
-                let up = select(up_hi[t % 4u], up_lo[t % 4u], t < 4u);
-                finish(m0 + t, out, vec2<f32>(gate, up), s);
+                let sums = vec2<f32>(acc[t / 4u][t % 4u], acc_up[t / 4u][t % 4u]);
+                finish(m0 + t, out, sums, s);
             }
         }
     }

@@ -6,7 +6,8 @@
 //! next to each other: prefill runs `--prompt-len` random tokens from an empty context;
 //! decode generates `--gen` tokens one at a time, also from an empty context, each step's
 //! argmax fed back. One warm-up run is not counted; figures are medians over `--runs`.
-//! `--profile` times every kernel of a decode step with GPU timestamps, by kernel family.
+//! `--profile` times every kernel of a decode step and of a prefill pass with GPU
+//! timestamps, by kernel family.
 
 use std::time::Instant;
 
@@ -67,8 +68,9 @@ struct Row {
     copies: usize,
     layers: usize,
     read_per_token: u64,
-    /// GPU time per decode token by kernel family, when profiled.
-    profile: Option<Vec<KernelShare>>,
+    /// GPU time per token by kernel family, of a decode step and of a prefill pass, when
+    /// profiled.
+    profile: Option<[Vec<KernelShare>; 2]>,
 }
 
 /// One kernel family's part of a decode step.
@@ -216,7 +218,9 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
     eprintln!();
     let step = model.decode_step_shape()?;
     let profile = if args.profile {
-        Some(profile(model, args.gen)?)
+        let decode = profile(model, &[1], args.gen / 2)?;
+        let prompt = &prompt[..args.prompt_len.min(args.batch)];
+        Some([decode, profile(model, prompt, 0)?])
     } else {
         None
     };
@@ -241,19 +245,26 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
     })
 }
 
-/// Steps profiled; each family's time is the median over them.
-const PROFILED_STEPS: usize = 5;
+/// Passes profiled; each family's time is the median over them.
+const PROFILED_PASSES: usize = 5;
 
-/// GPU time per decode token by kernel family, at the middle of the generated span.
-fn profile(model: &mut Llama, gen: usize) -> CliResult<Vec<KernelShare>> {
-    let mut steps = Vec::new();
-    for i in 0..PROFILED_STEPS {
-        let position = (gen / 2 + i).min(model.context - 1);
-        steps.push(pollster::block_on(model.profile_decode(1, position))?);
+/// GPU time per token by kernel family, for passes over `tokens` from `position`.
+fn profile(model: &mut Llama, tokens: &[u32], position: usize) -> CliResult<Vec<KernelShare>> {
+    let mut passes = Vec::new();
+    for i in 0..PROFILED_PASSES {
+        // Decode steps walk forward; prefill passes repeat.
+        let at = if tokens.len() == 1 {
+            position + i
+        } else {
+            position
+        };
+        passes.push(pollster::block_on(
+            model.profile(tokens, at.min(model.context - 1)),
+        )?);
     }
-    // Families in the order the step first runs them.
+    // Families in the order the pass first runs them.
     let mut shares: Vec<KernelShare> = Vec::new();
-    for (name, _) in &steps[0] {
+    for (name, _) in &passes[0] {
         let family = family_of(name);
         match shares.iter_mut().find(|s| s.family == family) {
             Some(share) => share.dispatches += 1,
@@ -265,16 +276,18 @@ fn profile(model: &mut Llama, gen: usize) -> CliResult<Vec<KernelShare>> {
         }
     }
     for share in &mut shares {
-        let per_step = steps
+        let per_token = passes
             .iter()
-            .map(|step| {
-                step.iter()
+            .map(|pass| {
+                let secs: f64 = pass
+                    .iter()
                     .filter(|(name, _)| family_of(name) == share.family)
                     .map(|(_, secs)| secs)
-                    .sum()
+                    .sum();
+                secs / tokens.len() as f64
             })
             .collect();
-        share.seconds = Spread { runs: per_step }.median();
+        share.seconds = Spread { runs: per_token }.median();
     }
     Ok(shares)
 }
@@ -286,28 +299,32 @@ fn family_of(name: &str) -> String {
     format!("{kernel}::{entry}")
 }
 
-fn print_profile(row: &Row, shares: &[KernelShare]) {
-    let total: f64 = shares.iter().map(|s| s.seconds).sum();
-    let wall = 1.0 / row.decode.median();
-    println!(
-        "{} decode step on the GPU: {:.2} ms of kernels, {:.2} ms per token measured ({:.0} % in kernels)",
-        row.format.name(),
-        total * 1e3,
-        wall * 1e3,
-        100.0 * total / wall
-    );
-    println!(
-        "  {:<28} {:>10} {:>12} {:>7}",
-        "kernel", "dispatches", "µs/token", "share"
-    );
-    for s in shares {
+fn print_profile(row: &Row, [decode, prefill]: &[Vec<KernelShare>; 2]) {
+    for (what, shares, tok_s) in [
+        ("decode step", decode, row.decode.median()),
+        ("prefill pass", prefill, row.prefill.median()),
+    ] {
+        let total: f64 = shares.iter().map(|s| s.seconds).sum();
+        let wall = 1.0 / tok_s;
         println!(
-            "  {:<28} {:>10} {:>12.1} {:>6.1}%",
-            s.family,
-            s.dispatches,
-            s.seconds * 1e6,
-            100.0 * s.seconds / total.max(1e-12)
+            "{} {what}, GPU time per token: {:.2} ms in kernels (each timed alone), {:.2} ms measured in the runs",
+            row.format.name(),
+            total * 1e3,
+            wall * 1e3,
         );
+        println!(
+            "  {:<28} {:>10} {:>12} {:>7}",
+            "kernel", "dispatches", "µs/token", "share"
+        );
+        for s in shares {
+            println!(
+                "  {:<28} {:>10} {:>12.1} {:>6.1}%",
+                s.family,
+                s.dispatches,
+                s.seconds * 1e6,
+                100.0 * s.seconds / total.max(1e-12)
+            );
+        }
     }
 }
 
@@ -362,11 +379,14 @@ fn row_json(
         "copies_per_token": row.copies,
         "layers": row.layers,
         "decode_bytes_per_token": row.read_per_token,
-        "profile": row.profile.as_ref().map(|shares| {
-            shares
-                .iter()
-                .map(|s| json!({"kernel": s.family, "dispatches": s.dispatches, "seconds_per_token": s.seconds}))
-                .collect::<Vec<_>>()
+        "profile": row.profile.as_ref().map(|[decode, prefill]| {
+            let shares = |shares: &[KernelShare]| {
+                shares
+                    .iter()
+                    .map(|s| json!({"kernel": s.family, "dispatches": s.dispatches, "seconds_per_token": s.seconds}))
+                    .collect::<Vec<_>>()
+            };
+            json!({"decode": shares(decode), "prefill": shares(prefill)})
         }),
     })
 }

@@ -255,7 +255,8 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
 
-    /// Also time each kernel of a decode step on the GPU (timestamp queries), by family
+    /// Also time each kernel of a decode step and a prefill pass on the GPU (timestamp
+    /// queries), by kernel family
     #[arg(long)]
     profile: bool,
 }

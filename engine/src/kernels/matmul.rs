@@ -23,7 +23,7 @@ const GEMM_TILE_N: usize = 64;
 /// Outputs per `gemv_rows` / `gemm_rows` workgroup (one per thread).
 const ROWS_PER_WORKGROUP: usize = 64;
 /// Tokens per `gemm_rows` workgroup.
-const ROWS_M: usize = 8;
+const ROWS_M: usize = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

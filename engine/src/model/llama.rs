@@ -745,29 +745,38 @@ impl Llama {
         Ok(())
     }
 
-    /// Runs one greedy decode step of `token` at `position` with every kernel timed on the
-    /// GPU: each dispatch's name and seconds, in the order the step runs them. Needs the
-    /// adapter's timestamp queries.
-    pub async fn profile_decode(
-        &mut self,
-        token: u32,
-        position: usize,
-    ) -> Result<Vec<(String, f64)>> {
-        self.check_span(&[token], position)?;
-        let plan = self.take_one_token_plan(Pick::Argmax)?;
+    /// Runs `tokens` from `position` (a greedy decode step for one token, a prefill pass
+    /// for up to `max_batch`) with every kernel timed on the GPU: each dispatch's name and
+    /// seconds, in the order the pass runs them. Needs the adapter's timestamp queries.
+    pub async fn profile(&mut self, tokens: &[u32], position: usize) -> Result<Vec<(String, f64)>> {
+        self.check_span(tokens, position)?;
+        let n = tokens.len();
+        if n > self.max_batch {
+            return Err(Error::Invalid(format!(
+                "a profiled pass takes at most {} tokens, got {n}",
+                self.max_batch
+            )));
+        }
+        let plan = if n == 1 {
+            self.take_one_token_plan(Pick::Argmax)?
+        } else {
+            self.plan(n, Some(Logits::Last), Pick::Argmax)?
+        };
         let timed = async {
             let mut timer = KernelTimer::new(&self.ctx, plan.len())?;
-            self.upload_inputs(&[token], position);
+            self.upload_inputs(tokens, position);
             let mut rec = self.ctx.recorder();
             for op in &plan {
-                self.record(&mut rec, op, 1, Some(&mut timer))?;
+                self.record(&mut rec, op, n, Some(&mut timer))?;
             }
             rec.resolve(&timer);
             rec.submit()?;
             timer.read(&self.ctx).await
         }
         .await;
-        self.decode_plan = Some(plan);
+        if n == 1 {
+            self.decode_plan = Some(plan);
+        }
         timed
     }
 
