@@ -118,10 +118,18 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
 // Decode on CPU adapters (lavapipe, SwiftShader): one token; each thread owns one output
 // and walks its row alone, while the workgroup's threads step through K together. Their
 // input values are then the same at every step (read from workgroup memory at one
-// address), so a SIMD lane per thread loads one word of codes per 8 multiply-adds instead
-// of a code and an input per weight. XS_LEN is a multiple of every CODES_PER_WORD.
-const XS_LEN: u32 = 2040u;
+// address), so a SIMD lane per thread loads one word of codes per CODES_PER_WORD
+// multiply-adds instead of a code and an input per weight. Each group's scale and zero
+// point are applied once, to the group's sum: sum (c - zero) * s * x =
+// s * (sum c * x - zero * sum x), with the inputs' group sums staged beside them.
+// XS_LEN is a multiple of every GROUP_SIZE.
+// Words of whole fours of codes (q4) read their inputs four at a time from xs_tile4;
+// other formats read xs_tile one at a time (a vector's dynamic lane costs more there).
+const XS_LEN: u32 = 1280u;
+const XS_VEC4: bool = CODES_PER_WORD % 4u == 0u;
 var<workgroup> xs_tile: array<f32, XS_LEN>;
+var<workgroup> xs_tile4: array<vec4<f32>, XS_LEN / 4u>;
+var<workgroup> xs_group_sum: array<f32, XS_LEN / GROUP_SIZE>;
 
 @compute @workgroup_size(THREADS)
 fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
@@ -139,6 +147,7 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
         s = norm_scale(reduce(squares, tid, false));
     }
     let words = words_per_row(p.k_len);
+    let groups = words / WORDS_PER_GROUP;
     var acc = vec2<f32>(0.0);
     for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
         // Past K the tile holds zeros: the padding codes of a last group then add nothing.
@@ -147,22 +156,56 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
             if (k0 + k < p.k_len) {
                 v = input_at(0u, k0 + k);
             }
-            xs_tile[k] = v;
+            if (XS_VEC4) {
+                xs_tile4[k / 4u][k % 4u] = v;
+            } else {
+                xs_tile[k] = v;
+            }
         }
         workgroupBarrier();
+        if (ZERO != 0.0) {
+            for (var g = tid; g < XS_LEN / GROUP_SIZE; g += THREADS) {
+                var sum = 0.0;
+                for (var i = 0u; i < GROUP_SIZE; i++) {
+                    let k = g * GROUP_SIZE + i;
+                    if (XS_VEC4) {
+                        sum += xs_tile4[k / 4u][k % 4u];
+                    } else {
+                        sum += xs_tile[k];
+                    }
+                }
+                xs_group_sum[g] = sum;
+            }
+            workgroupBarrier();
+        }
         if (live) {
-            let w0 = k0 / CODES_PER_WORD;
-            let tile_words = min(XS_LEN / CODES_PER_WORD, words - w0);
+            let g0 = k0 / GROUP_SIZE;
+            let tile_groups = min(XS_LEN / GROUP_SIZE, groups - g0);
             for (var r = 0u; r < PAIR; r++) {
                 let row = out * PAIR + r;
-                let base = row * words + w0;
+                let base = row * words + g0 * WORDS_PER_GROUP;
                 var sum = 0.0;
-                for (var w = 0u; w < tile_words; w++) {
-                    let word = codes[base + w];
-                    let scale = word_scale(row, w0 + w, p.k_len);
-                    for (var j = 0u; j < CODES_PER_WORD; j++) {
-                        sum += word_weight(word, j, scale) * xs_tile[w * CODES_PER_WORD + j];
+                for (var g = 0u; g < tile_groups; g++) {
+                    var group_dot = 0.0;
+                    for (var i = 0u; i < WORDS_PER_GROUP; i++) {
+                        let word = codes[base + g * WORDS_PER_GROUP + i];
+                        let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
+                        if (XS_VEC4) {
+                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
+                                let codes4 = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
+                                                       word_code(word, j + 2u), word_code(word, j + 3u));
+                                group_dot += dot(codes4, xs_tile4[(k + j) / 4u]);
+                            }
+                        } else {
+                            for (var j = 0u; j < CODES_PER_WORD; j++) {
+                                group_dot += word_code(word, j) * xs_tile[k + j];
+                            }
+                        }
                     }
+                    if (ZERO != 0.0) {
+                        group_dot -= ZERO * xs_group_sum[g];
+                    }
+                    sum += group_scale(row, g0 + g, p.k_len) * group_dot;
                 }
                 acc[r] += sum;
             }

@@ -19,8 +19,19 @@ fn word_scale(row: u32, w: u32, k_len: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
+// The scale of group g of `row`.
+fn group_scale(row: u32, g: u32, k_len: u32) -> f32 {
+    return word_scale(row, g * WORDS_PER_GROUP, k_len);
+}
+
+// Code j of a word as a number: weight = (code - ZERO) * scale.
+const ZERO: f32 = f32(MAX_INT);
+fn word_code(word: u32, j: u32) -> f32 {
+    return f32(i32((word >> (j * BITS)) & ((1u << BITS) - 1u)));
+}
+
 // Weight j (0 <= j < CODES_PER_WORD) of a word whose scale is `scale`.
 fn word_weight(word: u32, j: u32, scale: f32) -> f32 {
     let code = (word >> (j * BITS)) & ((1u << BITS) - 1u);
-    return (f32(code) - f32(MAX_INT)) * scale;
+    return f32(i32(code) - i32(MAX_INT)) * scale;
 }

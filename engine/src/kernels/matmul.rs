@@ -130,7 +130,11 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &s
         ),
         None => assemble(
             precision,
-            &[("CODES_PER_WORD", 2)],
+            &[
+                ("CODES_PER_WORD", 2),
+                ("GROUP_SIZE", 2),
+                ("WORDS_PER_GROUP", 1),
+            ],
             &[wgsl::WEIGHTS_F16, wgsl::WEIGHTS_COMMON, body],
         ),
     }
