@@ -13,6 +13,7 @@ mod model;
 mod ppl;
 mod quantize;
 mod run;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,16 @@ Examples:
   glim bench model.gguf --quant q4f16 --quant f16 --prompt-len 128 --gen 64 --runs 3
   glim bench model.gguf --json")]
     Bench(BenchArgs),
+    /// Write a Llama-shaped GGUF with random weights (Llama 2 7B's shapes by default)
+    #[command(after_help = "\
+The file is what llama.cpp writes for a Llama 2 model (same keys, tensor names and block
+types) with random 4-bit weights and a made-up vocabulary, so glim and llama-bench can be
+timed on the identical 7B-class file where no 7B weights are at hand. Its text is noise.
+
+Examples:
+  glim synth llama2-7b.Q4_0.gguf
+  glim bench llama2-7b.Q4_0.gguf --prompt-len 512 --gen 128")]
+    Synth(SynthArgs),
 }
 
 /// Formats `glim quantize` writes.
@@ -261,6 +272,37 @@ struct BenchArgs {
     profile: bool,
 }
 
+/// GGUF block types `glim synth` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[allow(non_camel_case_types)]
+enum SynthType {
+    /// 32 4-bit codes and an f16 scale per block (4.5 bits/weight)
+    #[value(name = "q4_0")]
+    Q4_0,
+    /// 32 4-bit codes, an f16 scale and an f16 minimum per block (5 bits/weight)
+    #[value(name = "q4_1")]
+    Q4_1,
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// The GGUF file to write (must not exist)
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
+
+    /// Model shape: llama2-7b (32 layers, d 4096, FFN 11008, 32 heads, vocabulary 32000) or tiny
+    #[arg(long, value_name = "NAME", default_value = "llama2-7b")]
+    shape: String,
+
+    /// Block type of the weight matrices
+    #[arg(long = "type", value_enum, value_name = "TYPE", default_value_t = SynthType::Q4_0)]
+    r#type: SynthType,
+
+    /// Seed of the random weights: the same seed writes the same file
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+}
+
 /// An error for the user: printed as `error: <message>`, exit status 1.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -305,6 +347,7 @@ fn main() -> ExitCode {
         Command::Ppl(args) => ppl::ppl(args),
         Command::Quantize(args) => quantize::quantize(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Synth(args) => synth::synth(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

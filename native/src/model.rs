@@ -25,20 +25,26 @@ pub fn resolve(given: Option<PathBuf>) -> CliResult<PathBuf> {
     }
 }
 
-/// Opens the GPU the environment selects and loads `path` onto it, with a progress bar on
-/// stderr, then prints one line about what was loaded.
-pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
-    let gpu = GpuContext::from_env_blocking()?;
+/// A progress bar on stderr counting tensors.
+pub fn tensor_bar(message: String) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     bar.set_style(style);
+    bar.set_message(message);
+    bar
+}
+
+/// Opens the GPU the environment selects and loads `path` onto it, with a progress bar on
+/// stderr, then prints one line about what was loaded.
+pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
+    let gpu = GpuContext::from_env_blocking()?;
     let file_name = path
         .file_name()
         .unwrap_or(path.as_os_str())
         .to_string_lossy();
-    bar.set_message(format!("loading {file_name}"));
+    let bar = tensor_bar(format!("loading {file_name}"));
     let loaded = loader::load(path, gpu, options, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

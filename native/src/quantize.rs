@@ -4,7 +4,6 @@
 use glim::model::loader;
 use glim::model::mlc::MlcQuant;
 use glim::model::mlc_writer::write_folder;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{bail, CliResult, QuantizeArgs, WriteQuant};
 
@@ -25,12 +24,7 @@ pub fn quantize(args: QuantizeArgs) -> CliResult<()> {
         WriteQuant::Q4f32 => MlcQuant::Q4F32,
         WriteQuant::Q0f16 => MlcQuant::Q0F16,
     };
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(format!("quantizing to {}", quant.name()));
+    let bar = crate::model::tensor_bar(format!("quantizing to {}", quant.name()));
     let report = write_folder(&opened, quant, &args.outdir, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

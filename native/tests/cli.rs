@@ -559,3 +559,40 @@ fn bench_refuses_bad_sizes_cleanly() {
         .unwrap();
     assert!(assert_clean_error(&out).contains("--ctx 32"));
 }
+
+#[test]
+fn synth_writes_a_model_glim_runs_and_never_overwrites() {
+    let path = temp_path("synth-tiny.gguf");
+    let _ = std::fs::remove_file(&path);
+    let out = glim()
+        .arg("synth")
+        .arg(&path)
+        .args(["--shape", "tiny", "--type", "q4_1", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("2 layers, d 128"));
+    let first = std::fs::read(&path).unwrap();
+    // The file exists now: refused, and left as it was.
+    let again = glim().arg("synth").arg(&path).output().unwrap();
+    assert!(assert_clean_error(&again).contains("cannot create"));
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+    let unknown = glim()
+        .args(["synth", "/tmp/never-written.gguf", "--shape", "llama9"])
+        .output()
+        .unwrap();
+    assert!(assert_clean_error(&unknown).contains("llama9"));
+
+    let _gpu = gpu_lock();
+    let out = glim()
+        .arg("bench")
+        .arg(&path)
+        .args(["--prompt-len", "16", "--gen", "4", "--runs", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    // Two layers: 7 dispatches each, the embedding, the head and the argmax.
+    assert_eq!(row["dispatches_per_token"], 2 * 7 + 3, "{row}");
+    let _ = std::fs::remove_file(&path);
+}

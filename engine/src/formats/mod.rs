@@ -2,12 +2,14 @@
 //! knowledge here; `model` maps these tensors onto the graph and `text` reads the
 //! tokenizer data.
 //!
-//! - [`gguf`]: llama.cpp's single-file format, with [`ggml`] decoding its tensor types.
+//! - [`gguf`]: llama.cpp's single-file format, with [`ggml`] decoding its tensor types;
+//!   [`gguf_writer`] writes it.
 //! - [`safetensors`]: Hugging Face checkpoints (native only: memory-mapped files).
 //! - [`mlc`]: MLC-LLM's packed model folders, glim's own packed format (read and write).
 
 pub mod ggml;
 pub mod gguf;
+pub mod gguf_writer;
 pub mod mlc;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod safetensors;

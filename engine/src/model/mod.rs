@@ -12,4 +12,5 @@ pub mod mlc;
 pub mod mlc_writer;
 pub mod source;
 pub mod streamed;
+pub mod synthetic;
 pub mod weights;

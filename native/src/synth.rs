@@ -1,0 +1,60 @@
+//! `glim synth`: a Llama-shaped GGUF with random weights (Llama 2 7B's shapes by default),
+//! so 7B-class speed can be measured, by glim and by llama.cpp on the identical file,
+//! without 7B weights.
+
+use std::fs::File;
+use std::io::BufWriter;
+
+use glim::formats::ggml::GgmlType;
+use glim::model::synthetic::{write_random_llama, LlamaShape};
+
+use crate::{bail, model, CliError, CliResult, SynthArgs, SynthType};
+
+pub fn synth(args: SynthArgs) -> CliResult<()> {
+    let Some(shape) = LlamaShape::named(&args.shape) else {
+        bail!("unknown shape {:?}: use llama2-7b or tiny", args.shape);
+    };
+    let ty = match args.r#type {
+        SynthType::Q4_0 => GgmlType::Q4_0,
+        SynthType::Q4_1 => GgmlType::Q4_1,
+    };
+    // Never overwrite: the path may be a real model.
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&args.output)
+        .map_err(|e| CliError(format!("cannot create {}: {e}", args.output.display())))?;
+    let bar = model::tensor_bar(format!("writing {} random {}", args.shape, ty.name()));
+    let written = write_random_llama(
+        BufWriter::new(file),
+        &shape,
+        ty,
+        args.seed,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    );
+    bar.finish_and_clear();
+    if let Err(e) = written {
+        // A half-written file is no model: remove it.
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e.into());
+    }
+    let bytes = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!(
+        "wrote {}: {} layers, d {}, FFN {}, {} heads ({} KV), vocabulary {}, {:.2}B parameters, {:.2} GiB",
+        args.output.display(),
+        shape.layers,
+        shape.dim,
+        shape.ffn_dim,
+        shape.heads,
+        shape.kv_heads,
+        shape.vocab,
+        shape.parameters() as f64 / 1e9,
+        bytes as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
