@@ -71,10 +71,10 @@ impl LlamaShape {
         let ok = self.layers > 0
             && self.heads > 0
             && self.kv_heads > 0
-            && self.dim % self.heads == 0
-            && self.heads % self.kv_heads == 0
-            && self.dim % 32 == 0
-            && self.ffn_dim % 32 == 0
+            && self.dim.is_multiple_of(self.heads)
+            && self.heads.is_multiple_of(self.kv_heads)
+            && self.dim.is_multiple_of(32)
+            && self.ffn_dim.is_multiple_of(32)
             // Room for the special and byte tokens.
             && self.vocab > 259;
         if ok {
