@@ -217,23 +217,23 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Prefill on CPU adapters: gemv_rows for ROWS_M tokens at once. Each thread owns one
-// output column and unpacks each of its weights once for all ROWS_M tokens; the tokens'
-// inputs sit in workgroup memory k-major, so the ROWS_M inputs of one k are two vec4
-// loads at one address for every thread. ROWS_K is a multiple of every CODES_PER_WORD,
-// and the tile stays under WebGPU's 16 KiB of workgroup memory.
-const ROWS_M: u32 = 32u;
-const ROWS_K: u32 = 120u;
-const QUADS: u32 = ROWS_M / 4u;
-var<workgroup> xm_tile: array<array<vec4<f32>, QUADS>, ROWS_K>;
+// Prefill on CPU adapters: like gemv_rows, but each thread owns ROWS_W consecutive rows of
+// W for ROWS_M tokens. The tokens' inputs sit in workgroup memory k-major, so the inputs of
+// one k are two vec4 loads at one address for every thread, each load serving ROWS_W rows;
+// each weight is unpacked once for all ROWS_M tokens. ROWS_K is a multiple of every
+// CODES_PER_WORD, and the tile stays under WebGPU's 16 KiB of workgroup memory.
+const ROWS_W: u32 = 8u;
+const ROWS_M: u32 = 8u;
+const ROWS_K: u32 = 480u;
+var<workgroup> xm_tile: array<array<vec4<f32>, 2>, ROWS_K>;
 var<workgroup> xm_scale: array<f32, ROWS_M>;
 
 @compute @workgroup_size(THREADS)
 fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(local_invocation_index) tid: u32) {
-    let out = wid.x * THREADS + tid;
+    let row0 = (wid.x * THREADS + tid) * ROWS_W;
     let m0 = wid.y * ROWS_M;
-    let live = out * PAIR < p.n_len;
+    let live = row0 < p.n_len;
     if (NORM == 1u) {
         for (var t = 0u; t < ROWS_M; t++) {
             var squares = 0.0;
@@ -250,9 +250,8 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     let words = words_per_row(p.k_len);
-    // Sums for each four tokens: of the gate (or only) row, and of the up row.
-    var acc: array<vec4<f32>, QUADS>;
-    var acc_up: array<vec4<f32>, QUADS>;
+    // Sums of tokens 0-3 and 4-7 for each of the thread's rows.
+    var acc: array<array<vec4<f32>, 2>, ROWS_W>;
     for (var k0 = 0u; k0 < p.k_len; k0 += ROWS_K) {
         for (var i = tid; i < ROWS_M * ROWS_K; i += THREADS) {
             let t = i / ROWS_K;
@@ -267,40 +266,38 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
         if (live) {
             let w0 = k0 / CODES_PER_WORD;
             let tile_words = min(ROWS_K / CODES_PER_WORD, words - w0);
-            for (var r = 0u; r < PAIR; r++) {
-                let row = out * PAIR + r;
-                let base = row * words + w0;
-                var sums: array<vec4<f32>, QUADS>;
-                for (var w = 0u; w < tile_words; w++) {
-                    let word = codes[base + w];
-                    let scale = word_scale(row, w0 + w, p.k_len);
-                    for (var j = 0u; j < CODES_PER_WORD; j++) {
-                        let weight = word_weight(word, j, scale);
-                        for (var q = 0u; q < QUADS; q++) {
-                            sums[q] += weight * xm_tile[w * CODES_PER_WORD + j][q];
-                        }
-                    }
+            for (var w = 0u; w < tile_words; w++) {
+                var row_words: array<u32, ROWS_W>;
+                var row_scales: array<f32, ROWS_W>;
+                for (var r = 0u; r < ROWS_W; r++) {
+                    // Rows past the chunk read its last row and are never stored.
+                    let row = min(row0 + r, p.n_len - 1u);
+                    row_words[r] = codes[row * words + w0 + w];
+                    row_scales[r] = word_scale(row, w0 + w, p.k_len);
                 }
-                for (var q = 0u; q < QUADS; q++) {
-                    if (r == 0u) {
-                        acc[q] += sums[q];
-                    } else {
-                        acc_up[q] += sums[q];
+                for (var j = 0u; j < CODES_PER_WORD; j++) {
+                    let inputs = xm_tile[w * CODES_PER_WORD + j];
+                    for (var r = 0u; r < ROWS_W; r++) {
+                        let weight = word_weight(row_words[r], j, row_scales[r]);
+                        acc[r][0] += weight * inputs[0];
+                        acc[r][1] += weight * inputs[1];
                     }
                 }
             }
         }
         workgroupBarrier();
     }
-    if (live) {
-        for (var t = 0u; t < ROWS_M; t++) {
-            if (m0 + t < p.m_len) {
-                var s = 1.0;
-                if (NORM == 1u) {
-                    s = xm_scale[t];
+    for (var r = 0u; r < ROWS_W; r += PAIR) {
+        if (row0 + r < p.n_len) {
+            for (var t = 0u; t < ROWS_M; t++) {
+                if (m0 + t < p.m_len) {
+                    var s = 1.0;
+                    if (NORM == 1u) {
+                        s = xm_scale[t];
+                    }
+                    let sums = vec2<f32>(acc[r][t / 4u][t % 4u], acc[r + PAIR - 1u][t / 4u][t % 4u]);
+                    finish(m0 + t, (row0 + r) / PAIR, sums, s);
                 }
-                let sums = vec2<f32>(acc[t / 4u][t % 4u], acc_up[t / 4u][t % 4u]);
-                finish(m0 + t, out, sums, s);
             }
         }
     }

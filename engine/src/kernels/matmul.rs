@@ -22,8 +22,9 @@ const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
 /// Outputs per `gemv_rows` / `gemm_rows` workgroup (one per thread).
 const ROWS_PER_WORKGROUP: usize = 64;
-/// Tokens per `gemm_rows` workgroup.
-const ROWS_M: usize = 32;
+/// Tokens per `gemm_rows` workgroup, and rows of W per thread.
+const ROWS_M: usize = 8;
+const ROWS_W: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -265,7 +266,7 @@ pub fn fused(
                     1,
                 ],
                 Shape::GemmRows => [
-                    chunk_outputs.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                    chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_W) as u32,
                     m.div_ceil(ROWS_M) as u32,
                     1,
                 ],
