@@ -126,6 +126,8 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
 // Words of whole fours of codes (q4) read their inputs four at a time from xs_tile4;
 // other formats read xs_tile one at a time (a vector's dynamic lane costs more there).
 const XS_LEN: u32 = 1280u;
+// Rows of W per thread: each input load serves all of them.
+const ROWS_V: u32 = 4u;
 const XS_VEC4: bool = CODES_PER_WORD % 4u == 0u;
 var<workgroup> xs_tile: array<f32, XS_LEN>;
 var<workgroup> xs_tile4: array<vec4<f32>, XS_LEN / 4u>;
@@ -135,8 +137,8 @@ var<workgroup> xs_group_sum: array<f32, XS_LEN / GROUP_SIZE>;
 fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) tid: u32) {
-    let out = (wid.x + wid.y * nwg.x) * THREADS + tid;
-    let live = out * PAIR < p.n_len;
+    let row0 = ((wid.x + wid.y * nwg.x) * THREADS + tid) * ROWS_V;
+    let live = row0 < p.n_len;
     var s = 1.0;
     if (NORM == 1u) {
         var squares = 0.0;
@@ -148,7 +150,7 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let words = words_per_row(p.k_len);
     let groups = words / WORDS_PER_GROUP;
-    var acc = vec2<f32>(0.0);
+    var acc: array<f32, ROWS_V>;
     for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
         // Past K the tile holds zeros: the padding codes of a last group then add nothing.
         for (var k = tid; k < XS_LEN; k += THREADS) {
@@ -181,39 +183,54 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
         if (live) {
             let g0 = k0 / GROUP_SIZE;
             let tile_groups = min(XS_LEN / GROUP_SIZE, groups - g0);
-            for (var r = 0u; r < PAIR; r++) {
-                let row = out * PAIR + r;
-                let base = row * words + g0 * WORDS_PER_GROUP;
-                var sum = 0.0;
-                for (var g = 0u; g < tile_groups; g++) {
-                    var group_dot = 0.0;
-                    for (var i = 0u; i < WORDS_PER_GROUP; i++) {
-                        let word = codes[base + g * WORDS_PER_GROUP + i];
-                        let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
-                        if (XS_VEC4) {
-                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
+            // Rows past the chunk read its last row and are never stored.
+            var bases: array<u32, ROWS_V>;
+            for (var r = 0u; r < ROWS_V; r++) {
+                bases[r] = min(row0 + r, p.n_len - 1u) * words + g0 * WORDS_PER_GROUP;
+            }
+            for (var g = 0u; g < tile_groups; g++) {
+                var group_dot: array<f32, ROWS_V>;
+                for (var i = 0u; i < WORDS_PER_GROUP; i++) {
+                    var row_words: array<u32, ROWS_V>;
+                    for (var r = 0u; r < ROWS_V; r++) {
+                        row_words[r] = codes[bases[r] + g * WORDS_PER_GROUP + i];
+                    }
+                    let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
+                    if (XS_VEC4) {
+                        for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
+                            let inputs = xs_tile4[(k + j) / 4u];
+                            for (var r = 0u; r < ROWS_V; r++) {
+                                let word = row_words[r];
                                 let codes4 = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
                                                        word_code(word, j + 2u), word_code(word, j + 3u));
-                                group_dot += dot(codes4, xs_tile4[(k + j) / 4u]);
+                                group_dot[r] += dot(codes4, inputs);
                             }
-                        } else {
-                            for (var j = 0u; j < CODES_PER_WORD; j++) {
-                                group_dot += word_code(word, j) * xs_tile[k + j];
+                        }
+                    } else {
+                        for (var j = 0u; j < CODES_PER_WORD; j++) {
+                            let input = xs_tile[k + j];
+                            for (var r = 0u; r < ROWS_V; r++) {
+                                group_dot[r] += word_code(row_words[r], j) * input;
                             }
                         }
                     }
-                    if (ZERO != 0.0) {
-                        group_dot -= ZERO * xs_group_sum[g];
-                    }
-                    sum += group_scale(row, g0 + g, p.k_len) * group_dot;
                 }
-                acc[r] += sum;
+                for (var r = 0u; r < ROWS_V; r++) {
+                    var d = group_dot[r];
+                    if (ZERO != 0.0) {
+                        d -= ZERO * xs_group_sum[g];
+                    }
+                    let row = min(row0 + r, p.n_len - 1u);
+                    acc[r] += group_scale(row, g0 + g, p.k_len) * d;
+                }
             }
         }
         workgroupBarrier();
     }
-    if (live) {
-        finish(0u, out, acc, s);
+    for (var r = 0u; r < ROWS_V; r += PAIR) {
+        if (row0 + r < p.n_len) {
+            finish(0u, (row0 + r) / PAIR, vec2<f32>(acc[r], acc[r + PAIR - 1u]), s);
+        }
     }
 }
 

@@ -25,6 +25,8 @@ const ROWS_PER_WORKGROUP: usize = 64;
 /// Tokens per `gemm_rows` workgroup, and rows of W per thread.
 const ROWS_M: usize = 8;
 const ROWS_W: usize = 8;
+/// Rows of W per `gemv_rows` thread.
+const ROWS_V: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -259,7 +261,7 @@ pub fn fused(
             });
             let workgroups = match shape {
                 Shape::Gemv => grid(chunk_outputs as u32),
-                Shape::GemvRows => grid(chunk_outputs.div_ceil(ROWS_PER_WORKGROUP) as u32),
+                Shape::GemvRows => grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V) as u32),
                 Shape::Gemm => [
                     chunk.rows.div_ceil(GEMM_TILE_N) as u32,
                     m.div_ceil(GEMM_TILE_M) as u32,
