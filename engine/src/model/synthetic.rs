@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::{Array, Value};
 use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
+use crate::generate::sampler::Rng;
 
 /// The dimensions of a Llama-family model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,24 +88,11 @@ impl LlamaShape {
     }
 }
 
-/// A counter-based generator: the same seed gives the same file on any machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn fill(&mut self, bytes: &mut [u8]) {
-        for chunk in bytes.chunks_mut(8) {
-            let word = self.next().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
+/// Random bytes from `rng`: the same seed gives the same file on any machine.
+fn fill(rng: &mut Rng, bytes: &mut [u8]) {
+    for chunk in bytes.chunks_mut(8) {
+        let word = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
     }
 }
 
@@ -117,7 +105,7 @@ fn random_blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u
     let blocks = rows * cols / 32;
     let block_bytes = ty.type_size();
     let mut bytes = vec![0u8; blocks * block_bytes];
-    rng.fill(&mut bytes);
+    fill(rng, &mut bytes);
     let d = f16::from_f32(SCALE).to_le_bytes();
     // Q4_1's minimum: -7.5 steps, so its codes centre on zero.
     let m = f16::from_f32(-7.5 * SCALE).to_le_bytes();
