@@ -105,7 +105,11 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
             acc[r] += sum;
         }
     }
-    let total = vec2<f32>(reduce(acc.x, tid, false), reduce(acc.y, tid, false));
+    // Only the reductions a variant needs: each costs a handful of barriers.
+    var total = vec2<f32>(reduce(acc.x, tid, false), 0.0);
+    if (PAIR == 2u) {
+        total.y = reduce(acc.y, tid, false);
+    }
     var s = 1.0;
     if (NORM == 1u) {
         s = norm_scale(reduce(squares, tid, false));
@@ -153,14 +157,23 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<f32, ROWS_V>;
     for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
         // Past K the tile holds zeros: the padding codes of a last group then add nothing.
-        for (var k = tid; k < XS_LEN; k += THREADS) {
-            var v = 0.0;
-            if (k0 + k < p.k_len) {
-                v = input_at(0u, k0 + k);
+        // A thread writes whole vec4s: threads writing lanes of one vec4 would race.
+        if (XS_VEC4) {
+            for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
+                var v = vec4<f32>(0.0);
+                for (var c = 0u; c < 4u; c++) {
+                    if (k0 + q * 4u + c < p.k_len) {
+                        v[c] = input_at(0u, k0 + q * 4u + c);
+                    }
+                }
+                xs_tile4[q] = v;
             }
-            if (XS_VEC4) {
-                xs_tile4[k / 4u][k % 4u] = v;
-            } else {
+        } else {
+            for (var k = tid; k < XS_LEN; k += THREADS) {
+                var v = 0.0;
+                if (k0 + k < p.k_len) {
+                    v = input_at(0u, k0 + k);
+                }
                 xs_tile[k] = v;
             }
         }
@@ -270,14 +283,18 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
     // Sums of tokens 0-3 and 4-7 for each of the thread's rows.
     var acc: array<array<vec4<f32>, 2>, ROWS_W>;
     for (var k0 = 0u; k0 < p.k_len; k0 += ROWS_K) {
-        for (var i = tid; i < ROWS_M * ROWS_K; i += THREADS) {
-            let t = i / ROWS_K;
-            let k = i % ROWS_K;
-            var v = 0.0;
-            if (m0 + t < p.m_len && k0 + k < p.k_len) {
-                v = input_at(m0 + t, k0 + k);
+        // A thread writes whole vec4s: threads writing lanes of one vec4 would race.
+        for (var i = tid; i < ROWS_K * 2u; i += THREADS) {
+            let k = i / 2u;
+            let half = i % 2u;
+            var v = vec4<f32>(0.0);
+            for (var c = 0u; c < 4u; c++) {
+                let t = half * 4u + c;
+                if (m0 + t < p.m_len && k0 + k < p.k_len) {
+                    v[c] = input_at(m0 + t, k0 + k);
+                }
             }
-            xm_tile[k][t / 4u][t % 4u] = v;
+            xm_tile[k][half] = v;
         }
         workgroupBarrier();
         if (live) {

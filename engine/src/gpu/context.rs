@@ -298,15 +298,17 @@ impl GpuContext {
         }
     }
 
-    /// Largest buffer one shader binding may cover; weights larger than this are split.
-    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader): kernels that suit SIMD
-    /// lanes better than GPU warps are picked for it.
+    /// Whether the adapter runs on the CPU (lavapipe): kernels that suit SIMD lanes better
+    /// than GPU warps are picked for it. Not in the browser: there the CPU adapter is
+    /// Chromium's SwiftShader, where the CPU matmul kernels give wrong answers (Chromium
+    /// 156; not yet understood) while the GPU ones are right.
     pub fn is_cpu(&self) -> bool {
-        let name = self.summary.name.to_lowercase();
-        self.summary.device_type == "Cpu"
-            || ["llvmpipe", "swiftshader"].iter().any(|n| name.contains(n))
+        !cfg!(target_arch = "wasm32")
+            && (self.summary.device_type == "Cpu"
+                || self.summary.name.to_lowercase().contains("llvmpipe"))
     }
 
+    /// Largest buffer one shader binding may cover; weights larger than this are split.
     pub fn max_binding_size(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
