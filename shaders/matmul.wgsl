@@ -10,6 +10,10 @@
 // - EPILOGUE: 0 stores the sums, 1 adds them to y (the residual), 2 is SwiGLU: W's rows
 //   are interleaved gate/up pairs (row 2i is gate i, row 2i + 1 up i) and output i is
 //   silu(gate i) * up i.
+// The host also defines the launch shape it dispatches for: THREADS (threads per workgroup
+// of the one-token kernels and gemm_rows), ROWS_V (rows of W per gemv_rows thread: each
+// input load serves all of them), ROWS_W and ROWS_M (rows of W per gemm_rows thread and
+// tokens per gemm_rows workgroup).
 
 struct Params {
     m_len: u32,
@@ -66,7 +70,6 @@ fn finish(m: u32, out: u32, acc: vec2<f32>, s: f32) {
     }
 }
 
-const THREADS: u32 = 64u;
 
 // Decode on GPUs: one token; a workgroup owns one output (one row of W, two for SwiGLU)
 // and its threads walk the row's words together, so neighbouring threads read
@@ -130,8 +133,6 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
 // Words of whole fours of codes (q4) read their inputs four at a time from xs_tile4;
 // other formats read xs_tile one at a time (a vector's dynamic lane costs more there).
 const XS_LEN: u32 = 1280u;
-// Rows of W per thread: each input load serves all of them.
-const ROWS_V: u32 = 4u;
 const XS_VEC4: bool = CODES_PER_WORD % 4u == 0u;
 var<workgroup> xs_tile: array<f32, XS_LEN>;
 var<workgroup> xs_tile4: array<vec4<f32>, XS_LEN / 4u>;
@@ -252,8 +253,6 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
 // one k are two vec4 loads at one address for every thread, each load serving ROWS_W rows;
 // each weight is unpacked once for all ROWS_M tokens. ROWS_K is a multiple of every
 // CODES_PER_WORD, and the tile stays under WebGPU's 16 KiB of workgroup memory.
-const ROWS_W: u32 = 8u;
-const ROWS_M: u32 = 8u;
 const ROWS_K: u32 = 480u;
 var<workgroup> xm_tile: array<array<vec4<f32>, 2>, ROWS_K>;
 var<workgroup> xm_scale: array<f32, ROWS_M>;

@@ -20,7 +20,7 @@ const BINDINGS: &[Binding] = &[
 ];
 const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
-/// Outputs per `gemv_rows` / `gemm_rows` workgroup (one per thread).
+/// Threads per workgroup of `gemv`, `gemv_rows` and `gemm_rows` (the shader's THREADS).
 const ROWS_PER_WORKGROUP: usize = 64;
 /// Tokens per `gemm_rows` workgroup, and rows of W per thread.
 const ROWS_M: usize = 8;
@@ -156,11 +156,17 @@ pub fn source(
         Epilogue::Add => 1,
         Epilogue::SwiGlu => 2,
     };
-    let consts = format!(
-        "const NORM: u32 = {}u;\nconst EPILOGUE: u32 = {}u;\n",
-        norm as u32,
-        code(epilogue)
-    );
+    // The launch shape comes from here, so host and shader cannot disagree on it.
+    let consts = [
+        ("NORM", norm as usize),
+        ("EPILOGUE", code(epilogue)),
+        ("THREADS", ROWS_PER_WORKGROUP),
+        ("ROWS_V", ROWS_V),
+        ("ROWS_W", ROWS_W),
+        ("ROWS_M", ROWS_M),
+    ]
+    .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
+    .concat();
     let body = [consts.as_str(), wgsl::REDUCE, wgsl::MATMUL].concat();
     KernelSource {
         label: format!(
