@@ -1,7 +1,8 @@
 // Causal grouped-query attention over a KV cache, shared by the one-pass kernel (prefill)
-// and the split-sequence kernel (decode). Query token t sits at absolute position
-// positions[t] and sees keys 0..=positions[t]. Layouts, all row-major:
-//   q, out: [n_tokens, n_heads, head_dim]      k_cache, v_cache: [context, n_kv_heads, head_dim]
+// and the split-sequence kernel (decode). Query token t sits at places[t] = (position in
+// its sequence, cache row where its sequence starts) and sees its sequence's keys
+// 0..=position, cache rows start..=start + position. Layouts, all row-major:
+//   q, out: [n_tokens, n_heads, head_dim]      k_cache, v_cache: [rows, n_kv_heads, head_dim]
 // Query head h reads KV head h / (n_heads / n_kv_heads). Softmax is computed online (running
 // max and sum, rescaled per tile of keys) so no score row is ever stored whole.
 
@@ -20,7 +21,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<act>;
 @group(0) @binding(2) var<storage, read> k_cache: array<act>;
 @group(0) @binding(3) var<storage, read> v_cache: array<act>;
-@group(0) @binding(4) var<storage, read> positions: array<u32>;
+@group(0) @binding(4) var<storage, read> places: array<vec2<u32>>;
 
 const THREADS: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -37,11 +38,13 @@ struct Partial {
     acc: array<f32, DIMS_PER_THREAD>,
 }
 
-// Attends query (t, h) to keys [begin, end). `begin` and `end` are workgroup-uniform.
+// Attends query (t, h) to keys [begin, end) of its sequence. `begin` and `end` are
+// workgroup-uniform.
 fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
     let hd = p.head_dim;
     let kvh = h / (p.n_heads / p.n_kv_heads);
     let q_base = (t * p.n_heads + h) * hd;
+    let start = places[t].y;
     for (var d = tid; d < hd; d += THREADS) {
         q_s[d] = f32(q[q_base + d]) * p.scale;
     }
@@ -53,7 +56,7 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
         let key = tile + tid;
         var s = NEG_BIG;
         if (key < end) {
-            let k_base = (key * p.n_kv_heads + kvh) * hd;
+            let k_base = ((start + key) * p.n_kv_heads + kvh) * hd;
             s = 0.0;
             for (var d = 0u; d < hd; d++) {
                 s += q_s[d] * f32(k_cache[k_base + d]);
@@ -75,7 +78,7 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
             if (d < hd) {
                 var a = st.acc[i] * correction;
                 for (var j = 0u; j < n_keys; j++) {
-                    a += probs[j] * f32(v_cache[((tile + j) * p.n_kv_heads + kvh) * hd + d]);
+                    a += probs[j] * f32(v_cache[((start + tile + j) * p.n_kv_heads + kvh) * hd + d]);
                 }
                 st.acc[i] = a;
             }

@@ -18,7 +18,7 @@ fn attend_split(@builtin(workgroup_id) wid: vec3<u32>,
     let split = idx % p.n_splits;
     let t = row / p.n_heads;
     let h = row % p.n_heads;
-    let kv_len = positions[t] + 1u;
+    let kv_len = places[t].x + 1u;
     let begin = min(split * p.split_len, kv_len);
     let end = min(begin + p.split_len, kv_len);
     let st = attend_range(t, h, begin, end, tid);

@@ -11,9 +11,9 @@
 //   are interleaved gate/up pairs (row 2i is gate i, row 2i + 1 up i) and output i is
 //   silu(gate i) * up i.
 // The host also defines the launch shape it dispatches for: THREADS (threads per workgroup
-// of the one-token kernels and gemm_rows), ROWS_V (rows of W per gemv_rows thread: each
-// input load serves all of them), ROWS_W and ROWS_M (rows of W per gemm_rows thread and
-// tokens per gemm_rows workgroup).
+// of the decode kernels and gemm_rows), TOKENS (tokens per decode workgroup), ROWS_V (rows
+// of W per gemv_rows thread: each input load serves all of them), ROWS_W and ROWS_M (rows
+// of W per gemm_rows thread and tokens per gemm_rows workgroup).
 
 struct Params {
     m_len: u32,
@@ -71,9 +71,12 @@ fn finish(m: u32, out: u32, acc: vec2<f32>, s: f32) {
 }
 
 
-// Decode on GPUs: one token; a workgroup owns one output (one row of W, two for SwiGLU)
-// and its threads walk the row's words together, so neighbouring threads read
-// neighbouring words.
+// Decode on GPUs: up to TOKENS tokens per workgroup (one sequence's, or one each of a batch
+// of sequences; workgroups along z take further blocks of TOKENS). A workgroup owns one
+// output (one row of W, two for SwiGLU) and its threads walk the row's words together, so
+// neighbouring threads read neighbouring words; each weight read serves every token. A
+// token's sums are taken in the same order whatever TOKENS is and whatever else is in the
+// batch, so a sequence decodes to the same bits alone or batched.
 @compute @workgroup_size(THREADS)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
@@ -82,128 +85,158 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
     if (out * PAIR >= p.n_len) {
         return;
     }
+    let m0 = wid.z * TOKENS;
     let words = words_per_row(p.k_len);
-    var acc = vec2<f32>(0.0);
-    var squares = 0.0;
+    var acc: array<vec2<f32>, TOKENS>;
+    var squares: array<f32, TOKENS>;
     for (var w = tid; w < words; w += THREADS) {
         let k0 = w * CODES_PER_WORD;
-        var xs: array<f32, CODES_PER_WORD>;
-        for (var j = 0u; j < CODES_PER_WORD; j++) {
-            var v = 0.0;
-            if (k0 + j < p.k_len) {
-                let raw = f32(x[k0 + j]);
-                squares += raw * raw;
-                v = input_at(0u, k0 + j);
-            }
-            xs[j] = v;
-        }
+        var weights: array<array<f32, CODES_PER_WORD>, 2>;
         for (var r = 0u; r < PAIR; r++) {
             let row = out * PAIR + r;
             let word = codes[row * words + w];
             let scale = word_scale(row, w, p.k_len);
-            var sum = 0.0;
             for (var j = 0u; j < CODES_PER_WORD; j++) {
-                sum += word_weight(word, j, scale) * xs[j];
+                weights[r][j] = word_weight(word, j, scale);
             }
-            acc[r] += sum;
+        }
+        for (var t = 0u; t < TOKENS; t++) {
+            let m = m0 + t;
+            if (m >= p.m_len) {
+                break;
+            }
+            var xs: array<f32, CODES_PER_WORD>;
+            for (var j = 0u; j < CODES_PER_WORD; j++) {
+                var v = 0.0;
+                if (k0 + j < p.k_len) {
+                    let raw = f32(x[m * p.k_len + k0 + j]);
+                    squares[t] += raw * raw;
+                    v = input_at(m, k0 + j);
+                }
+                xs[j] = v;
+            }
+            for (var r = 0u; r < PAIR; r++) {
+                var sum = 0.0;
+                for (var j = 0u; j < CODES_PER_WORD; j++) {
+                    sum += weights[r][j] * xs[j];
+                }
+                acc[t][r] += sum;
+            }
         }
     }
-    // Only the reductions a variant needs: each costs a handful of barriers.
-    var total = vec2<f32>(reduce(acc.x, tid, false), 0.0);
-    if (PAIR == 2u) {
-        total.y = reduce(acc.y, tid, false);
-    }
-    var s = 1.0;
-    if (NORM == 1u) {
-        s = norm_scale(reduce(squares, tid, false));
-    }
-    if (tid == 0u) {
-        finish(0u, out, total, s);
+    for (var t = 0u; t < TOKENS; t++) {
+        if (m0 + t >= p.m_len) {
+            break;
+        }
+        // Only the reductions a variant needs: each costs a handful of barriers.
+        var total = vec2<f32>(reduce(acc[t].x, tid, false), 0.0);
+        if (PAIR == 2u) {
+            total.y = reduce(acc[t].y, tid, false);
+        }
+        var s = 1.0;
+        if (NORM == 1u) {
+            s = norm_scale(reduce(squares[t], tid, false));
+        }
+        if (tid == 0u) {
+            finish(m0 + t, out, total, s);
+        }
     }
 }
 
-// Decode on CPU adapters (lavapipe, SwiftShader): one token; each thread owns one output
-// and walks its row alone, while the workgroup's threads step through K together. Their
-// input values are then the same at every step (read from workgroup memory at one
-// address), so a SIMD lane per thread loads one word of codes per CODES_PER_WORD
-// multiply-adds instead of a code and an input per weight. Each group's scale and zero
-// point are applied once, to the group's sum: sum (c - zero) * s * x =
-// s * (sum c * x - zero * sum x), with the inputs' group sums staged beside them.
-// XS_LEN is a multiple of every GROUP_SIZE.
-// Words of whole fours of codes (q4) read their inputs four at a time from xs_tile4;
-// other formats read xs_tile one at a time (a vector's dynamic lane costs more there).
-const XS_LEN: u32 = 1280u;
+// Decode on CPU adapters (lavapipe): up to TOKENS tokens per workgroup, as gemv. Each
+// thread owns ROWS_V outputs and walks their rows alone, while the workgroup's threads step
+// through K together. Their input values are then the same at every step (read from
+// workgroup memory at one address), so a SIMD lane per thread loads one word of codes per
+// CODES_PER_WORD multiply-adds for every token, instead of a code and an input per weight.
+// Each group's scale and zero point are applied once, to the group's sum:
+// sum (c - zero) * s * x = s * (sum c * x - zero * sum x), with the inputs' group sums
+// staged beside them. The host sets XS_LEN (inputs per token per tile, a multiple of every
+// GROUP_SIZE) and sizes the tiles: words of whole fours of codes (q4) read their inputs four
+// at a time from xs_tile4 (XS4_LEN), other formats one at a time from xs_tile (XS1_LEN); a
+// vector's dynamic lane costs more there. The unused tile has a token size.
 const XS_VEC4: bool = CODES_PER_WORD % 4u == 0u;
-var<workgroup> xs_tile: array<f32, XS_LEN>;
-var<workgroup> xs_tile4: array<vec4<f32>, XS_LEN / 4u>;
-var<workgroup> xs_group_sum: array<f32, XS_LEN / GROUP_SIZE>;
+const XS_GROUPS: u32 = XS_LEN / GROUP_SIZE;
+var<workgroup> xs_tile: array<f32, XS1_LEN>;
+var<workgroup> xs_tile4: array<vec4<f32>, XS4_LEN>;
+var<workgroup> xs_group_sum: array<f32, TOKENS * XS_GROUPS>;
 
 @compute @workgroup_size(THREADS)
 fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) tid: u32) {
     let row0 = ((wid.x + wid.y * nwg.x) * THREADS + tid) * ROWS_V;
+    let m0 = wid.z * TOKENS;
+    // Loops over tokens run to the constant TOKENS (so they unroll and the per-token sums
+    // stay in registers) and leave at the last live token.
+    let tokens = min(TOKENS, p.m_len - m0);
     let live = row0 < p.n_len;
-    var s = 1.0;
-    if (NORM == 1u) {
-        var squares = 0.0;
-        for (var k = tid; k < p.k_len; k += THREADS) {
-            let v = f32(x[k]);
-            squares += v * v;
+    var s: array<f32, TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+        s[t] = 1.0;
+        if (NORM == 1u) {
+            var squares = 0.0;
+            for (var k = tid; k < p.k_len; k += THREADS) {
+                let v = f32(x[(m0 + t) * p.k_len + k]);
+                squares += v * v;
+            }
+            s[t] = norm_scale(reduce(squares, tid, false));
         }
-        s = norm_scale(reduce(squares, tid, false));
     }
     let words = words_per_row(p.k_len);
     let groups = words / WORDS_PER_GROUP;
-    var acc: array<f32, ROWS_V>;
+    var acc: array<array<f32, ROWS_V>, TOKENS>;
     for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
         // Past K the tile holds zeros: the padding codes of a last group then add nothing.
         // A thread writes whole vec4s: threads writing lanes of one vec4 would race.
-        if (XS_VEC4) {
-            for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
-                var v = vec4<f32>(0.0);
-                for (var c = 0u; c < 4u; c++) {
-                    if (k0 + q * 4u + c < p.k_len) {
-                        v[c] = input_at(0u, k0 + q * 4u + c);
+        for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+            if (XS_VEC4) {
+                for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
+                    var v = vec4<f32>(0.0);
+                    for (var c = 0u; c < 4u; c++) {
+                        if (k0 + q * 4u + c < p.k_len) {
+                            v[c] = input_at(m0 + t, k0 + q * 4u + c);
+                        }
                     }
+                    xs_tile4[t * (XS_LEN / 4u) + q] = v;
                 }
-                xs_tile4[q] = v;
-            }
-        } else {
-            for (var k = tid; k < XS_LEN; k += THREADS) {
-                var v = 0.0;
-                if (k0 + k < p.k_len) {
-                    v = input_at(0u, k0 + k);
+            } else {
+                for (var k = tid; k < XS_LEN; k += THREADS) {
+                    var v = 0.0;
+                    if (k0 + k < p.k_len) {
+                        v = input_at(m0 + t, k0 + k);
+                    }
+                    xs_tile[t * XS_LEN + k] = v;
                 }
-                xs_tile[k] = v;
             }
         }
         workgroupBarrier();
         if (ZERO != 0.0) {
-            for (var g = tid; g < XS_LEN / GROUP_SIZE; g += THREADS) {
+            for (var i = tid; i < tokens * XS_GROUPS; i += THREADS) {
                 var sum = 0.0;
-                for (var i = 0u; i < GROUP_SIZE; i++) {
-                    let k = g * GROUP_SIZE + i;
+                for (var c = 0u; c < GROUP_SIZE; c++) {
+                    let k = i * GROUP_SIZE + c;  // token i / XS_GROUPS, its input k % XS_LEN
                     if (XS_VEC4) {
                         sum += xs_tile4[k / 4u][k % 4u];
                     } else {
                         sum += xs_tile[k];
                     }
                 }
-                xs_group_sum[g] = sum;
+                xs_group_sum[i] = sum;
             }
             workgroupBarrier();
         }
         if (live) {
             let g0 = k0 / GROUP_SIZE;
-            let tile_groups = min(XS_LEN / GROUP_SIZE, groups - g0);
+            let tile_groups = min(XS_GROUPS, groups - g0);
             // Rows past the chunk read its last row and are never stored.
             var bases: array<u32, ROWS_V>;
             for (var r = 0u; r < ROWS_V; r++) {
                 bases[r] = min(row0 + r, p.n_len - 1u) * words + g0 * WORDS_PER_GROUP;
             }
             for (var g = 0u; g < tile_groups; g++) {
-                var group_dot: array<f32, ROWS_V>;
+                var group_dot: array<array<f32, ROWS_V>, TOKENS>;
                 for (var i = 0u; i < WORDS_PER_GROUP; i++) {
                     var row_words: array<u32, ROWS_V>;
                     for (var r = 0u; r < ROWS_V; r++) {
@@ -211,39 +244,58 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                     }
                     let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
                     if (XS_VEC4) {
-                        for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
-                            let inputs = xs_tile4[(k + j) / 4u];
-                            for (var r = 0u; r < ROWS_V; r++) {
-                                let word = row_words[r];
-                                let codes4 = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
-                                                       word_code(word, j + 2u), word_code(word, j + 3u));
-                                group_dot[r] += dot(codes4, inputs);
+                        // Each word unpacked once for every token.
+                        var row_codes: array<array<vec4<f32>, (CODES_PER_WORD + 3u) / 4u>, ROWS_V>;
+                        for (var r = 0u; r < ROWS_V; r++) {
+                            let word = row_words[r];
+                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
+                                row_codes[r][j / 4u] = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
+                                                                 word_code(word, j + 2u), word_code(word, j + 3u));
+                            }
+                        }
+                        for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
+                                let inputs = xs_tile4[t * (XS_LEN / 4u) + (k + j) / 4u];
+                                for (var r = 0u; r < ROWS_V; r++) {
+                                    group_dot[t][r] += dot(row_codes[r][j / 4u], inputs);
+                                }
                             }
                         }
                     } else {
-                        for (var j = 0u; j < CODES_PER_WORD; j++) {
-                            let input = xs_tile[k + j];
-                            for (var r = 0u; r < ROWS_V; r++) {
-                                group_dot[r] += word_code(row_words[r], j) * input;
+                        for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+                            for (var j = 0u; j < CODES_PER_WORD; j++) {
+                                let input = xs_tile[t * XS_LEN + k + j];
+                                for (var r = 0u; r < ROWS_V; r++) {
+                                    group_dot[t][r] += word_code(row_words[r], j) * input;
+                                }
                             }
                         }
                     }
                 }
                 for (var r = 0u; r < ROWS_V; r++) {
-                    var d = group_dot[r];
-                    if (ZERO != 0.0) {
-                        d -= ZERO * xs_group_sum[g];
-                    }
                     let row = min(row0 + r, p.n_len - 1u);
-                    acc[r] += group_scale(row, g0 + g, p.k_len) * d;
+                    let scale = group_scale(row, g0 + g, p.k_len);
+                    for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+                        var d = group_dot[t][r];
+                        if (ZERO != 0.0) {
+                            d -= ZERO * xs_group_sum[t * XS_GROUPS + g];
+                        }
+                        acc[t][r] += scale * d;
+                    }
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < ROWS_V; r += PAIR) {
-        if (row0 + r < p.n_len) {
-            finish(0u, (row0 + r) / PAIR, vec2<f32>(acc[r], acc[r + PAIR - 1u]), s);
+    for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) { break; }
+        for (var r = 0u; r < ROWS_V; r += PAIR) {
+            if (row0 + r < p.n_len) {
+                finish(m0 + t, (row0 + r) / PAIR, vec2<f32>(acc[t][r], acc[t][r + PAIR - 1u]), s[t]);
+            }
         }
     }
 }

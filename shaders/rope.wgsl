@@ -1,9 +1,10 @@
 // Rotary position embedding on fused QKV rows, and the KV-cache store, in one pass.
 // qkv[t] is one row [q heads | k heads | v heads] of (n_heads + 2 n_kv_heads) * head_dim
-// values, for the token at absolute position positions[t]. Q heads are rotated into
-// q[t, head, :]; K heads are rotated and V heads copied into row positions[t] of
-// k_cache / v_cache ([cache_rows, n_kv_heads, head_dim]): the cache row is the position.
-// Pair i (0 <= i < head_dim / 2) rotates by angle positions[t] * inv_freq[i]; the host
+// values, for the token at places[t] = (position in its sequence, cache row where its
+// sequence starts: sequences share the cache, each in its own range of rows). Q heads are
+// rotated into q[t, head, :]; K heads are rotated and V heads copied into row
+// start + position of k_cache / v_cache ([cache_rows, n_kv_heads, head_dim]).
+// Pair i (0 <= i < head_dim / 2) rotates by angle position * inv_freq[i]; the host
 // computes inv_freq, so any rope base and Llama 3 frequency scaling cost nothing here.
 // Pairing: mode 0 rotates adjacent elements (2i, 2i+1) (llama.cpp's permuted GGUF rows);
 // mode 1 rotates (i, i + head_dim / 2), as Hugging Face and MLC checkpoints expect.
@@ -20,7 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(1) var<storage, read> places: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(3) var<storage, read> qkv: array<act>;
 @group(0) @binding(4) var<storage, read_write> q: array<act>;
@@ -48,7 +49,7 @@ fn rope_qkv(@builtin(workgroup_id) wid: vec3<u32>,
         a = i;
         b = i + half_dim;
     }
-    let pos = positions[t];
+    let pos = places[t].x;
     let angle = f32(pos) * inv_freq[i];
     let c = cos(angle);
     let s = sin(angle);
@@ -64,11 +65,12 @@ fn rope_qkv(@builtin(workgroup_id) wid: vec3<u32>,
         q[dst + b] = r1;
         return;
     }
-    if (pos >= p.cache_rows) {
+    let cache_row = places[t].y + pos;
+    if (cache_row >= p.cache_rows) {
         return;
     }
     let kh = h - p.n_heads;
-    let dst = (pos * p.n_kv_heads + kh) * p.head_dim;
+    let dst = (cache_row * p.n_kv_heads + kh) * p.head_dim;
     k_cache[dst + a] = r0;
     k_cache[dst + b] = r1;
     let v_src = row + (heads + kh) * p.head_dim;

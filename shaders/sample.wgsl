@@ -6,13 +6,15 @@
 // sum): no sort. The draw is the Gumbel-max trick, argmax(l / T + g) with g = -log(-log(u)),
 // which is an exact draw from softmax(l / T); u comes from a counter-based hash of
 // (seed, step, row, token), so a seed gives the same tokens on every adapter up to
-// rounding of log and exp.
+// rounding of log and exp. With one settings entry per row (`per_row`, a batch of
+// sequences) the row's own seed and step make its stream, and its place in the batch does
+// not enter. An inverse temperature of 0 picks the most likely token, as `argmax` does.
 
 struct Params {
     rows: u32,
     n: u32,       // candidates per row (may be fewer than the row holds)
     stride: u32,  // values per row
-    _pad: u32,
+    per_row: u32, // 1: settings[row] for each row; 0: settings[0] for all
 }
 
 struct Settings {
@@ -27,7 +29,7 @@ struct Settings {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> s: Settings;
+@group(0) @binding(1) var<storage, read> settings: array<Settings>;
 @group(0) @binding(2) var<storage, read> logits: array<act>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
@@ -35,6 +37,8 @@ const THREADS: u32 = 256u;
 // Tokens more than e^64 times less likely than the top one never count in a cut.
 const SPAN: f32 = 64.0;
 const BISECTION_STEPS: u32 = 24u;
+// The greedy pick's cut: every finite logit passes.
+const NEG_INF_CUT: f32 = -3.4e38;
 
 fn logit(row: u32, k: u32) -> f32 {
     return f32(logits[row * p.stride + k]);
@@ -68,6 +72,8 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
     if (row >= p.rows) {
         return;
     }
+    let s = settings[select(0u, row, p.per_row == 1u)];
+    let greedy = s.inv_temperature == 0.0;
     var local_max = -3.0e38;
     for (var k = tid; k < p.n; k += THREADS) {
         let l = logit(row, k);
@@ -80,7 +86,10 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
 
     // top-k: the highest threshold that still keeps k tokens.
     var cut = floor;
-    if (s.top_k > 0u && s.top_k < p.n) {
+    if (greedy) {
+        cut = NEG_INF_CUT;
+    }
+    if (!greedy && s.top_k > 0u && s.top_k < p.n) {
         var lo = floor;
         var hi = top;
         for (var i = 0u; i < BISECTION_STEPS; i++) {
@@ -94,7 +103,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
         cut = lo;
     }
     // top-p over the tokens top-k kept: the highest threshold keeping that share of mass.
-    if (s.top_p < 1.0) {
+    if (!greedy && s.top_p < 1.0) {
         let wanted = s.top_p * above(tid, row, cut, top, true);
         var lo = cut;
         var hi = top;
@@ -109,17 +118,23 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
         cut = lo;
     }
     // min-p: at least min_p times the top token's probability.
-    cut = max(cut, top + s.log_min_p);
+    if (!greedy) {
+        cut = max(cut, top + s.log_min_p);
+    }
 
     // The draw among the tokens left.
-    let key = pcg(s.seed_lo ^ pcg(s.seed_hi ^ pcg(s.step ^ pcg(row))));
+    let stream = select(row, 0u, p.per_row == 1u);
+    let key = pcg(s.seed_lo ^ pcg(s.seed_hi ^ pcg(s.step ^ pcg(stream))));
     var best = -3.0e38;
     var best_k = NO_INDEX;
     for (var k = tid; k < p.n; k += THREADS) {
         let l = logit(row, k);
         if (l >= cut) {
-            let u = (f32(pcg(key ^ k) >> 8u) + 0.5) / 16777216.0;
-            let score = l * s.inv_temperature - log(-log(u));
+            var score = l;
+            if (!greedy) {
+                let u = (f32(pcg(key ^ k) >> 8u) + 0.5) / 16777216.0;
+                score = l * s.inv_temperature - log(-log(u));
+            }
             if (best_k == NO_INDEX || score > best) {
                 best = score;
                 best_k = k;

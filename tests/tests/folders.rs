@@ -52,6 +52,7 @@ fn options(format: Option<WeightFormat>) -> LoadOptions {
         context: 128,
         max_batch: 64,
         precision: None,
+        slots: 1,
     }
 }
 

@@ -45,6 +45,7 @@ fn load(format: WeightFormat) -> Option<(Llama, GgufFile)> {
         context: 512,
         max_batch: 128,
         precision: None,
+        slots: 1,
     };
     let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
     Some((model, file))

@@ -5,15 +5,25 @@ use glim::gpu::{DType, GpuContext, Precision, Tensor};
 use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
 use glim::kernels::matmul::{self, Epilogue, Fusion, Shape};
 use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
-use glim::kernels::sample::{self, SampleSettings};
+use glim::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use glim::kernels::weight::GpuWeight;
-use glim::kernels::{argmax, embedding};
+use glim::kernels::{argmax, embedding, Place};
 use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
 
 fn upload(ctx: &GpuContext, values: &[f32], precision: Precision) -> Tensor {
     ctx.tensor_from_f32(values, &[values.len()], precision.into())
         .unwrap()
+}
+
+fn places_tensor(ctx: &GpuContext, places: &[Place]) -> Tensor {
+    ctx.tensor_from_u32(bytemuck::cast_slice(places), &[places.len(), 2])
+        .unwrap()
+}
+
+fn settings_tensor(ctx: &GpuContext, settings: &[SampleSettings]) -> Tensor {
+    let words: &[u32] = bytemuck::cast_slice(settings);
+    ctx.tensor_from_u32(words, &[words.len()]).unwrap()
 }
 
 fn run(ctx: &GpuContext, dispatches: &[&glim::gpu::Dispatch]) {
@@ -37,12 +47,13 @@ impl Variant {
     const ALL: [Epilogue; 3] = [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu];
 
     /// Every kernel for `m` rows with each of `epilogues`, with and without the norm
-    /// (SwiGLU only where `n` is even).
+    /// (SwiGLU only where `n` is even). A few rows go through the decode kernels too (a
+    /// batched decode step).
     fn each(m: usize, n: usize, epilogues: &[Epilogue]) -> Vec<Variant> {
-        let shapes: &[Shape] = if m == 1 {
-            &[Shape::Gemv, Shape::GemvRows]
-        } else {
-            &[Shape::Gemm, Shape::GemmRows]
+        let shapes: &[Shape] = match m {
+            1 => &[Shape::Gemv, Shape::GemvRows],
+            2..=16 => &[Shape::Gemm, Shape::GemmRows, Shape::Gemv, Shape::GemvRows],
+            _ => &[Shape::Gemm, Shape::GemmRows],
         };
         let mut all = Vec::new();
         for &shape in shapes {
@@ -142,6 +153,71 @@ fn matmul_small_and_odd_shapes() {
                 }
             }
         }
+    }
+}
+
+/// A token decoded in a batch gets the very bits it gets alone, whatever else is in the
+/// batch: the server's batched answers then equal one-at-a-time answers.
+#[test]
+fn batched_decode_is_bitwise_the_lone_token() {
+    let Some(ctx) = gpu() else { return };
+    for precision in precisions(ctx) {
+        for format in WeightFormat::ALL {
+            let (n, k) = (130, 576);
+            let mut r = rng(77);
+            let w = random_vec(&mut r, n * k, 0.5);
+            let packed = PackedWeight::quantize(format, &w, n, k).unwrap();
+            let weight = GpuWeight::upload(ctx, &packed).unwrap();
+            let nt = ctx
+                .tensor_from_f32(&random_vec(&mut r, k, 1.0), &[k], DType::F32)
+                .unwrap();
+            let m = 9;
+            let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
+            let before = as_stored(&random_vec(&mut r, m * n, 1.0), precision);
+            for shape in [Shape::Gemv, Shape::GemvRows] {
+                for (norm, epilogue) in [(true, Epilogue::SwiGlu), (false, Epilogue::Add)] {
+                    let fusion = Fusion {
+                        norm: norm.then_some((&nt, 1e-5)),
+                        epilogue,
+                    };
+                    let outputs = n / epilogue_rows(epilogue);
+                    let y_len = |rows: usize| rows * outputs;
+                    let run_rows = |rows: std::ops::Range<usize>| {
+                        let xt = upload(ctx, &x[rows.start * k..rows.end * k], precision);
+                        let y_before = &before[y_len(rows.start)..y_len(rows.end)];
+                        let yt = upload(ctx, y_before, precision);
+                        let ops = matmul::fused(ctx, &xt, &weight, &yt, rows.len(), &fusion, shape)
+                            .unwrap();
+                        run(ctx, &ops.iter().collect::<Vec<_>>());
+                        ctx.read_f32_blocking(&yt).unwrap()
+                    };
+                    let alone: Vec<Vec<f32>> = (0..m).map(|t| run_rows(t..t + 1)).collect();
+                    for batch in [2, 4, 5, 9] {
+                        let together = run_rows(0..batch);
+                        for (t, lone) in alone.iter().take(batch).enumerate() {
+                            let got = &together[t * outputs..(t + 1) * outputs];
+                            let what = format!(
+                                "{} {precision:?} {shape:?} norm={norm} {epilogue:?}: token {t} of {batch}",
+                                format.name()
+                            );
+                            let same = got
+                                .iter()
+                                .zip(lone)
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "{what} differs from the token alone");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn epilogue_rows(e: Epilogue) -> usize {
+    if e == Epilogue::SwiGlu {
+        2
+    } else {
+        1
     }
 }
 
@@ -265,7 +341,13 @@ fn rope_qkv_both_layouts() {
                 );
                 let mut k_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
                 let mut v_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
-                let positions: Vec<u32> = (0..n_tokens as u32).map(|t| t * 997 % 4096).collect();
+                // Two sequences sharing the cache, 2048 rows each.
+                let places: Vec<Place> = (0..n_tokens as u32)
+                    .map(|t| Place {
+                        position: t * 997 % 2048,
+                        cache_start: t % 2 * 2048,
+                    })
+                    .collect();
                 let freqs = rope::inv_freq(head_dim, base, None);
                 let qkv_t = upload(ctx, &qkv, precision);
                 let (k_t, v_t) = (
@@ -275,7 +357,7 @@ fn rope_qkv_both_layouts() {
                 let q_t = ctx
                     .zeros(&[n_tokens * n_heads * head_dim], precision.into())
                     .unwrap();
-                let pt = ctx.tensor_from_u32(&positions, &[n_tokens]).unwrap();
+                let pt = places_tensor(ctx, &places);
                 let ft = ctx
                     .tensor_from_f32(&freqs, &[freqs.len()], DType::F32)
                     .unwrap();
@@ -288,7 +370,7 @@ fn rope_qkv_both_layouts() {
                 run(ctx, &[&op]);
                 let q_want = rope::reference(
                     &qkv,
-                    &positions,
+                    &places,
                     &freqs,
                     &shape,
                     mode,
@@ -366,8 +448,9 @@ fn gpu_sample(
     let n = logits.len() / rows;
     let lt = upload(ctx, logits, precision);
     let out = ctx.zeros(&[rows], DType::U32).unwrap();
-    let uniform = ctx.uniform(settings);
-    let op = sample::sample(ctx, &lt, &uniform, &out, rows, n, n).unwrap();
+    let st = settings_tensor(ctx, &[*settings]);
+    let shared = SettingsPerRow::Shared;
+    let op = sample::sample(ctx, &lt, &st, shared, &out, rows, n, n).unwrap();
     run(ctx, &[&op]);
     ctx.read_u32_blocking(&out).unwrap()
 }
@@ -410,6 +493,51 @@ fn sampling_matches_its_reference() {
         // way, nothing more.
         eprintln!("sample {precision:?}: {same} of {total} draws equal the reference");
         assert!(same * 100 >= total * 97, "{precision:?}: {same} of {total}");
+    }
+}
+
+/// With settings per row (a batch of sequences), each row draws what it would draw alone,
+/// and greedy rows take the argmax.
+#[test]
+fn sampling_per_row_settings() {
+    let Some(ctx) = gpu() else { return };
+    for precision in precisions(ctx) {
+        let (rows, n) = (5, 2000);
+        let mut r = rng(19);
+        let logits = as_stored(&random_vec(&mut r, rows * n, 4.0), precision);
+        let settings: Vec<SampleSettings> = (0..rows)
+            .map(|i| match i {
+                2 => SampleSettings::greedy(),
+                _ => SampleSettings::new(0.8, 40, 0.95, 0.05, 100 + i as u64, i as u32 * 3),
+            })
+            .collect();
+        let lt = upload(ctx, &logits, precision);
+        let out = ctx.zeros(&[rows], DType::U32).unwrap();
+        let st = settings_tensor(ctx, &settings);
+        let op = sample::sample(ctx, &lt, &st, SettingsPerRow::Own, &out, rows, n, n).unwrap();
+        run(ctx, &[&op]);
+        let got = ctx.read_u32_blocking(&out).unwrap();
+        let mut same = 0;
+        for (row, s) in settings.iter().enumerate() {
+            let values = &logits[row * n..(row + 1) * n];
+            if s.is_greedy() {
+                assert_eq!(
+                    got[row],
+                    argmax::argmax_row(values),
+                    "{precision:?} greedy row"
+                );
+            }
+            let alone = gpu_sample(ctx, values, precision, 1, s)[0];
+            assert_eq!(
+                got[row], alone,
+                "{precision:?} row {row} differs from its draw alone"
+            );
+            same += usize::from(got[row] == sample::reference_row(values, 0, s));
+        }
+        assert!(
+            same >= rows - 1,
+            "{precision:?}: {same} of {rows} equal the reference"
+        );
     }
 }
 
@@ -474,7 +602,12 @@ fn sampling_follows_the_distribution() {
 
 struct AttentionCase {
     shape: AttentionShape,
-    positions: Vec<u32>,
+    places: Vec<Place>,
+}
+
+/// Places of one sequence at cache row 0.
+fn alone(positions: impl IntoIterator<Item = u32>) -> Vec<Place> {
+    positions.into_iter().map(Place::alone).collect()
 }
 
 fn check_attention(
@@ -489,7 +622,14 @@ fn check_attention(
         &random_vec(&mut r, s.n_tokens * s.n_heads * s.head_dim, 1.0),
         precision,
     );
-    let cache_len = s.context * s.n_kv_heads * s.head_dim;
+    let rows = case
+        .places
+        .iter()
+        .map(|p| p.cache_row() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(s.context);
+    let cache_len = rows * s.n_kv_heads * s.head_dim;
     let k = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
     let v = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
     let (qt, kt, vt) = (
@@ -497,7 +637,7 @@ fn check_attention(
         upload(ctx, &k, precision),
         upload(ctx, &v, precision),
     );
-    let pt = ctx.tensor_from_u32(&case.positions, &[s.n_tokens]).unwrap();
+    let pt = places_tensor(ctx, &case.places);
     let out = ctx
         .zeros(&[s.n_tokens * s.n_heads * s.head_dim], precision.into())
         .unwrap();
@@ -505,7 +645,7 @@ fn check_attention(
         q: &qt,
         k_cache: &kt,
         v_cache: &vt,
-        positions: &pt,
+        places: &pt,
         out: &out,
     };
     let scale = 1.0 / (s.head_dim as f32).sqrt();
@@ -517,7 +657,7 @@ fn check_attention(
             run(ctx, &[&a, &b]);
         }
     }
-    let want = attention::reference(&q, &k, &v, &case.positions, s, scale);
+    let want = attention::reference(&q, &k, &v, &case.places, s, scale);
     let what = format!("attention {precision:?} {s:?} splits {n_splits:?}");
     assert_close(
         &what,
@@ -543,24 +683,24 @@ fn attention_prefill() {
             // A fresh prompt: token t at position t.
             AttentionCase {
                 shape: shape(1, 64, 1),
-                positions: vec![0],
+                places: alone([0]),
             },
             AttentionCase {
                 shape: shape(70, 64, 70),
-                positions: (0..70).collect(),
+                places: alone(0..70),
             },
             // A prompt continuing a cache of 100 tokens.
             AttentionCase {
                 shape: shape(37, 64, 137),
-                positions: (100..137).collect(),
+                places: alone(100..137),
             },
             AttentionCase {
                 shape: shape(3, 256, 10),
-                positions: vec![7, 8, 9],
+                places: alone([7, 8, 9]),
             },
             AttentionCase {
                 shape: shape(5, 80, 2048),
-                positions: vec![0, 511, 1024, 2000, 2047],
+                places: alone([0, 511, 1024, 2000, 2047]),
             },
         ];
         for case in &cases {
@@ -593,7 +733,7 @@ fn attention_decode_split() {
                     precision,
                     &AttentionCase {
                         shape,
-                        positions: vec![pos],
+                        places: alone([pos]),
                     },
                     Some(splits),
                 );
@@ -612,10 +752,19 @@ fn attention_decode_split() {
             precision,
             &AttentionCase {
                 shape,
-                positions: vec![3, 100, 250, 299],
+                places: alone([3, 100, 250, 299]),
             },
             Some(3),
         );
+        // A batched decode step: one query from each of four sequences sharing the cache,
+        // 300 rows each.
+        let places = [(3, 0), (100, 300), (250, 900), (299, 600)]
+            .map(|(position, cache_start)| Place {
+                position,
+                cache_start,
+            })
+            .to_vec();
+        check_attention(ctx, precision, &AttentionCase { shape, places }, Some(3));
     }
 }
 
@@ -637,16 +786,6 @@ fn bad_shapes_are_errors_not_panics() {
     );
     let short_y = matmul::fused(ctx, &f32s(256), &weight, &f32s(192), 4, &plain, Shape::Gemm);
     assert!(matches!(short_y, Err(Error::Shape(_))));
-    let many_rows = matmul::fused(
-        ctx,
-        &f32s(256),
-        &weight,
-        &f32s(256),
-        4,
-        &plain,
-        Shape::GemvRows,
-    );
-    assert!(matches!(many_rows, Err(Error::Shape(_))));
     let ids = f32s(4); // ids must be u32
     assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4).is_err());
     assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10, 10).is_err());
@@ -681,13 +820,13 @@ fn bad_shapes_are_errors_not_panics() {
         assert!(matches!(mixed, Err(Error::Shape(_))));
     }
 
-    let positions = ctx.tensor_from_u32(&[0], &[1]).unwrap();
+    let places = ctx.tensor_from_u32(&[0, 0], &[1, 2]).unwrap();
     let t = f32s(1 << 16);
     let inputs = AttentionInputs {
         q: &t,
         k_cache: &t,
         v_cache: &t,
-        positions: &positions,
+        places: &places,
         out: &t,
     };
     let uneven = AttentionShape {

@@ -28,6 +28,7 @@ fn options(format: WeightFormat) -> LoadOptions {
         context: 64,
         max_batch: 64,
         precision: None,
+        slots: 1,
     }
 }
 

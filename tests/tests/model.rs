@@ -155,3 +155,133 @@ fn sampled_generation_is_seeded() {
     assert_eq!(penalized, answer(7, 1.3));
     assert!(!penalized.is_empty());
 }
+
+/// Several sequences decoded together, one pass over the weights per step, give each of
+/// them the very tokens it gets decoded alone: greedy and seeded draws, prompts of other
+/// lengths, sequences joining and leaving the batch between steps.
+#[test]
+fn batched_decoding_equals_decoding_alone() {
+    use glim::kernels::sample::SampleSettings;
+    use glim::model::llama::{BatchOutput, BatchToken, NextToken};
+    let Some(path) = glim_tests::test_model() else {
+        return;
+    };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let vocab = file
+        .get_str_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .to_vec();
+    let options = LoadOptions {
+        context: 64,
+        slots: 3,
+        ..Default::default()
+    };
+    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let prompts = [
+        ids(&vocab, &["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]),
+        ids(&vocab, &["Once", "Ġupon", "Ġa", "Ġtime"]),
+        ids(
+            &vocab,
+            &["The", "Ġbest", "Ġway", "Ġto", "Ġlearn", "Ġis", "Ġto"],
+        ),
+    ];
+    let nexts = [
+        NextToken::Greedy,
+        NextToken::Sample(SampleSettings::new(0.9, 40, 0.95, 0.05, 7, 0)),
+        NextToken::Greedy,
+    ];
+    // Draw i of a sequence uses step i, as the generation loop does.
+    let at_step = |next: NextToken, step: usize| match next {
+        NextToken::Sample(mut s) => {
+            s.step = step as u32;
+            NextToken::Sample(s)
+        }
+        other => other,
+    };
+    let token = |out: BatchOutput| match out {
+        BatchOutput::Token(t) => t,
+        BatchOutput::Logits(_) => panic!("asked for a token"),
+    };
+    let steps = 8;
+    // Alone: each sequence in slot 0, one token per pass.
+    let mut alone = Vec::new();
+    for (prompt, &next) in prompts.iter().zip(&nexts) {
+        let mut tokens = vec![token(
+            pollster::block_on(model.prefill(0, prompt, 0, at_step(next, 0))).unwrap(),
+        )];
+        for i in 1..steps {
+            let pos = prompt.len() + i - 1;
+            let last = tokens[i - 1];
+            let out = pollster::block_on(model.prefill(0, &[last], pos, at_step(next, i)));
+            tokens.push(token(out.unwrap()));
+        }
+        alone.push(tokens);
+    }
+    // Together: sequence s in slot 2 - s, joining at step s (its prompt prefilled then).
+    let mut together: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    for step in 0..steps + prompts.len() {
+        let mut batch = Vec::new();
+        for (s, prompt) in prompts.iter().enumerate() {
+            let done = together[s].len();
+            if step == s {
+                let out = pollster::block_on(model.prefill(2 - s, prompt, 0, at_step(nexts[s], 0)));
+                together[s].push(token(out.unwrap()));
+            } else if step > s && done < steps {
+                batch.push((
+                    s,
+                    BatchToken {
+                        slot: 2 - s,
+                        token: together[s][done - 1],
+                        position: prompt.len() + done - 1,
+                        next: at_step(nexts[s], done),
+                    },
+                ));
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let tokens: Vec<BatchToken> = batch.iter().map(|(_, t)| *t).collect();
+        let outs = pollster::block_on(model.decode_batch(&tokens)).unwrap();
+        for ((s, _), out) in batch.into_iter().zip(outs) {
+            together[s].push(token(out));
+        }
+    }
+    assert_eq!(together, alone);
+    // A row of logits for host sampling comes back as the lone one-token pass gives it.
+    let prompt = &prompts[0];
+    let (head, last) = (&prompt[..prompt.len() - 1], *prompt.last().unwrap());
+    pollster::block_on(model.prefill(0, head, 0, NextToken::Greedy)).unwrap();
+    let lone = pollster::block_on(model.prefill(0, &[last], head.len(), NextToken::Logits));
+    pollster::block_on(model.prefill(1, &prompts[1], 0, NextToken::Greedy)).unwrap();
+    let batch = [
+        BatchToken {
+            slot: 0,
+            token: last,
+            position: head.len(),
+            next: NextToken::Logits,
+        },
+        BatchToken {
+            slot: 1,
+            token: 42,
+            position: prompts[1].len(),
+            next: NextToken::Greedy,
+        },
+    ];
+    let outs = pollster::block_on(model.decode_batch(&batch)).unwrap();
+    assert!(
+        outs[0] == lone.unwrap(),
+        "batched logits differ from the lone pass"
+    );
+    // The same slot twice, or a slot past the model's, is an error.
+    let twice = [batch[1], batch[1]];
+    assert!(pollster::block_on(model.decode_batch(&twice)).is_err());
+    let past = [BatchToken {
+        slot: 3,
+        ..batch[1]
+    }];
+    assert!(pollster::block_on(model.decode_batch(&past)).is_err());
+}

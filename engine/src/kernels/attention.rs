@@ -4,7 +4,7 @@
 //! each head's keys into `n_splits` ranges handled by separate workgroups, then merges them
 //! (flash-decoding), so a single query over a long context still fills the GPU.
 
-use super::{common_precision, ensure_len, precision_tag, wgsl};
+use super::{common_precision, ensure_len, ensure_places, precision_tag, wgsl, Place};
 use crate::error::{ensure_shape, Result};
 use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
@@ -13,7 +13,8 @@ use crate::gpu::{
 /// Largest head dimension the kernels hold in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Sizes of one attention call. The KV cache holds `context` positions.
+/// Sizes of one attention call. A sequence holds at most `context` positions; the KV cache
+/// holds at least `context` rows (more when several sequences share it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
     pub n_tokens: usize,
@@ -105,13 +106,13 @@ pub fn sources(precision: Precision) -> [KernelSource; 3] {
 }
 
 /// The tensors of one attention call: `q` and `out` are `[n_tokens, n_heads, head_dim]`,
-/// the caches `[context, n_kv_heads, head_dim]`, `positions` one u32 per token (each must
-/// be below `context`; the kernel reads keys `0..=position`).
+/// the caches `[rows, n_kv_heads, head_dim]`, `places` a [`Place`] per token (positions
+/// below `context`; the kernel reads the sequence's keys `0..=position`).
 pub struct AttentionInputs<'a> {
     pub q: &'a Tensor,
     pub k_cache: &'a Tensor,
     pub v_cache: &'a Tensor,
-    pub positions: &'a Tensor,
+    pub places: &'a Tensor,
     pub out: &'a Tensor,
 }
 
@@ -121,17 +122,14 @@ fn check(inputs: &AttentionInputs, shape: &AttentionShape) -> Result<Precision> 
         q,
         k_cache,
         v_cache,
-        positions,
+        places,
         out,
     } = inputs;
     let precision = common_precision("attention", &[q, k_cache, v_cache, out])?;
-    ensure_shape(positions.dtype == DType::U32, || {
-        "attention: positions must be u32".into()
-    })?;
     let rows = shape.n_tokens * shape.n_heads * shape.head_dim;
     ensure_len("attention", "q", q, rows)?;
     ensure_len("attention", "out", out, rows)?;
-    ensure_len("attention", "positions", positions, shape.n_tokens)?;
+    ensure_places("attention", places, shape.n_tokens)?;
     let cache = shape.context * shape.n_kv_heads * shape.head_dim;
     ensure_len("attention", "k_cache", k_cache, cache)?;
     ensure_len("attention", "v_cache", v_cache, cache)?;
@@ -169,7 +167,7 @@ pub fn prefill(
             &i.q.buffer,
             &i.k_cache.buffer,
             &i.v_cache.buffer,
-            &i.positions.buffer,
+            &i.places.buffer,
             &i.out.buffer,
         ],
         grid((shape.n_tokens * shape.n_heads) as u32),
@@ -213,7 +211,7 @@ pub fn decode(
             &i.q.buffer,
             &i.k_cache.buffer,
             &i.v_cache.buffer,
-            &i.positions.buffer,
+            &i.places.buffer,
             &partial.buffer,
         ],
         grid((rows * n_splits) as u32),
@@ -232,20 +230,21 @@ pub fn reference(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    positions: &[u32],
+    places: &[Place],
     shape: &AttentionShape,
     scale: f32,
 ) -> Vec<f32> {
     let (hd, nkv) = (shape.head_dim, shape.n_kv_heads);
     let group = shape.n_heads / nkv;
     let mut out = vec![0.0; shape.n_tokens * shape.n_heads * hd];
-    for (t, &pos) in positions.iter().enumerate().take(shape.n_tokens) {
+    for (t, place) in places.iter().enumerate().take(shape.n_tokens) {
+        let (pos, start) = (place.position as usize, place.cache_start as usize);
         for h in 0..shape.n_heads {
             let qv = &q[(t * shape.n_heads + h) * hd..][..hd];
             let kvh = h / group;
-            let scores: Vec<f64> = (0..=pos as usize)
+            let scores: Vec<f64> = (0..=pos)
                 .map(|j| {
-                    let kv = &k[(j * nkv + kvh) * hd..][..hd];
+                    let kv = &k[((start + j) * nkv + kvh) * hd..][..hd];
                     qv.iter()
                         .zip(kv)
                         .map(|(&a, &b)| a as f64 * b as f64)
@@ -261,7 +260,7 @@ pub fn reference(
                 let acc: f64 = weights
                     .iter()
                     .enumerate()
-                    .map(|(j, w)| w * v[(j * nkv + kvh) * hd + d] as f64)
+                    .map(|(j, w)| w * v[((start + j) * nkv + kvh) * hd + d] as f64)
                     .sum();
                 *od = (acc / total) as f32;
             }

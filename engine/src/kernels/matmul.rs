@@ -1,5 +1,6 @@
-//! Fused dequant-matmul `y[m, n] = sum_k x[m, k] * W[n, k]`: GEMV for one token (decode),
-//! tiled GEMM for many (prefill). Weights stay packed in memory; each kernel dequantizes as
+//! Fused dequant-matmul `y[m, n] = sum_k x[m, k] * W[n, k]`: GEMV for decode (one token, or
+//! one token of each of a batch of sequences: each weight read serves them all), tiled GEMM
+//! for prefill. Weights stay packed in memory; each kernel dequantizes as
 //! it reads. Accumulation is f32 whatever the activation precision.
 
 use super::weight::GpuWeight;
@@ -27,6 +28,17 @@ const ROWS_M: usize = 8;
 const ROWS_W: usize = 8;
 /// Rows of W per `gemv_rows` thread.
 const ROWS_V: usize = 4;
+/// Largest number of tokens one decode workgroup takes; more go to further workgroups.
+pub const MAX_DECODE_TOKENS: usize = 8;
+/// Inputs per token that `gemv_rows` stages at a time: what fits WebGPU's 16 KiB of
+/// workgroup memory for its token count (a multiple of every group size: 32 and 40).
+const fn gemv_rows_tile(tokens: usize) -> usize {
+    match tokens {
+        1 => 1280,
+        2..=4 => 640,
+        _ => 320,
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -111,9 +123,26 @@ impl Shape {
         }
     }
 
-    /// Whether the kernel takes one token only.
+    /// Whether this is a decode kernel (a workgroup per output, or a thread per output,
+    /// for a few tokens).
     fn is_gemv(self) -> bool {
         matches!(self, Self::Gemv | Self::GemvRows)
+    }
+
+    /// The decode kernel on `ctx`'s adapter, whatever the number of tokens: a batched
+    /// decode step runs the kernel a lone sequence runs, so its tokens come out the same.
+    pub fn decode(ctx: &GpuContext) -> Self {
+        Self::pick(ctx, 1)
+    }
+
+    /// Tokens per workgroup of this kernel for `m` tokens: the decode kernels are built for
+    /// 1, 4 or 8 (a lone sequence pays for no others); the GEMMs tile their own.
+    fn tokens_per_workgroup(self, m: usize) -> usize {
+        match (self.is_gemv(), m) {
+            (false, _) | (true, 1) => 1,
+            (true, 2..=4) => 4,
+            (true, _) => MAX_DECODE_TOKENS,
+        }
     }
 }
 
@@ -143,13 +172,15 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &s
     }
 }
 
-/// The matmul kernel of `shape` for one precision, weight format and fusion.
+/// The matmul kernel of `shape` for one precision, weight format and fusion, its decode
+/// workgroups taking `tokens` tokens (1 for the GEMMs).
 pub fn source(
     precision: Precision,
     format: WeightFormat,
     norm: bool,
     epilogue: Epilogue,
     shape: Shape,
+    tokens: usize,
 ) -> KernelSource {
     let code = |e| match e {
         Epilogue::Store => 0,
@@ -157,23 +188,35 @@ pub fn source(
         Epilogue::SwiGlu => 2,
     };
     // The launch shape comes from here, so host and shader cannot disagree on it.
+    let tile = gemv_rows_tile(tokens);
+    let codes_per_word = format.group_spec().map_or(2, |g| g.codes_per_word);
+    let vec4_tile = codes_per_word.is_multiple_of(4);
     let consts = [
         ("NORM", norm as usize),
         ("EPILOGUE", code(epilogue)),
         ("THREADS", ROWS_PER_WORKGROUP),
+        ("TOKENS", tokens),
         ("ROWS_V", ROWS_V),
         ("ROWS_W", ROWS_W),
         ("ROWS_M", ROWS_M),
+        ("XS_LEN", tile),
+        ("XS1_LEN", if vec4_tile { 4 } else { tokens * tile }),
+        ("XS4_LEN", if vec4_tile { tokens * tile / 4 } else { 1 }),
     ]
     .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
     .concat();
     let body = [consts.as_str(), wgsl::REDUCE, wgsl::MATMUL].concat();
     KernelSource {
         label: format!(
-            "matmul.{}.{}.{}{epilogue:?}",
+            "matmul.{}.{}.{}{epilogue:?}{}",
             format.name(),
             precision_tag(precision),
             if norm { "norm." } else { "" },
+            if tokens > 1 {
+                format!(".x{tokens}")
+            } else {
+                String::new()
+            },
         ),
         source: weight_access(precision, format, &body),
         entry: shape.entry(),
@@ -187,7 +230,12 @@ pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> 
     for norm in [false, true] {
         for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
             for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
-                all.push(source(precision, format, norm, epilogue, shape));
+                for m in [1, 4, MAX_DECODE_TOKENS] {
+                    let tokens = shape.tokens_per_workgroup(m);
+                    if m == 1 || tokens > 1 {
+                        all.push(source(precision, format, norm, epilogue, shape, tokens));
+                    }
+                }
             }
         }
     }
@@ -218,9 +266,6 @@ pub fn fused(
 ) -> Result<Vec<Dispatch>> {
     let precision = common_precision("matmul", &[x, y])?;
     ensure_shape(m > 0, || "matmul: no input rows".into())?;
-    ensure_shape(!shape.is_gemv() || m == 1, || {
-        format!("matmul: {shape:?} takes one input row, got {m}")
-    })?;
     let pair = fusion.epilogue.rows_per_output();
     ensure_shape(
         w.rows.is_multiple_of(pair) && w.chunks.iter().all(|c| c.row_start.is_multiple_of(pair)),
@@ -245,13 +290,16 @@ pub fn fused(
         // Never read: any buffer fills the binding.
         None => (x, 0.0),
     };
+    let tokens = shape.tokens_per_workgroup(m);
     let kernel = source(
         precision,
         w.format,
         fusion.norm.is_some(),
         fusion.epilogue,
         shape,
+        tokens,
     );
+    let token_blocks = m.div_ceil(tokens) as u32;
     w.chunks
         .iter()
         .map(|chunk| {
@@ -265,9 +313,13 @@ pub fn fused(
                 eps,
                 _pad: [0; 2],
             });
+            let decode_grid = |n: usize| {
+                let [x, y, _] = grid(n as u32);
+                [x, y, token_blocks]
+            };
             let workgroups = match shape {
-                Shape::Gemv => grid(chunk_outputs as u32),
-                Shape::GemvRows => grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V) as u32),
+                Shape::Gemv => decode_grid(chunk_outputs),
+                Shape::GemvRows => decode_grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V)),
                 Shape::Gemm => [
                     chunk.rows.div_ceil(GEMM_TILE_N) as u32,
                     m.div_ceil(GEMM_TILE_M) as u32,

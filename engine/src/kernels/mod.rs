@@ -31,6 +31,40 @@ pub(crate) mod wgsl {
     pub const SAMPLE: &str = include_str!("../../../shaders/sample.wgsl");
 }
 
+/// Where a token of a pass sits. Sequences share one KV cache, each in its own range of
+/// rows: the token has `position` in its sequence (its RoPE angle; it attends to the
+/// sequence's keys `0..=position`) and its sequence's position 0 is cache row
+/// `cache_start`. The kernels read a tensor of these as `array<vec2<u32>>`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Place {
+    pub position: u32,
+    pub cache_start: u32,
+}
+
+impl Place {
+    /// Token `position` of the one sequence that starts at cache row 0.
+    pub fn alone(position: u32) -> Self {
+        Self {
+            position,
+            cache_start: 0,
+        }
+    }
+
+    /// The cache row holding this token's keys and values.
+    pub fn cache_row(&self) -> usize {
+        self.cache_start as usize + self.position as usize
+    }
+}
+
+/// Checks a tensor of [`Place`]s (u32 pairs) covers `n_tokens` tokens.
+pub(crate) fn ensure_places(kernel: &str, places: &Tensor, n_tokens: usize) -> Result<()> {
+    ensure_shape(places.dtype == crate::gpu::DType::U32, || {
+        format!("{kernel}: places must be u32 pairs")
+    })?;
+    ensure_len(kernel, "places", places, 2 * n_tokens)
+}
+
 pub const PRECISIONS: [Precision; 2] = [Precision::F16, Precision::F32];
 
 /// Every kernel variant glim can build: the shader-translation test walks this list.

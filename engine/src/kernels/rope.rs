@@ -1,7 +1,7 @@
 //! Rotary position embedding, Llama style, by absolute position: applied to fused QKV rows,
 //! together with storing the new K and V rows into the KV cache.
 
-use super::{common_precision, ensure_len, groups_for, precision_tag, wgsl};
+use super::{common_precision, ensure_len, ensure_places, groups_for, precision_tag, wgsl, Place};
 use crate::error::{ensure_shape, Result};
 use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
@@ -95,21 +95,21 @@ impl QkvShape {
 }
 
 /// Where [`rope_qkv`] writes: rotated queries `[n_tokens, n_heads, head_dim]`, and the KV
-/// caches `[rows, n_kv_heads, head_dim]`, row = position.
+/// caches `[rows, n_kv_heads, head_dim]`, at each token's [`Place::cache_row`].
 pub struct QkvOutputs<'a> {
     pub q: &'a Tensor,
     pub k_cache: &'a Tensor,
     pub v_cache: &'a Tensor,
 }
 
-/// Rotates the Q and K heads of fused `qkv` rows by each token's absolute position
-/// (`positions`, u32) with the `head_dim / 2` frequencies `inv_freq` (f32); writes Q to
-/// `out.q` and K, V to row `positions[t]` of the caches. Positions past the caches' rows are
+/// Rotates the Q and K heads of fused `qkv` rows by each token's position (`places`, a
+/// [`Place`] per token) with the `head_dim / 2` frequencies `inv_freq` (f32); writes Q to
+/// `out.q` and K, V to the caches at each token's cache row. Rows past the caches are
 /// skipped, never written out of bounds.
 pub fn rope_qkv(
     ctx: &GpuContext,
     qkv: &Tensor,
-    positions: &Tensor,
+    places: &Tensor,
     inv_freq: &Tensor,
     out: &QkvOutputs,
     shape: &QkvShape,
@@ -123,9 +123,6 @@ pub fn rope_qkv(
             shape.head_dim
         )
     })?;
-    ensure_shape(positions.dtype == DType::U32, || {
-        "rope: positions must be u32".into()
-    })?;
     ensure_shape(inv_freq.dtype == DType::F32, || {
         "rope: inv_freq must be f32".into()
     })?;
@@ -133,7 +130,7 @@ pub fn rope_qkv(
     ensure_shape(kv_row > 0 && out.k_cache.len() == out.v_cache.len(), || {
         "rope: K and V caches differ in size".into()
     })?;
-    ensure_len("rope", "positions", positions, shape.n_tokens)?;
+    ensure_places("rope", places, shape.n_tokens)?;
     ensure_len("rope", "qkv", qkv, shape.n_tokens * shape.row_len())?;
     ensure_len(
         "rope",
@@ -155,7 +152,7 @@ pub fn rope_qkv(
         &source(precision),
         &[
             &params,
-            &positions.buffer,
+            &places.buffer,
             &inv_freq.buffer,
             &qkv.buffer,
             &out.q.buffer,
@@ -183,10 +180,10 @@ fn rotate(head: &mut [f32], pos: u32, inv_freq: &[f32], mode: RopeMode) {
 }
 
 /// CPU reference of [`rope_qkv`]: returns the rotated queries and writes K and V into the
-/// caches (`[rows, n_kv_heads, head_dim]`) at each token's position.
+/// caches (`[rows, n_kv_heads, head_dim]`) at each token's cache row.
 pub fn reference(
     qkv: &[f32],
-    positions: &[u32],
+    places: &[Place],
     inv_freq: &[f32],
     shape: &QkvShape,
     mode: RopeMode,
@@ -195,13 +192,14 @@ pub fn reference(
 ) -> Vec<f32> {
     let hd = shape.head_dim;
     let (q_len, kv_len) = (shape.n_heads * hd, shape.n_kv_heads * hd);
-    let mut q = Vec::with_capacity(positions.len() * q_len);
-    for (row, &pos) in qkv.chunks_exact(shape.row_len()).zip(positions) {
+    let mut q = Vec::with_capacity(places.len() * q_len);
+    for (row, place) in qkv.chunks_exact(shape.row_len()).zip(places) {
+        let pos = place.position;
         let mut rq = row[..q_len].to_vec();
         rq.chunks_exact_mut(hd)
             .for_each(|h| rotate(h, pos, inv_freq, mode));
         q.extend(rq);
-        let at = pos as usize * kv_len;
+        let at = place.cache_row() * kv_len;
         if at + kv_len > k_cache.len() {
             continue;
         }

@@ -9,7 +9,7 @@ use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
 };
 
-/// What the kernel applies, as its uniform buffer holds it.
+/// What the kernel applies to a row, as its settings buffer holds it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct SampleSettings {
@@ -32,6 +32,26 @@ const SPAN: f32 = 64.0;
 const BISECTION_STEPS: usize = 24;
 
 impl SampleSettings {
+    /// The most likely token, as the argmax kernel picks it (for greedy rows of a batch
+    /// whose other rows sample).
+    pub fn greedy() -> Self {
+        Self {
+            inv_temperature: 0.0,
+            log_min_p: MIN_P_OFF,
+            top_p: 1.0,
+            top_k: 0,
+            seed_lo: 0,
+            seed_hi: 0,
+            step: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Whether this picks the most likely token.
+    pub fn is_greedy(&self) -> bool {
+        self.inv_temperature == 0.0
+    }
+
     /// Settings for a draw at `temperature` (> 0) with the given cuts (`top_k` 0 and
     /// `top_p` 1 are off, as `min_p` 0 is).
     pub fn new(
@@ -62,20 +82,32 @@ pub fn source(precision: Precision) -> KernelSource {
         entry: "sample",
         bindings: &[
             Binding::Uniform,
-            Binding::Uniform,
+            Binding::Read,
             Binding::Read,
             Binding::ReadWrite,
         ],
     }
 }
 
+/// Which settings a row is drawn with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettingsPerRow {
+    /// Every row with the first entry; the row number enters the randomness, so rows of the
+    /// same logits are independent draws.
+    Shared,
+    /// Row `r` with entry `r`, its own seed and step making its randomness (a batch of
+    /// sequences: a sequence draws the same tokens wherever it sits in the batch).
+    Own,
+}
+
 /// Draws `out[r]` from `logits[r, 0..n]` for `rows` rows of `stride` values, with the
-/// settings in `settings` (a uniform buffer holding a [`SampleSettings`], which the host may
-/// rewrite before each run).
+/// [`SampleSettings`] in `settings` (a u32 tensor the host may rewrite before each run).
+#[allow(clippy::too_many_arguments)]
 pub fn sample(
     ctx: &GpuContext,
     logits: &Tensor,
-    settings: &wgpu::Buffer,
+    settings: &Tensor,
+    per_row: SettingsPerRow,
     out: &Tensor,
     rows: usize,
     n: usize,
@@ -85,16 +117,22 @@ pub fn sample(
     ensure_shape(n > 0 && n <= stride, || {
         format!("sample: {n} candidates in rows of {stride}")
     })?;
-    ensure_shape(
-        settings.size() >= std::mem::size_of::<SampleSettings>() as u64,
-        || "sample: the settings buffer is too small".into(),
-    )?;
+    let entries = match per_row {
+        SettingsPerRow::Shared => 1,
+        SettingsPerRow::Own => rows,
+    };
+    let words = std::mem::size_of::<SampleSettings>() / 4;
+    ensure_shape(settings.dtype == DType::U32, || {
+        "sample: settings must be a u32 tensor".into()
+    })?;
+    ensure_len("sample", "settings", settings, entries * words)?;
     ensure_len("sample", "logits", logits, rows * stride)?;
     ensure_len("sample", "out", out, rows)?;
-    let params = ctx.uniform(&[rows as u32, n as u32, stride as u32, 0]);
+    let own = (per_row == SettingsPerRow::Own) as u32;
+    let params = ctx.uniform(&[rows as u32, n as u32, stride as u32, own]);
     ctx.dispatch(
         &source(logits.precision()?),
-        &[&params, settings, &logits.buffer, &out.buffer],
+        &[&params, &settings.buffer, &logits.buffer, &out.buffer],
         grid(rows as u32),
     )
 }
@@ -106,8 +144,13 @@ fn pcg(v: u32) -> u32 {
     (word >> 22) ^ word
 }
 
-/// CPU reference: the token the kernel draws from `row` (`n` candidates) as row `r`.
+/// CPU reference: the token the kernel draws from `row` (`n` candidates) as row `r` of a
+/// batch whose rows share their settings (`per_row` `Shared`); row 0 is also what any row
+/// with its own settings draws.
 pub fn reference_row(row: &[f32], r: u32, s: &SampleSettings) -> u32 {
+    if s.is_greedy() {
+        return super::argmax::argmax_row(row);
+    }
     let valid = || row.iter().copied().filter(|l| !l.is_nan());
     let top = valid().fold(-3.0e38f32, f32::max);
     let floor = top - SPAN;

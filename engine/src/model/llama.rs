@@ -2,9 +2,13 @@
 //!
 //! All buffers (weights, KV cache, activations for up to `max_batch` tokens, logits) are
 //! allocated at load. A call records the plan for its tokens into one encoder and submits
-//! once; the decode plan (one token) is built once and reused, so a decode step allocates
-//! nothing and reads back only the 4-byte token id (or, when sampling on the host, one row
-//! of logits into a buffer kept for it).
+//! once; the decode plans (one token, or one token of each of `n` sequences) are built once
+//! and reused, so a decode step allocates nothing and reads back only the 4-byte token ids
+//! (or, when sampling on the host, rows of logits into a buffer kept for them).
+//!
+//! The KV cache has `slots` ranges of `context` rows: a sequence lives in one slot, and
+//! [`Llama::decode_batch`] decodes a token of several slots' sequences in one pass over the
+//! weights. A token's arithmetic is the same alone or batched (see `shaders/matmul.wgsl`).
 
 use std::collections::HashMap;
 
@@ -18,8 +22,9 @@ use crate::gpu::{DType, Dispatch, GpuContext, KernelTimer, Precision, Recorder, 
 use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
 use crate::kernels::matmul::{self, Epilogue, Fusion};
 use crate::kernels::rope::{self, QkvOutputs, QkvShape};
-use crate::kernels::sample::{self, SampleSettings};
+use crate::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use crate::kernels::weight::GpuWeight;
+use crate::kernels::Place;
 use crate::kernels::{argmax, embedding};
 use crate::quant::WeightFormat;
 use crate::text::Tokenizer;
@@ -38,6 +43,9 @@ pub struct LoadOptions {
     pub max_batch: usize,
     /// Activation precision; `None` picks the adapter's best.
     pub precision: Option<Precision>,
+    /// Sequences the KV cache holds at once (`context` tokens each), decoded together by
+    /// [`Llama::decode_batch`]; one for a single conversation.
+    pub slots: usize,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +55,7 @@ impl Default for LoadOptions {
             context: 2048,
             max_batch: 128,
             precision: None,
+            slots: 1,
         }
     }
 }
@@ -64,10 +73,11 @@ struct Layer {
     v_cache: Tensor,
 }
 
-/// Activations for up to `max_batch` tokens.
+/// Activations for up to `max_batch` tokens (and at least one per slot).
 struct Buffers {
     ids: Tensor,
-    positions: Tensor,
+    /// A [`Place`] per token.
+    places: Tensor,
     x: Tensor,
     qkv: Tensor,
     q: Tensor,
@@ -78,14 +88,55 @@ struct Buffers {
     logits: Tensor,
     tokens: Tensor,
     readback: wgpu::Buffer,
-    /// One row of logits, for sampling on the host.
+    /// A row of logits per slot, for sampling on the host.
     logits_readback: wgpu::Buffer,
-    /// The GPU sampler's settings, rewritten before each sampled pass.
-    sample_settings: wgpu::Buffer,
+    /// The GPU sampler's settings, one [`SampleSettings`] per slot, rewritten before each
+    /// sampled pass.
+    sample_settings: Tensor,
+}
+
+/// What a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pass {
+    /// `n` tokens of one sequence, ending in the logits asked for (none: an early chunk of
+    /// a long prompt only fills the KV cache).
+    Sequence { n: usize, logits: Option<Logits> },
+    /// One token of each of `n` sequences: a batched decode step.
+    Batch { n: usize },
+}
+
+/// How each sequence of a [`Llama::decode_batch`] step picks its next token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NextToken {
+    /// The most likely token.
+    Greedy,
+    /// A draw on the GPU with these settings.
+    Sample(SampleSettings),
+    /// None: the step hands back the row of logits (to sample with penalties on the host).
+    Logits,
+}
+
+/// One sequence's token in a [`Llama::decode_batch`] step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchToken {
+    /// The KV-cache slot its sequence lives in.
+    pub slot: usize,
+    pub token: u32,
+    /// Its position in the sequence (tokens already in the slot's cache).
+    pub position: usize,
+    pub next: NextToken,
+}
+
+/// What a [`Llama::decode_batch`] step gives each sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchOutput {
+    Token(u32),
+    /// The logits row (`output_vocab` values) for [`NextToken::Logits`].
+    Logits(Vec<f32>),
 }
 
 /// How a pass picks its tokens from the logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pick {
     /// The most likely token.
     Argmax,
@@ -94,7 +145,7 @@ enum Pick {
 }
 
 /// Which logits a pass computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Logits {
     /// Only the last token's (generation).
     Last,
@@ -107,7 +158,7 @@ pub enum Logits {
 pub struct MemoryUse {
     /// Weights as uploaded (codes, scales, norms).
     pub weights: u64,
-    /// Keys and values for every layer, `context` tokens each.
+    /// Keys and values for every layer, `context` tokens for each slot.
     pub kv_cache: u64,
     /// Activations for `max_batch` tokens, logits, uniforms and readback buffers.
     pub activations: u64,
@@ -141,6 +192,8 @@ pub struct Llama {
     pub precision: Precision,
     pub format: WeightFormat,
     pub context: usize,
+    /// Sequences the KV cache holds, `context` rows each.
+    pub slots: usize,
     max_batch: usize,
     ctx: GpuContext,
     embed: GpuWeight,
@@ -149,15 +202,20 @@ pub struct Llama {
     inv_freq: Tensor,
     layers: Vec<Layer>,
     buf: Buffers,
-    decode_plan: Option<Vec<Op>>,
-    /// The one-token plan ending in the GPU sampler instead of the argmax.
-    sample_plan: Option<Vec<Op>>,
+    /// The decode plans (one token of one sequence, or of each of n), built on first use.
+    plans: HashMap<(Pass, Pick), Vec<Op>>,
     /// Tokens the output may pick from: the vocabulary, or fewer when the tokenizer has
     /// fewer tokens than the output head has rows (padding).
     output_vocab: usize,
     n_splits: usize,
     weight_bytes: usize,
 }
+
+/// A decode step of one sequence.
+const ONE_TOKEN: Pass = Pass::Sequence {
+    n: 1,
+    logits: Some(Logits::Last),
+};
 
 /// The GGUF tensor with Llama 3's per-pair RoPE frequency divisors.
 const ROPE_FACTORS: &str = "rope_freqs.weight";
@@ -173,6 +231,7 @@ pub struct LlamaLoader {
     precision: Precision,
     format: WeightFormat,
     context: usize,
+    slots: usize,
     max_batch: usize,
     matrices: HashMap<String, GpuWeight>,
     vectors: HashMap<String, Tensor>,
@@ -193,17 +252,23 @@ impl LlamaLoader {
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
         let context = options.context.clamp(1, config.context_length.max(1));
+        let slots = options.slots.max(1);
         // Each layer's KV cache and the logits are single bindings: keep them under the
         // adapter's binding limit, with a clear error up front instead of a GPU error later.
         let act_bytes = DType::from(precision).size();
         let limit = ctx.max_binding_size() as usize;
         let kv_row = config.kv_dim() * act_bytes;
-        if context * kv_row > limit {
+        if slots * context * kv_row > limit {
+            let sequences = if slots > 1 {
+                format!(" for each of {slots} sequences")
+            } else {
+                String::new()
+            };
             return Err(Error::TooLarge(format!(
-                "a KV cache of {context} tokens needs {} MiB per layer, over this adapter's {} MiB binding limit (maxStorageBufferBindingSize); use a context of at most {}",
-                (context * kv_row) >> 20,
+                "a KV cache of {context} tokens{sequences} needs {} MiB per layer, over this adapter's {} MiB binding limit (maxStorageBufferBindingSize); use a context of at most {}",
+                (slots * context * kv_row) >> 20,
                 limit >> 20,
-                limit / kv_row
+                limit / kv_row / slots
             )));
         }
         let logits_row = config.vocab_size * act_bytes;
@@ -236,6 +301,7 @@ impl LlamaLoader {
             precision,
             format,
             context,
+            slots,
             max_batch,
             matrices: HashMap::new(),
             vectors: HashMap::new(),
@@ -322,6 +388,7 @@ impl LlamaLoader {
             precision,
             format,
             context,
+            slots,
             max_batch,
             mut matrices,
             mut vectors,
@@ -344,8 +411,8 @@ impl LlamaLoader {
                 ffn_norm: vector(&p.ffn_norm),
                 w_gate_up: matrix(&p.gate_up),
                 w_down: matrix(&p.down),
-                k_cache: ctx.zeros(&[context, kvd], act)?,
-                v_cache: ctx.zeros(&[context, kvd], act)?,
+                k_cache: ctx.zeros(&[slots * context, kvd], act)?,
+                v_cache: ctx.zeros(&[slots * context, kvd], act)?,
             });
         }
         let final_norm = vector(&params.final_norm);
@@ -362,12 +429,12 @@ impl LlamaLoader {
         }
         let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
 
-        let b = max_batch;
+        let b = max_batch.max(slots);
         let n_splits = context.div_ceil(256).clamp(1, 32);
         let logits_row = config.vocab_size * act.size();
         let buf = Buffers {
             ids: ctx.zeros(&[b], DType::U32)?,
-            positions: ctx.zeros(&[b], DType::U32)?,
+            places: ctx.zeros(&[b, 2], DType::U32)?,
             x: ctx.zeros(&[b, config.dim], act)?,
             qkv: ctx.zeros(&[b, qd + 2 * kvd], act)?,
             q: ctx.zeros(&[b, qd], act)?,
@@ -376,7 +443,7 @@ impl LlamaLoader {
             last: ctx.zeros(&[config.dim], act)?,
             partial: ctx.zeros(
                 &[AttentionShape {
-                    n_tokens: 1,
+                    n_tokens: slots,
                     n_heads: config.n_heads,
                     n_kv_heads: config.n_kv_heads,
                     head_dim: config.head_dim,
@@ -395,11 +462,14 @@ impl LlamaLoader {
             }),
             logits_readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("logits readback"),
-                size: (logits_row as u64).div_ceil(4) * 4,
+                size: ((slots * logits_row) as u64).div_ceil(4) * 4,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
-            sample_settings: ctx.uniform(&SampleSettings::new(1.0, 0, 1.0, 0.0, 0, 0)),
+            sample_settings: ctx.zeros(
+                &[slots, std::mem::size_of::<SampleSettings>() / 4],
+                DType::U32,
+            )?,
         };
         ctx.take_error()?;
         let vocab = config.vocab_size;
@@ -408,6 +478,7 @@ impl LlamaLoader {
             precision,
             format,
             context,
+            slots,
             max_batch,
             ctx,
             embed,
@@ -416,8 +487,7 @@ impl LlamaLoader {
             inv_freq,
             layers,
             buf,
-            decode_plan: None,
-            sample_plan: None,
+            plans: HashMap::new(),
             output_vocab: vocab,
             n_splits,
             weight_bytes,
@@ -470,8 +540,7 @@ impl Llama {
     /// Keeps generation to the first `n` vocabulary entries (those a tokenizer can decode).
     pub fn limit_output_vocab(&mut self, n: usize) {
         self.output_vocab = n.clamp(1, self.config.vocab_size);
-        self.decode_plan = None;
-        self.sample_plan = None;
+        self.plans.clear();
     }
 
     /// Checks that `tokenizer` fits this model and keeps generation to the tokens it can
@@ -514,7 +583,7 @@ impl Llama {
         let b = &self.buf;
         let activations = [
             &b.ids,
-            &b.positions,
+            &b.places,
             &b.x,
             &b.qkv,
             &b.q,
@@ -524,13 +593,13 @@ impl Llama {
             &b.partial,
             &b.logits,
             &b.tokens,
+            &b.sample_settings,
         ]
         .into_iter()
         .map(vector)
         .sum::<u64>()
             + b.readback.size()
-            + b.logits_readback.size()
-            + b.sample_settings.size();
+            + b.logits_readback.size();
         MemoryUse {
             weights,
             kv_cache,
@@ -565,17 +634,23 @@ impl Llama {
 
     /// Dispatches and copies in one greedy decode step.
     pub fn decode_step_shape(&mut self) -> Result<StepShape> {
-        let plan = self.take_one_token_plan(Pick::Argmax)?;
+        let plan = self.cached_plan(ONE_TOKEN, Pick::Argmax)?;
         let dispatches = plan.iter().filter(|op| matches!(op, Op::Kernel(_))).count();
         // The plan's own copies, plus the token id's copy to the readback buffer.
         let copies = plan.len() - dispatches + 1;
-        self.decode_plan = Some(plan);
         Ok(StepShape { dispatches, copies })
     }
 
-    /// The forward pass for `n` tokens (ids and positions already in their buffers); with
-    /// `logits` `None` it only fills the KV cache (an early chunk of a long prompt).
-    fn plan(&self, n: usize, logits: Option<Logits>, pick: Pick) -> Result<Vec<Op>> {
+    /// The forward pass `pass` (token ids and places already in their buffers), ending in
+    /// `pick` when it computes logits.
+    fn plan(&self, pass: Pass, pick: Pick) -> Result<Vec<Op>> {
+        let (n, logits) = match pass {
+            Pass::Sequence { n, logits } => (n, logits),
+            Pass::Batch { n } => (n, Some(Logits::All)),
+        };
+        // A batch decodes with the one-token kernels, so each of its sequences computes
+        // exactly what it would alone.
+        let batch = matches!(pass, Pass::Batch { .. });
         let c = &self.config;
         let ctx = &self.ctx;
         let b = &self.buf;
@@ -606,7 +681,11 @@ impl Llama {
         // RMSNorm and SwiGLU run inside the gate/up matmul, and the down projection adds
         // itself to x. The final RMSNorm runs inside the output head.
         let norm = |weights| Some((weights, c.rms_eps));
-        let shape = matmul::Shape::pick(ctx, n);
+        let shape = if batch {
+            matmul::Shape::decode(ctx)
+        } else {
+            matmul::Shape::pick(ctx, n)
+        };
         let fused = |x, w, y, fusion: Fusion, ops: &mut Vec<Op>| -> Result<()> {
             kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape)?, ops);
             Ok(())
@@ -626,7 +705,7 @@ impl Llama {
             ops.push(Op::Kernel(rope::rope_qkv(
                 ctx,
                 &b.qkv,
-                &b.positions,
+                &b.places,
                 &self.inv_freq,
                 &caches,
                 &qkv_shape,
@@ -636,10 +715,10 @@ impl Llama {
                 q: &b.q,
                 k_cache: &layer.k_cache,
                 v_cache: &layer.v_cache,
-                positions: &b.positions,
+                places: &b.places,
                 out: &b.attn,
             };
-            if n == 1 {
+            if n == 1 || batch {
                 let [split, combine] =
                     attention::decode(ctx, &inputs, &b.partial, &attn_shape, scale, self.n_splits)?;
                 ops.extend([Op::Kernel(split), Op::Kernel(combine)]);
@@ -698,6 +777,11 @@ impl Llama {
                 ctx,
                 &b.logits,
                 &b.sample_settings,
+                if batch {
+                    SettingsPerRow::Own
+                } else {
+                    SettingsPerRow::Shared
+                },
                 &b.tokens,
                 rows,
                 self.output_vocab,
@@ -757,14 +841,21 @@ impl Llama {
                 self.max_batch
             )));
         }
+        let pass = Pass::Sequence {
+            n,
+            logits: Some(Logits::Last),
+        };
         let plan = if n == 1 {
-            self.take_one_token_plan(Pick::Argmax)?
+            self.cached_plan(pass, Pick::Argmax)?;
+            self.plans
+                .remove(&(pass, Pick::Argmax))
+                .expect("just built")
         } else {
-            self.plan(n, Some(Logits::Last), Pick::Argmax)?
+            self.plan(pass, Pick::Argmax)?
         };
         let timed = async {
             let mut timer = KernelTimer::new(&self.ctx, plan.len())?;
-            self.upload_inputs(tokens, position);
+            self.upload_inputs(tokens, position, 0);
             let mut rec = self.ctx.recorder();
             for op in &plan {
                 self.record(&mut rec, op, n, Some(&mut timer))?;
@@ -775,26 +866,18 @@ impl Llama {
         }
         .await;
         if n == 1 {
-            self.decode_plan = Some(plan);
+            self.plans.insert((pass, Pick::Argmax), plan);
         }
         timed
     }
 
-    /// The one-token plan ending in `pick`, built on first use; whoever takes it puts it
-    /// back with [`Llama::one_token_plan`].
-    fn take_one_token_plan(&mut self, pick: Pick) -> Result<Vec<Op>> {
-        match self.one_token_plan(pick).take() {
-            Some(plan) => Ok(plan),
-            None => self.plan(1, Some(Logits::Last), pick),
+    /// The decode plan for `pass` ending in `pick`, built on first use and kept.
+    fn cached_plan(&mut self, pass: Pass, pick: Pick) -> Result<&[Op]> {
+        if !self.plans.contains_key(&(pass, pick)) {
+            let plan = self.plan(pass, pick)?;
+            self.plans.insert((pass, pick), plan);
         }
-    }
-
-    /// Where the decode plan ending in `pick` is kept.
-    fn one_token_plan(&mut self, pick: Pick) -> &mut Option<Vec<Op>> {
-        match pick {
-            Pick::Argmax => &mut self.decode_plan,
-            Pick::Sample => &mut self.sample_plan,
-        }
+        Ok(&self.plans[&(pass, pick)])
     }
 
     fn check_span(&self, tokens: &[u32], start: usize) -> Result<()> {
@@ -820,16 +903,23 @@ impl Llama {
         Ok(())
     }
 
-    fn upload_inputs(&self, tokens: &[u32], start: usize) {
-        let positions: Vec<u32> = (start..start + tokens.len()).map(|p| p as u32).collect();
-        self.ctx
-            .queue
-            .write_buffer(&self.buf.ids.buffer, 0, bytemuck::cast_slice(tokens));
-        self.ctx.queue.write_buffer(
-            &self.buf.positions.buffer,
-            0,
-            bytemuck::cast_slice(&positions),
-        );
+    /// Writes the ids and places of `tokens`, one sequence's from position `start` in
+    /// `slot`.
+    fn upload_inputs(&self, tokens: &[u32], start: usize, slot: usize) {
+        let cache_start = (slot * self.context) as u32;
+        let places: Vec<Place> = (start..start + tokens.len())
+            .map(|p| Place {
+                position: p as u32,
+                cache_start,
+            })
+            .collect();
+        self.write_inputs(tokens, &places);
+    }
+
+    fn write_inputs(&self, tokens: &[u32], places: &[Place]) {
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.buf.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        queue.write_buffer(&self.buf.places.buffer, 0, bytemuck::cast_slice(places));
     }
 
     /// Runs `tokens` at positions `start..`, filling the KV cache, in passes of at most
@@ -842,7 +932,7 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<u32>> {
         Ok(self
-            .forward_inner(tokens, start, logits, false, Pick::Argmax)
+            .forward_inner(0, tokens, start, logits, false, Pick::Argmax)
             .await?
             .0)
     }
@@ -855,11 +945,9 @@ impl Llama {
         start: usize,
         settings: &SampleSettings,
     ) -> Result<u32> {
-        self.ctx
-            .queue
-            .write_buffer(&self.buf.sample_settings, 0, bytemuck::bytes_of(settings));
+        self.write_sample_settings(&[*settings]);
         let ids = self
-            .forward_inner(tokens, start, Logits::Last, false, Pick::Sample)
+            .forward_inner(0, tokens, start, Logits::Last, false, Pick::Sample)
             .await?
             .0;
         Ok(ids[0])
@@ -874,13 +962,142 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<f32>> {
         Ok(self
-            .forward_inner(tokens, start, logits, true, Pick::Argmax)
+            .forward_inner(0, tokens, start, logits, true, Pick::Argmax)
             .await?
             .1)
     }
 
+    /// Runs one sequence's `tokens` from position `start` of `slot` (a prompt, in passes
+    /// of at most `max_batch` tokens) and picks the token after the last one as `next`
+    /// says. What a slot held past `start` is overwritten.
+    pub async fn prefill(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        start: usize,
+        next: NextToken,
+    ) -> Result<BatchOutput> {
+        let last = Logits::Last;
+        Ok(match next {
+            NextToken::Greedy => {
+                let (ids, _) = self
+                    .forward_inner(slot, tokens, start, last, false, Pick::Argmax)
+                    .await?;
+                BatchOutput::Token(ids[0])
+            }
+            NextToken::Sample(settings) => {
+                self.write_sample_settings(&[settings]);
+                let (ids, _) = self
+                    .forward_inner(slot, tokens, start, last, false, Pick::Sample)
+                    .await?;
+                BatchOutput::Token(ids[0])
+            }
+            NextToken::Logits => {
+                let (_, mut row) = self
+                    .forward_inner(slot, tokens, start, last, true, Pick::Argmax)
+                    .await?;
+                row.truncate(self.output_vocab);
+                BatchOutput::Logits(row)
+            }
+        })
+    }
+
+    /// One decode step for several sequences at once: each [`BatchToken`]'s token runs at
+    /// its position in its slot, in one pass over the weights, and each sequence's next
+    /// token is picked as it asks. Every sequence gets what [`Llama::prefill`] of its one
+    /// token would give it. Slots must differ.
+    pub async fn decode_batch(&mut self, batch: &[BatchToken]) -> Result<Vec<BatchOutput>> {
+        let n = batch.len();
+        if n == 0 || n > self.slots {
+            return Err(Error::Invalid(format!(
+                "a batched step takes 1 to {} sequences (the model's slots), got {n}",
+                self.slots
+            )));
+        }
+        let mut seen = vec![false; self.slots];
+        for t in batch {
+            if t.slot >= self.slots || std::mem::replace(&mut seen[t.slot], true) {
+                return Err(Error::Invalid(format!(
+                    "slot {} is out of range or twice in one batched step",
+                    t.slot
+                )));
+            }
+            self.check_span(&[t.token], t.position)?;
+        }
+        let tokens: Vec<u32> = batch.iter().map(|t| t.token).collect();
+        let places: Vec<Place> = batch
+            .iter()
+            .map(|t| Place {
+                position: t.position as u32,
+                cache_start: (t.slot * self.context) as u32,
+            })
+            .collect();
+        self.write_inputs(&tokens, &places);
+        let sampled = batch.iter().any(|t| matches!(t.next, NextToken::Sample(_)));
+        let pick = if sampled {
+            let settings: Vec<SampleSettings> = batch
+                .iter()
+                .map(|t| match t.next {
+                    NextToken::Sample(s) => s,
+                    _ => SampleSettings::greedy(),
+                })
+                .collect();
+            self.write_sample_settings(&settings);
+            Pick::Sample
+        } else {
+            Pick::Argmax
+        };
+        let pass = Pass::Batch { n };
+        self.cached_plan(pass, pick)?;
+        let ids = self.run(&self.plans[&(pass, pick)], n, n).await?;
+        let logits = if batch.iter().any(|t| t.next == NextToken::Logits) {
+            self.read_logit_rows(n).await?
+        } else {
+            Vec::new()
+        };
+        let vocab = self.config.vocab_size;
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.next {
+                NextToken::Logits => {
+                    BatchOutput::Logits(logits[i * vocab..i * vocab + self.output_vocab].to_vec())
+                }
+                _ => BatchOutput::Token(ids[i]),
+            })
+            .collect())
+    }
+
+    fn write_sample_settings(&self, settings: &[SampleSettings]) {
+        let buffer = &self.buf.sample_settings.buffer;
+        self.ctx
+            .queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(settings));
+    }
+
+    /// The first `rows` rows of logits (at most one per slot), through the buffer kept for
+    /// them.
+    async fn read_logit_rows(&self, rows: usize) -> Result<Vec<f32>> {
+        let t = &self.buf.logits;
+        let n_values = rows * self.config.vocab_size;
+        let size = (n_values * t.dtype.size()) as u64;
+        let staging = &self.buf.logits_readback;
+        let mut rec = self.ctx.recorder();
+        rec.copy(
+            &t.buffer,
+            0,
+            staging,
+            0,
+            staging.size().min(size.div_ceil(4) * 4),
+        );
+        rec.submit()?;
+        let bytes = self.ctx.map_and_copy(staging).await?;
+        Ok(floats_from_bytes(&bytes, t.dtype, n_values))
+    }
+
     async fn forward_inner(
         &mut self,
+        slot: usize,
         tokens: &[u32],
         start: usize,
         logits: Logits,
@@ -888,6 +1105,12 @@ impl Llama {
         pick: Pick,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
+        if slot >= self.slots {
+            return Err(Error::Invalid(format!(
+                "slot {slot} is past the model's {} slots",
+                self.slots
+            )));
+        }
         let (mut ids_out, mut logits_out) = (Vec::new(), Vec::new());
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let pos = start + i * self.max_batch;
@@ -901,39 +1124,28 @@ impl Llama {
                 Some(Logits::Last) => 1,
                 None => 0,
             };
-            self.upload_inputs(chunk, pos);
-            let ids = if n == 1 && wanted == Some(Logits::Last) {
+            self.upload_inputs(chunk, pos, slot);
+            let pass = Pass::Sequence { n, logits: wanted };
+            let ids = if pass == ONE_TOKEN {
                 // The one-token plans are built once and kept for every later step.
-                let plan = self.take_one_token_plan(pick)?;
-                let ids = self.run(&plan, 1, 1).await;
-                *self.one_token_plan(pick) = Some(plan);
-                ids?
+                self.cached_plan(pass, pick)?;
+                self.run(&self.plans[&(pass, pick)], 1, 1).await?
             } else {
-                let ops = self.plan(n, wanted, pick)?;
+                let ops = self.plan(pass, pick)?;
                 self.run(&ops, n, rows).await?
             };
             ids_out.extend(ids);
             if read_logits && rows > 0 {
-                let t = &self.buf.logits;
-                let n_values = rows * self.config.vocab_size;
-                let size = (n_values * t.dtype.size()) as u64;
-                let bytes = if rows == 1 {
+                if rows == 1 {
                     // Sampling reads one row per token: into a buffer kept for it.
-                    let staging = &self.buf.logits_readback;
-                    let mut rec = self.ctx.recorder();
-                    rec.copy(
-                        &t.buffer,
-                        0,
-                        staging,
-                        0,
-                        staging.size().min(size.div_ceil(4) * 4),
-                    );
-                    rec.submit()?;
-                    self.ctx.map_and_copy(staging).await?
+                    logits_out.extend(self.read_logit_rows(1).await?);
                 } else {
-                    self.ctx.read_bytes(&t.buffer, 0, size).await?
-                };
-                logits_out.extend(floats_from_bytes(&bytes, t.dtype, n_values));
+                    let t = &self.buf.logits;
+                    let n_values = rows * self.config.vocab_size;
+                    let size = (n_values * t.dtype.size()) as u64;
+                    let bytes = self.ctx.read_bytes(&t.buffer, 0, size).await?;
+                    logits_out.extend(floats_from_bytes(&bytes, t.dtype, n_values));
+                }
             }
         }
         Ok((ids_out, logits_out))
