@@ -172,7 +172,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let live = row0 < p.n_len;
     var s: array<f32, TOKENS>;
     for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+        if (t >= tokens) {
+            break;
+        }
         s[t] = 1.0;
         if (NORM == 1u) {
             var squares = 0.0;
@@ -190,7 +192,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
         // Past K the tile holds zeros: the padding codes of a last group then add nothing.
         // A thread writes whole vec4s: threads writing lanes of one vec4 would race.
         for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+            if (t >= tokens) {
+                break;
+            }
             if (XS_VEC4) {
                 for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
                     var v = vec4<f32>(0.0);
@@ -254,7 +258,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                             }
                         }
                         for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+                            if (t >= tokens) {
+                                break;
+                            }
                             for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
                                 let inputs = xs_tile4[t * (XS_LEN / 4u) + (k + j) / 4u];
                                 for (var r = 0u; r < ROWS_V; r++) {
@@ -264,7 +270,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                         }
                     } else {
                         for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+                            if (t >= tokens) {
+                                break;
+                            }
                             for (var j = 0u; j < CODES_PER_WORD; j++) {
                                 let input = xs_tile[t * XS_LEN + k + j];
                                 for (var r = 0u; r < ROWS_V; r++) {
@@ -278,7 +286,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                     let row = min(row0 + r, p.n_len - 1u);
                     let scale = group_scale(row, g0 + g, p.k_len);
                     for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+                        if (t >= tokens) {
+                            break;
+                        }
                         var d = group_dot[t][r];
                         if (ZERO != 0.0) {
                             d -= ZERO * xs_group_sum[t * XS_GROUPS + g];
@@ -291,7 +301,9 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
     }
     for (var t = 0u; t < TOKENS; t++) {
-            if (t >= tokens) { break; }
+        if (t >= tokens) {
+            break;
+        }
         for (var r = 0u; r < ROWS_V; r += PAIR) {
             if (row0 + r < p.n_len) {
                 finish(m0 + t, (row0 + r) / PAIR, vec2<f32>(acc[t][r], acc[t][r + PAIR - 1u]), s[t]);
