@@ -3,7 +3,7 @@
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
 //! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
 //! `glim quantize` writes a model as an MLC-layout model folder, `glim bench` measures memory
-//! and speed.
+//! and speed, `glim serve` answers OpenAI-style HTTP requests from several clients at once.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
 mod bench;
@@ -13,6 +13,7 @@ mod model;
 mod ppl;
 mod quantize;
 mod run;
+mod serve;
 mod synth;
 
 use std::path::PathBuf;
@@ -75,6 +76,20 @@ Examples:
   glim bench model.gguf --quant q4f16 --quant f16 --prompt-len 128 --gen 64 --runs 3
   glim bench model.gguf --json")]
     Bench(BenchArgs),
+    /// Serve a model over OpenAI's HTTP API (chat and text completions, streaming), to
+    /// several clients at once
+    #[command(after_help = "\
+Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health.
+Requests in the --parallel slots are decoded together, one pass over the weights per
+step; more wait in a queue of --queue, and past that get 503 with Retry-After.
+
+Examples:
+  glim serve
+  glim serve model.gguf --port 8080 --parallel 8 --ctx 4096
+  glim serve --host 0.0.0.0 --api-key secret --cors https://example.com
+  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")]
+    Serve(ServeArgs),
     /// Write a Llama-shaped GGUF with random weights (Llama 2 7B's shapes by default)
     #[command(after_help = "\
 The file is what llama.cpp writes for a Llama 2 model (same keys, tensor names and block
@@ -272,6 +287,47 @@ struct BenchArgs {
     profile: bool,
 }
 
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: the default model]
+    #[arg(value_name = "MODEL")]
+    model: Option<PathBuf>,
+
+    /// Address to listen on (127.0.0.1: this machine only)
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    host: String,
+
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    port: u16,
+
+    /// Context length of each slot, in tokens (prompt and answer)
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    ctx: usize,
+
+    #[command(flatten)]
+    load: ModelArgs,
+
+    /// Requests generated at once, each in its own KV-cache slot, decoded together
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parallel: usize,
+
+    /// Requests that may wait for a slot; more get 503
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    queue: usize,
+
+    /// Require `Authorization: Bearer KEY` on every API request
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+
+    /// Allow browsers on this origin (or *) to call the API (CORS); off by default
+    #[arg(long, value_name = "ORIGIN")]
+    cors: Option<String>,
+
+    /// Largest request body in bytes; larger get 413
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_body: usize,
+}
+
 /// GGUF block types `glim synth` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[allow(non_camel_case_types)]
@@ -348,6 +404,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::quantize(args),
         Command::Bench(args) => bench::bench(args),
         Command::Synth(args) => synth::synth(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -322,7 +322,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     })
     .to_string();
     let mut engine = ChatEngine::new(Session::new(llama, tokenizer), template, model_id);
-    engine.defaults = Defaults::from_chat_config(&model.chat_config);
+    engine.protocol.defaults = Defaults::from_chat_config(&model.chat_config);
     Ok(Engine {
         interrupt: engine.interrupt_handle(),
         state: Rc::new(RefCell::new(State::Ready(Box::new(engine)))),

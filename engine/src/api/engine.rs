@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::request::{Input, Request, Sampling};
 use crate::error::{Error, Result};
 use crate::generate::{GenerationParams, GenerationStats, SamplingParams, Session, StopReason};
-use crate::text::ChatTemplate;
+use crate::text::{ChatTemplate, Tokenizer};
 
 /// Sampling defaults a model folder sets (`mlc-chat-config.json`'s `temperature`, `top_p`,
 /// `repetition_penalty`, `frequency_penalty`, `presence_penalty`); OpenAI's otherwise.
@@ -56,13 +56,31 @@ impl Defaults {
     }
 }
 
-/// A model answering requests, one at a time.
-pub struct ChatEngine {
-    pub session: Session,
+/// What answering requests needs besides the model: the chat template, the tokenizer, the
+/// model's name and sampling defaults, with OpenAI's request checks and response shapes.
+/// [`ChatEngine`] answers through it one request at a time; `glim serve` many at once
+/// through a [`Batcher`](crate::generate::Batcher).
+pub struct Protocol {
+    pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
     /// The name responses carry and requests may ask for.
     pub model_id: String,
     pub defaults: Defaults,
+    /// The model's context, in tokens.
+    pub context: usize,
+}
+
+/// A request made ready to generate: its prompt ids, generation settings and reply shape.
+pub struct Prepared {
+    pub prompt: Vec<u32>,
+    pub params: GenerationParams,
+    pub reply: Reply,
+}
+
+/// A model answering requests, one at a time.
+pub struct ChatEngine {
+    pub session: Session,
+    pub protocol: Protocol,
     interrupt: Arc<AtomicBool>,
     last: Option<GenerationStats>,
     requests: u64,
@@ -77,13 +95,118 @@ fn finish_reason(stop: StopReason) -> &'static str {
     }
 }
 
+impl Protocol {
+    /// The prompt's token ids: messages through the chat template, or the prompt as is.
+    pub fn prompt_ids(&self, input: &Input) -> Result<Vec<u32>> {
+        let text = match input {
+            Input::Messages(messages) => self.template.render(messages, true)?,
+            Input::Prompt(prompt) => prompt.clone(),
+        };
+        self.tokenizer.encode_prompt(&text)
+    }
+
+    /// Generation settings for `sampling` with a prompt of `prompt_len` tokens: the
+    /// requested token limit, or what is left of the context. `nonce` varies the seed of
+    /// requests that give none.
+    pub fn generation_params(
+        &self,
+        sampling: &Sampling,
+        prompt_len: usize,
+        nonce: u64,
+    ) -> Result<GenerationParams> {
+        let context = self.context;
+        // The last generated token never needs a KV slot.
+        let room = (context + 1).saturating_sub(prompt_len);
+        if prompt_len >= context {
+            return Err(Error::Invalid(format!(
+                "the prompt is {prompt_len} tokens, which leaves no room in this model's context of {context} tokens; shorten the conversation"
+            )));
+        }
+        let max_tokens = match sampling.max_tokens {
+            Some(n) if n > room => {
+                return Err(Error::Invalid(format!(
+                    "the prompt ({prompt_len} tokens) plus max_tokens ({n}) exceed the context of {context} tokens; ask for at most {room} tokens"
+                )))
+            }
+            Some(n) => n,
+            None => room,
+        };
+        let d = &self.defaults;
+        let temperature = sampling.temperature.unwrap_or(d.temperature);
+        let seed = sampling.seed.unwrap_or_else(|| {
+            // Greedy decoding draws nothing; sampling gets a fresh stream each request.
+            web_time::SystemTime::now()
+                .duration_since(web_time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_nanos() as u64)
+                ^ nonce.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
+        Ok(GenerationParams {
+            sampling: SamplingParams {
+                temperature,
+                top_k: sampling.top_k.unwrap_or(0),
+                top_p: sampling.top_p.unwrap_or(d.top_p),
+                min_p: sampling.min_p.unwrap_or(0.0),
+                repetition_penalty: sampling.repetition_penalty.unwrap_or(d.repetition_penalty),
+                frequency_penalty: sampling.frequency_penalty.unwrap_or(d.frequency_penalty),
+                presence_penalty: sampling.presence_penalty.unwrap_or(d.presence_penalty),
+                seed,
+                ..SamplingParams::default()
+            },
+            max_tokens,
+            stop_strings: sampling.stop.clone(),
+            ignore_eos: sampling.ignore_eos,
+        })
+    }
+
+    /// Whether a request naming `model` (or none) is for this model.
+    pub fn serves(&self, model: Option<&str>) -> bool {
+        model.is_none_or(|m| m == self.model_id)
+    }
+
+    /// Everything about answering `request` (the `number`th) that needs no GPU: the model
+    /// it names, its prompt, its settings checked against the context, its reply shape.
+    pub fn prepare(&self, request: &Request, number: u64) -> Result<Prepared> {
+        if !self.serves(request.model.as_deref()) {
+            return Err(Error::Invalid(format!(
+                "model {:?} is not loaded (this engine runs {:?})",
+                request.model.as_deref().unwrap_or_default(),
+                self.model_id
+            )));
+        }
+        let prompt = self.prompt_ids(&request.input)?;
+        let params = self.generation_params(&request.sampling, prompt.len(), number)?;
+        let chat = matches!(request.input, Input::Messages(_));
+        let reply = Reply {
+            id: format!("{}-{number}", if chat { "chatcmpl" } else { "cmpl" }),
+            created: web_time::SystemTime::now()
+                .duration_since(web_time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs()),
+            model: self.model_id.clone(),
+            chat,
+            stream: request.stream,
+            include_usage: request.include_usage,
+            first: true,
+        };
+        Ok(Prepared {
+            prompt,
+            params,
+            reply,
+        })
+    }
+}
+
 impl ChatEngine {
     pub fn new(session: Session, template: ChatTemplate, model_id: impl Into<String>) -> Self {
-        Self {
-            session,
+        let protocol = Protocol {
+            tokenizer: session.tokenizer.clone(),
             template,
             model_id: model_id.into(),
             defaults: Defaults::default(),
+            context: session.model.context,
+        };
+        Self {
+            session,
+            protocol,
             interrupt: Arc::new(AtomicBool::new(false)),
             last: None,
             requests: 0,
@@ -113,66 +236,6 @@ impl ChatEngine {
         }
     }
 
-    /// The prompt's token ids: messages through the chat template, or the prompt as is.
-    pub fn prompt_ids(&self, input: &Input) -> Result<Vec<u32>> {
-        let text = match input {
-            Input::Messages(messages) => self.template.render(messages, true)?,
-            Input::Prompt(prompt) => prompt.clone(),
-        };
-        self.session.tokenizer.encode_prompt(&text)
-    }
-
-    /// Generation settings for `sampling` with a prompt of `prompt_len` tokens: the
-    /// requested token limit, or what is left of the context.
-    pub fn generation_params(
-        &self,
-        sampling: &Sampling,
-        prompt_len: usize,
-    ) -> Result<GenerationParams> {
-        let context = self.session.model.context;
-        // The last generated token never needs a KV slot.
-        let room = (context + 1).saturating_sub(prompt_len);
-        if prompt_len >= context {
-            return Err(Error::Invalid(format!(
-                "the prompt is {prompt_len} tokens, which leaves no room in this model's context of {context} tokens; shorten the conversation"
-            )));
-        }
-        let max_tokens = match sampling.max_tokens {
-            Some(n) if n > room => {
-                return Err(Error::Invalid(format!(
-                    "the prompt ({prompt_len} tokens) plus max_tokens ({n}) exceed the context of {context} tokens; ask for at most {room} tokens"
-                )))
-            }
-            Some(n) => n,
-            None => room,
-        };
-        let d = &self.defaults;
-        let temperature = sampling.temperature.unwrap_or(d.temperature);
-        let seed = sampling.seed.unwrap_or_else(|| {
-            // Greedy decoding draws nothing; sampling gets a fresh stream each request.
-            web_time::SystemTime::now()
-                .duration_since(web_time::UNIX_EPOCH)
-                .map_or(0, |t| t.as_nanos() as u64)
-                ^ self.requests.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
-        Ok(GenerationParams {
-            sampling: SamplingParams {
-                temperature,
-                top_k: sampling.top_k.unwrap_or(0),
-                top_p: sampling.top_p.unwrap_or(d.top_p),
-                min_p: sampling.min_p.unwrap_or(0.0),
-                repetition_penalty: sampling.repetition_penalty.unwrap_or(d.repetition_penalty),
-                frequency_penalty: sampling.frequency_penalty.unwrap_or(d.frequency_penalty),
-                presence_penalty: sampling.presence_penalty.unwrap_or(d.presence_penalty),
-                seed,
-                ..SamplingParams::default()
-            },
-            max_tokens,
-            stop_strings: sampling.stop.clone(),
-            ignore_eos: sampling.ignore_eos,
-        })
-    }
-
     /// Answers `request`. When it streams, `on_chunk` gets each chunk object as OpenAI's
     /// server sends it (`chat.completion.chunk` or `text_completion`), the usage chunk last
     /// when asked for; the return value is the whole response object either way.
@@ -181,71 +244,26 @@ impl ChatEngine {
         request: &Request,
         on_chunk: &mut dyn FnMut(Value),
     ) -> Result<Value> {
-        if let Some(asked) = &request.model {
-            if asked != &self.model_id {
-                return Err(Error::Invalid(format!(
-                    "model {asked:?} is not loaded (this engine runs {:?})",
-                    self.model_id
-                )));
-            }
-        }
         self.requests += 1;
-        let ids = self.prompt_ids(&request.input)?;
-        let params = self.generation_params(&request.sampling, ids.len())?;
-        let chat = matches!(request.input, Input::Messages(_));
-        let id = format!(
-            "{}-{}",
-            if chat { "chatcmpl" } else { "cmpl" },
-            self.requests
-        );
-        let created = web_time::SystemTime::now()
-            .duration_since(web_time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_secs());
-        let shape = ChunkShape {
-            id: &id,
-            created,
-            model: &self.model_id,
-            chat,
-        };
+        let Prepared {
+            prompt,
+            params,
+            mut reply,
+        } = self.protocol.prepare(request, self.requests)?;
         let interrupt = self.interrupt.clone();
         interrupt.store(false, Ordering::SeqCst);
-        let mut first = true;
-        let stream = request.stream;
         let (text, stats) = self
             .session
-            .generate(&ids, &params, &mut |piece| {
-                if stream {
-                    on_chunk(shape.chunk(Some(piece), first, None));
-                    first = false;
+            .generate(&prompt, &params, &mut |piece| {
+                if let Some(chunk) = reply.text_chunk(piece) {
+                    on_chunk(chunk);
                 }
                 !interrupt.load(Ordering::SeqCst)
             })
             .await?;
-        let reason = finish_reason(stats.stop_reason);
-        let usage = usage(&stats);
-        if stream {
-            on_chunk(shape.chunk(None, first, Some(reason)));
-            if request.include_usage {
-                let mut last = shape.envelope();
-                last["choices"] = json!([]);
-                last["usage"] = usage.clone();
-                on_chunk(last);
-            }
-        }
+        reply.final_chunks(&stats).into_iter().for_each(on_chunk);
+        let response = reply.response(&text, &stats);
         self.last = Some(stats);
-        let mut response = shape.envelope();
-        response["object"] = json!(if chat {
-            "chat.completion"
-        } else {
-            "text_completion"
-        });
-        response["choices"] = json!([if chat {
-            json!({ "index": 0, "message": { "role": "assistant", "content": text },
-                    "finish_reason": reason, "logprobs": null })
-        } else {
-            json!({ "index": 0, "text": text, "finish_reason": reason, "logprobs": null })
-        }]);
-        response["usage"] = usage;
         Ok(response)
     }
 }
@@ -266,15 +284,20 @@ fn usage(s: &GenerationStats) -> Value {
     })
 }
 
-/// What every chunk and response of one request shares.
-struct ChunkShape<'a> {
-    id: &'a str,
+/// How the chunks and the response of one request look, as OpenAI's server shapes them.
+pub struct Reply {
+    id: String,
     created: u64,
-    model: &'a str,
+    model: String,
     chat: bool,
+    /// Whether the request streams.
+    pub stream: bool,
+    include_usage: bool,
+    /// No chunk sent yet (the first chat chunk carries the role).
+    first: bool,
 }
 
-impl ChunkShape<'_> {
+impl Reply {
     fn envelope(&self) -> Value {
         json!({
             "id": self.id,
@@ -285,11 +308,11 @@ impl ChunkShape<'_> {
     }
 
     /// A streamed piece of text, or (with `finish`) the chunk that ends the answer.
-    fn chunk(&self, text: Option<&str>, first: bool, finish: Option<&str>) -> Value {
+    fn chunk(&mut self, text: Option<&str>, finish: Option<&str>) -> Value {
         let mut c = self.envelope();
         let choice = if self.chat {
             let mut delta = json!({});
-            if first {
+            if self.first {
                 delta["role"] = json!("assistant");
             }
             if let Some(t) = text {
@@ -300,7 +323,48 @@ impl ChunkShape<'_> {
             json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish,
                     "logprobs": null })
         };
+        self.first = false;
         c["choices"] = json!([choice]);
         c
+    }
+
+    /// The chunk carrying a new piece of the answer, when the request streams.
+    pub fn text_chunk(&mut self, text: &str) -> Option<Value> {
+        self.stream.then(|| self.chunk(Some(text), None))
+    }
+
+    /// The chunks that end a stream: the finish reason, then usage when asked for; none
+    /// when the request does not stream.
+    pub fn final_chunks(&mut self, stats: &GenerationStats) -> Vec<Value> {
+        if !self.stream {
+            return Vec::new();
+        }
+        let mut chunks = vec![self.chunk(None, Some(finish_reason(stats.stop_reason)))];
+        if self.include_usage {
+            let mut last = self.envelope();
+            last["choices"] = json!([]);
+            last["usage"] = usage(stats);
+            chunks.push(last);
+        }
+        chunks
+    }
+
+    /// The whole response object.
+    pub fn response(&self, text: &str, stats: &GenerationStats) -> Value {
+        let reason = finish_reason(stats.stop_reason);
+        let mut response = self.envelope();
+        response["object"] = json!(if self.chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        });
+        response["choices"] = json!([if self.chat {
+            json!({ "index": 0, "message": { "role": "assistant", "content": text },
+                    "finish_reason": reason, "logprobs": null })
+        } else {
+            json!({ "index": 0, "text": text, "finish_reason": reason, "logprobs": null })
+        }]);
+        response["usage"] = usage(stats);
+        response
     }
 }

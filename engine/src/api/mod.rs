@@ -4,5 +4,5 @@
 pub mod engine;
 pub mod request;
 
-pub use engine::{ChatEngine, Defaults};
+pub use engine::{ChatEngine, Defaults, Prepared, Protocol, Reply};
 pub use request::{Input, Request, Sampling, UnknownFields};

@@ -4,10 +4,12 @@
 //! only prefills what is new since the last turn (the rendered conversation so far is a
 //! prefix of the next one).
 
+pub mod batch;
 pub mod conversation;
 pub mod perplexity;
 pub mod sampler;
 
+pub use batch::{Batcher, Event, Listener};
 pub use conversation::Conversation;
 pub use sampler::{Sampler, SamplingParams};
 
@@ -15,8 +17,8 @@ use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kernels::sample::SampleSettings;
-use crate::model::llama::{Llama, Logits};
-use crate::text::Tokenizer;
+use crate::model::llama::{BatchOutput, Llama, NextToken};
+use crate::text::{StreamDecoder, Tokenizer};
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug)]
@@ -86,12 +88,12 @@ pub struct Session {
 
 /// Holds back text that might be the start of a stop string, so a stop string is never
 /// streamed out before it is recognised.
-struct StopFilter<'a> {
-    stops: &'a [String],
+struct StopFilter {
+    stops: Vec<String>,
     pending: String,
 }
 
-impl StopFilter<'_> {
+impl StopFilter {
     /// Adds `text`; returns what is safe to emit, and whether a stop string was completed.
     fn push(&mut self, text: &str) -> (String, bool) {
         self.pending.push_str(text);
@@ -126,6 +128,140 @@ impl StopFilter<'_> {
     }
 }
 
+/// A sequence's generated text as tokens arrive: end-of-sequence, stop strings and the
+/// token limit, text pieces that never split a character or show part of a stop string,
+/// and the tokens seen so far (the penalties' window). [`Session`] and [`Batcher`] both
+/// generate through it, so an answer ends the same way in either.
+pub(crate) struct Continuation {
+    decoder: StreamDecoder,
+    filter: StopFilter,
+    max_tokens: usize,
+    ignore_eos: bool,
+    /// The prompt and the tokens generated so far.
+    pub history: Vec<u32>,
+    pub text: String,
+    pub generated: usize,
+    pub sampler: Sampler,
+}
+
+impl Continuation {
+    pub fn new(tokenizer: &Tokenizer, prompt: &[u32], params: &GenerationParams) -> Self {
+        Self {
+            decoder: tokenizer.continuation_decoder(),
+            filter: StopFilter {
+                stops: params.stop_strings.clone(),
+                pending: String::new(),
+            },
+            max_tokens: params.max_tokens,
+            ignore_eos: params.ignore_eos,
+            history: prompt.to_vec(),
+            text: String::new(),
+            generated: 0,
+            sampler: Sampler::new(params.sampling.clone()),
+        }
+    }
+
+    /// Takes the next token: the new text to show, and why generation ends if it does.
+    pub fn accept(
+        &mut self,
+        tokenizer: &Tokenizer,
+        token: u32,
+    ) -> Result<(String, Option<StopReason>)> {
+        if !self.ignore_eos && tokenizer.is_eos(token) {
+            return Ok((String::new(), Some(StopReason::EndOfSequence)));
+        }
+        self.generated += 1;
+        self.history.push(token);
+        let (piece, stopped) = self.filter.push(&self.decoder.push(token)?);
+        self.text.push_str(&piece);
+        let stop = if stopped {
+            Some(StopReason::StopString)
+        } else if self.generated >= self.max_tokens {
+            Some(StopReason::MaxTokens)
+        } else {
+            None
+        };
+        Ok((piece, stop))
+    }
+
+    /// The text held back until the end (a partial character or a partial stop string that
+    /// never completed), for answers that ended by themselves or at the token limit.
+    pub fn finish(&mut self, stop: StopReason) -> String {
+        if !matches!(stop, StopReason::EndOfSequence | StopReason::MaxTokens) {
+            return String::new();
+        }
+        let (tail, _) = self.filter.push(&self.decoder.finish());
+        let tail = tail + &std::mem::take(&mut self.filter.pending);
+        self.text.push_str(&tail);
+        tail
+    }
+
+    /// How the token after the history is picked: on the GPU (argmax, or a draw with
+    /// top-k, top-p, min-p and temperature) so only its id comes back, or from the logits
+    /// row on the host when a penalty needs the tokens seen so far.
+    pub fn next_token(&self) -> NextToken {
+        let p = &self.sampler.params;
+        if p.is_plain_greedy() {
+            NextToken::Greedy
+        } else if !p.has_penalties() {
+            // Each position draws fresh randomness from the seed.
+            NextToken::Sample(SampleSettings::new(
+                p.temperature,
+                p.top_k,
+                p.top_p,
+                p.min_p,
+                p.seed,
+                self.history.len() as u32,
+            ))
+        } else {
+            NextToken::Logits
+        }
+    }
+
+    /// The picked token from what the model gave for [`Continuation::next_token`].
+    pub fn pick(&mut self, output: BatchOutput) -> u32 {
+        match output {
+            BatchOutput::Token(t) => t,
+            BatchOutput::Logits(mut row) => self.sampler.sample(&mut row, &self.history),
+        }
+    }
+}
+
+/// Checks a prompt and its token limit against the context.
+pub(crate) fn check_request(
+    prompt: &[u32],
+    params: &GenerationParams,
+    context: usize,
+) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt is empty".into()));
+    }
+    if params.max_tokens == 0 {
+        return Err(Error::Invalid("asked for 0 new tokens".into()));
+    }
+    // The last generated token is never fed back, so it needs no KV slot.
+    if prompt.len() + params.max_tokens > context + 1 {
+        return Err(Error::Invalid(format!(
+            "the prompt ({} tokens) plus up to {} new tokens exceed the context of {context} tokens; \
+             shorten the prompt, lower the token limit or raise the context",
+            prompt.len(),
+            params.max_tokens
+        )));
+    }
+    Ok(())
+}
+
+/// How many leading tokens of `prompt` a cache holding `cached` can keep: the common
+/// prefix, but never the whole prompt (its last token must run to give the next one).
+pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
+    cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt.len().saturating_sub(1))
+}
+
 impl Session {
     pub fn new(model: Llama, tokenizer: Tokenizer) -> Self {
         Self {
@@ -149,123 +285,51 @@ impl Session {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, GenerationStats)> {
-        let context = self.model.context;
-        if prompt.is_empty() {
-            return Err(Error::Invalid("the prompt is empty".into()));
-        }
-        if params.max_tokens == 0 {
-            return Err(Error::Invalid("asked for 0 new tokens".into()));
-        }
-        // The last generated token is never fed back, so it needs no KV slot.
-        if prompt.len() + params.max_tokens > context + 1 {
-            return Err(Error::Invalid(format!(
-                "the prompt ({} tokens) plus up to {} new tokens exceed the context of {context} tokens; \
-                 shorten the prompt, lower the token limit or raise the context",
-                prompt.len(),
-                params.max_tokens
-            )));
-        }
+        check_request(prompt, params, self.model.context)?;
         // Reuse the cached prefix, but always run at least the last prompt token.
-        let reused = self
-            .cached
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
+        let reused = reusable_prefix(&self.cached, prompt);
         self.cached.truncate(reused);
-        let mut sampler = Sampler::new(params.sampling.clone());
-        let mut history = prompt.to_vec();
+        let mut sequence = Continuation::new(&self.tokenizer, prompt, params);
 
         let started = Instant::now();
-        let mut next = self
-            .next_token(&prompt[reused..], reused, &mut sampler, &history)
+        let first = self
+            .model
+            .prefill(0, &prompt[reused..], reused, sequence.next_token())
             .await?;
+        let mut next = sequence.pick(first);
         self.cached.extend_from_slice(&prompt[reused..]);
         let prefill_seconds = started.elapsed().as_secs_f64();
 
         let decode_started = Instant::now();
-        let mut decoder = self.tokenizer.continuation_decoder();
-        let mut filter = StopFilter {
-            stops: &params.stop_strings,
-            pending: String::new(),
-        };
-        let mut text = String::new();
-        let mut generated = 0;
         let stop_reason = loop {
-            if !params.ignore_eos && self.tokenizer.is_eos(next) {
-                break StopReason::EndOfSequence;
-            }
-            generated += 1;
-            history.push(next);
-            let (piece, stopped) = filter.push(&decoder.push(next)?);
-            text.push_str(&piece);
+            let (piece, stop) = sequence.accept(&self.tokenizer, next)?;
             if !piece.is_empty() && !on_text(&piece) {
                 break StopReason::Cancelled;
             }
-            if stopped {
-                break StopReason::StopString;
-            }
-            if generated >= params.max_tokens {
-                break StopReason::MaxTokens;
+            if let Some(stop) = stop {
+                break stop;
             }
             let pos = self.cached.len();
-            next = self
-                .next_token(&[next], pos, &mut sampler, &history)
+            let output = self
+                .model
+                .prefill(0, &[next], pos, sequence.next_token())
                 .await?;
-            self.cached.push(history[history.len() - 1]);
+            self.cached.push(next);
+            next = sequence.pick(output);
         };
-        if matches!(
-            stop_reason,
-            StopReason::EndOfSequence | StopReason::MaxTokens
-        ) {
-            let (tail, _) = filter.push(&decoder.finish());
-            let tail = tail + &filter.pending;
-            if !tail.is_empty() {
-                text.push_str(&tail);
-                on_text(&tail);
-            }
+        let tail = sequence.finish(stop_reason);
+        if !tail.is_empty() {
+            on_text(&tail);
         }
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
-            generated_tokens: generated,
+            generated_tokens: sequence.generated,
             prefill_seconds,
             decode_seconds: decode_started.elapsed().as_secs_f64(),
             stop_reason,
         };
-        Ok((text, stats))
-    }
-
-    /// Runs `tokens` at `pos` and picks the token that follows them: on the GPU (argmax, or
-    /// a draw with top-k, top-p, min-p and temperature) so only its id comes back, or from
-    /// the logits row on the host when a penalty needs the tokens seen so far.
-    async fn next_token(
-        &mut self,
-        tokens: &[u32],
-        pos: usize,
-        sampler: &mut Sampler,
-        history: &[u32],
-    ) -> Result<u32> {
-        let p = &sampler.params;
-        if p.is_plain_greedy() {
-            return Ok(self.model.forward(tokens, pos, Logits::Last).await?[0]);
-        }
-        if !p.has_penalties() {
-            // Each position draws fresh randomness from the seed.
-            let settings = SampleSettings::new(
-                p.temperature,
-                p.top_k,
-                p.top_p,
-                p.min_p,
-                p.seed,
-                history.len() as u32,
-            );
-            return self.model.forward_sampled(tokens, pos, &settings).await;
-        }
-        let mut logits = self.model.forward_logits(tokens, pos, Logits::Last).await?;
-        let n = self.model.output_vocab();
-        Ok(sampler.sample(&mut logits[..n], history))
+        Ok((sequence.text, stats))
     }
 
     /// Blocking [`Session::generate`] (native only).
@@ -288,14 +352,14 @@ mod tests {
     fn stop_strings_are_held_back_and_cut() {
         let stops = vec!["<end>".to_string()];
         let mut f = StopFilter {
-            stops: &stops,
+            stops: stops.clone(),
             pending: String::new(),
         };
         assert_eq!(f.push("Hello <"), ("Hello ".into(), false));
         assert_eq!(f.push("en"), ("".into(), false));
         assert_eq!(f.push("d> more"), ("".into(), true));
         let mut f = StopFilter {
-            stops: &stops,
+            stops: stops.clone(),
             pending: String::new(),
         };
         assert_eq!(f.push("a <b"), ("a <b".into(), false));

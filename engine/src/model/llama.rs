@@ -1002,6 +1002,38 @@ impl Llama {
         })
     }
 
+    /// Runs one sequence's `tokens` from position `start` of `slot` into the KV cache only
+    /// (an early part of a prompt): no output head, no readback, no wait.
+    pub async fn fill(&mut self, slot: usize, tokens: &[u32], start: usize) -> Result<()> {
+        self.check_span(tokens, start)?;
+        self.check_slot(slot)?;
+        for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
+            self.upload_inputs(chunk, start + i * self.max_batch, slot);
+            let pass = Pass::Sequence {
+                n: chunk.len(),
+                logits: None,
+            };
+            let ops = self.plan(pass, Pick::Argmax)?;
+            self.run(&ops, chunk.len(), 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Tokens per prefill pass: longer prompts go in several.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.slots {
+            return Err(Error::Invalid(format!(
+                "slot {slot} is past the model's {} slots",
+                self.slots
+            )));
+        }
+        Ok(())
+    }
+
     /// One decode step for several sequences at once: each [`BatchToken`]'s token runs at
     /// its position in its slot, in one pass over the weights, and each sequence's next
     /// token is picked as it asks. Every sequence gets what [`Llama::prefill`] of its one
@@ -1105,12 +1137,7 @@ impl Llama {
         pick: Pick,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
-        if slot >= self.slots {
-            return Err(Error::Invalid(format!(
-                "slot {slot} is past the model's {} slots",
-                self.slots
-            )));
-        }
+        self.check_slot(slot)?;
         let (mut ids_out, mut logits_out) = (Vec::new(), Vec::new());
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let pos = start + i * self.max_batch;
