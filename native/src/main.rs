@@ -3,10 +3,11 @@
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
 //! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
 //! `glim quantize` writes a model as an MLC-layout model folder, `glim bench` measures memory
-//! and speed.
+//! and speed, `glim list` and `glim rm` show and trim the model cache.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
 mod bench;
+mod cache;
 mod chat;
 mod devices;
 mod model;
@@ -28,7 +29,7 @@ use glim::quant::WeightFormat;
 #[command(name = "glim", version, propagate_version = true)]
 #[command(after_help = "\
 Environment:
-  GLIM_HOME       where the default model lives (default: $XDG_CACHE_HOME/glim or ~/.cache/glim)
+  GLIM_HOME       where models live, in GLIM_HOME/models (default: $XDG_CACHE_HOME/glim or ~/.cache/glim)
   GLIM_BACKEND    search only this GPU backend: vulkan, metal, dx12 or gl
   GLIM_ADAPTER    use this adapter: an index or a name substring, as `glim devices` lists them
   GLIM_PRECISION  f32 to force f32 activations on adapters with shader-f16
@@ -85,6 +86,25 @@ Examples:
   glim synth llama2-7b.Q4_0.gguf
   glim bench llama2-7b.Q4_0.gguf --prompt-len 512 --gen 128")]
     Synth(SynthArgs),
+    /// List the models in glim's cache: name, size, kind and path
+    #[command(after_help = "\
+The cache is GLIM_HOME/models: .gguf files, and folders holding a .gguf file, an MLC model or a
+Hugging Face model. Any of them runs as `glim run NAME`.")]
+    List,
+    /// Remove a model from glim's cache
+    #[command(after_help = "\
+NAME is a model's name as `glim list` shows it, or the repo it was pulled from (ORG/NAME).
+
+Example:
+  glim rm Llama-3.2-1B-Instruct-Q4_K_M")]
+    Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+struct RmArgs {
+    /// The model's name, as `glim list` shows it
+    #[arg(value_name = "NAME")]
+    name: String,
 }
 
 /// Formats `glim quantize` writes.
@@ -152,7 +172,8 @@ struct ModelArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or the name of a
+    /// model in the cache (`glim list`) [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
@@ -215,7 +236,7 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct PplArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or a cached model's name
     #[arg(value_name = "MODEL")]
     model: PathBuf,
 
@@ -233,7 +254,8 @@ struct PplArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: the default model]
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or a cached model's
+    /// name [default: the default model]
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
@@ -348,6 +370,8 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::quantize(args),
         Command::Bench(args) => bench::bench(args),
         Command::Synth(args) => synth::synth(args),
+        Command::List => cache::print_list(),
+        Command::Rm(args) => cache::remove(&args.name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
