@@ -3,7 +3,7 @@
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
 //! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
 //! `glim quantize` writes a model as an MLC-layout model folder, `glim bench` measures memory
-//! and speed, `glim list` and `glim rm` show and trim the model cache.
+//! and speed, `glim pull`, `glim list` and `glim rm` fill, show and trim the model cache.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
 mod bench;
@@ -12,6 +12,7 @@ mod chat;
 mod devices;
 mod model;
 mod ppl;
+mod pull;
 mod quantize;
 mod run;
 mod synth;
@@ -33,8 +34,11 @@ Environment:
   GLIM_BACKEND    search only this GPU backend: vulkan, metal, dx12 or gl
   GLIM_ADAPTER    use this adapter: an index or a name substring, as `glim devices` lists them
   GLIM_PRECISION  f32 to force f32 activations on adapters with shader-f16
+  HF_ENDPOINT     the Hugging Face Hub `glim pull` downloads from (default: https://huggingface.co)
+  HF_TOKEN        a Hugging Face access token, for private and gated repos
 
-Get the default model (SmolLM2-135M-Instruct) with scripts/fetch-model.sh.")]
+Get the default model (SmolLM2-135M-Instruct) with scripts/fetch-model.sh, others with
+`glim pull ORG/NAME`.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,6 +90,26 @@ Examples:
   glim synth llama2-7b.Q4_0.gguf
   glim bench llama2-7b.Q4_0.gguf --prompt-len 512 --gen 128")]
     Synth(SynthArgs),
+    /// Download a model from Hugging Face (or a .gguf URL) into glim's model cache
+    #[command(after_help = "\
+SOURCE is ORG/NAME[@REVISION][:FILE] or an http(s) URL of a .gguf file:
+  ORG/NAME          a Hugging Face repo: an MLC model folder, else one of its GGUF files
+                    (Q4_K_M if there is one, else Q4_K_S, Q4_0, Q4_1, Q5_K_M, ..., F16), else its
+                    safetensors model (config.json, *.safetensors, tokenizer files)
+  @REVISION         a branch, tag or commit (default: main)
+  :FILE             a .gguf file of the repo, a quantization (:Q8_0) or an MLC model's folder
+
+The model lands in GLIM_HOME/models/NAME (NAME: the GGUF file's name without .gguf, or the
+repo's name) and runs as `glim run NAME`. Files download a few at a time; sizes and the Hub's
+sha256 checksums are checked. An interrupted pull resumes where it stopped when run again.
+
+Examples:
+  glim pull bartowski/Llama-3.2-1B-Instruct-GGUF
+  glim pull bartowski/Llama-3.2-1B-Instruct-GGUF:Q8_0
+  glim pull mlc-ai/SmolLM2-360M-Instruct-q4f16_1-MLC
+  glim pull HuggingFaceTB/SmolLM2-135M-Instruct@main
+  glim pull https://example.com/models/model.Q4_0.gguf")]
+    Pull(PullArgs),
     /// List the models in glim's cache: name, size, kind and path
     #[command(after_help = "\
 The cache is GLIM_HOME/models: .gguf files, and folders holding a .gguf file, an MLC model or a
@@ -98,6 +122,13 @@ NAME is a model's name as `glim list` shows it, or the repo it was pulled from (
 Example:
   glim rm Llama-3.2-1B-Instruct-Q4_K_M")]
     Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// ORG/NAME[@REVISION][:FILE] on Hugging Face, or an http(s) URL of a .gguf file
+    #[arg(value_name = "SOURCE")]
+    source: String,
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +401,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::quantize(args),
         Command::Bench(args) => bench::bench(args),
         Command::Synth(args) => synth::synth(args),
+        Command::Pull(args) => pull::pull(args),
         Command::List => cache::print_list(),
         Command::Rm(args) => cache::remove(&args.name),
     };
