@@ -605,9 +605,8 @@ fn pull_a_named_file_or_quantization_at_a_revision_with_a_token() {
     std::fs::remove_dir_all(&home).unwrap();
 }
 
-#[test]
-fn pull_an_mlc_folder_several_files_at_once() {
-    let hub = Hub::start();
+/// An MLC model folder repo: config, index, tokenizer files and six shards.
+fn mlc_repo(hub: &Hub) {
     let mut files = vec![
         small(".gitattributes", "*.bin filter=lfs\n"),
         small("README.md", "# tiny MLC\n"),
@@ -624,6 +623,12 @@ fn pull_an_mlc_folder_several_files_at_once() {
         ));
     }
     hub.add("mlc-ai/tiny-q4f16_1-MLC", files);
+}
+
+#[test]
+fn pull_an_mlc_folder_several_files_at_once() {
+    let hub = Hub::start();
+    mlc_repo(&hub);
     lock(&hub.tricks).delay = Duration::from_millis(300);
     let home = home("mlc");
     let stdout = ok(&glim(&home, &hub, &["pull", "mlc-ai/tiny-q4f16_1-MLC"]));
@@ -660,6 +665,37 @@ fn pull_an_mlc_folder_several_files_at_once() {
         row.contains(" mlc ") && row.ends_with(&dir.display().to_string()),
         "{row}"
     );
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn a_rerun_fetches_only_what_an_earlier_run_left_unfinished() {
+    let hub = Hub::start();
+    mlc_repo(&hub);
+    // The smallest file goes last; when it fails, the others are whole or nearly.
+    lock(&hub.tricks)
+        .missing
+        .insert("tokenizer_config.json".into());
+    let home = home("partial");
+    let err = error(&glim(&home, &hub, &["pull", "mlc-ai/tiny-q4f16_1-MLC"]));
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("404"),
+        "{err}"
+    );
+    assert!(ok(&glim(&home, &hub, &["list"])).starts_with("no models"));
+    lock(&hub.tricks).missing.clear();
+    let before = hub.requests("/resolve/").len();
+    ok(&glim(&home, &hub, &["pull", "mlc-ai/tiny-q4f16_1-MLC"]));
+    let again = &hub.requests("/resolve/")[before..];
+    // At most the failed file and the three downloading beside it when it failed.
+    assert!(!again.is_empty() && again.len() <= 4, "{again:?}");
+    assert!(again
+        .iter()
+        .any(|r| r.target.ends_with("/tokenizer_config.json")));
+    let dir = home.join("models/tiny-q4f16_1-MLC");
+    for file in lock(&hub.repos)["mlc-ai/tiny-q4f16_1-MLC"].iter().skip(1) {
+        assert_eq!(read(dir.join(&file.path)), file.bytes, "{}", file.path);
+    }
     std::fs::remove_dir_all(&home).unwrap();
 }
 
