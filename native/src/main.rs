@@ -3,14 +3,17 @@
 //! `glim run` answers one prompt or chats on the terminal, `glim devices` lists the GPU
 //! adapters, `glim ppl` measures perplexity the way llama.cpp's `llama-perplexity` does,
 //! `glim quantize` writes a model as an MLC-layout model folder, `glim bench` measures memory
-//! and speed, `glim serve` answers OpenAI-style HTTP requests from several clients at once.
+//! and speed, `glim serve` answers OpenAI-style HTTP requests from several clients at once,
+//! `glim pull`, `glim list` and `glim rm` fill, show and trim the model cache.
 //! Every failure ends as one `error: ...` line on stderr and exit status 1.
 
 mod bench;
+mod cache;
 mod chat;
 mod devices;
 mod model;
 mod ppl;
+mod pull;
 mod quantize;
 mod run;
 mod serve;
@@ -29,12 +32,15 @@ use glim::quant::WeightFormat;
 #[command(name = "glim", version, propagate_version = true)]
 #[command(after_help = "\
 Environment:
-  GLIM_HOME       where the default model lives (default: $XDG_CACHE_HOME/glim or ~/.cache/glim)
+  GLIM_HOME       where models live, in GLIM_HOME/models (default: $XDG_CACHE_HOME/glim or ~/.cache/glim)
   GLIM_BACKEND    search only this GPU backend: vulkan, metal, dx12 or gl
   GLIM_ADAPTER    use this adapter: an index or a name substring, as `glim devices` lists them
   GLIM_PRECISION  f32 to force f32 activations on adapters with shader-f16
+  HF_ENDPOINT     the Hugging Face Hub `glim pull` downloads from (default: https://huggingface.co)
+  HF_TOKEN        a Hugging Face access token, for private and gated repos
 
-Get the default model (SmolLM2-135M-Instruct) with scripts/fetch-model.sh.")]
+Get the default model (SmolLM2-135M-Instruct) with scripts/fetch-model.sh, others with
+`glim pull ORG/NAME`.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,6 +106,52 @@ Examples:
   glim synth llama2-7b.Q4_0.gguf
   glim bench llama2-7b.Q4_0.gguf --prompt-len 512 --gen 128")]
     Synth(SynthArgs),
+    /// Download a model from Hugging Face (or a .gguf URL) into glim's model cache
+    #[command(after_help = "\
+SOURCE is ORG/NAME[@REVISION][:FILE] or an http(s) URL of a .gguf file:
+  ORG/NAME          a Hugging Face repo: an MLC model folder, else one of its GGUF files
+                    (Q4_K_M if there is one, else Q4_K_S, Q4_0, Q4_1, Q5_K_M, ..., F16), else its
+                    safetensors model (config.json, *.safetensors, tokenizer files)
+  @REVISION         a branch, tag or commit (default: main)
+  :FILE             a .gguf file of the repo, a quantization (:Q8_0) or an MLC model's folder
+
+The model lands in GLIM_HOME/models/NAME (NAME: the GGUF file's name without .gguf, or the
+repo's name) and runs as `glim run NAME`. Files download a few at a time; sizes and the Hub's
+sha256 checksums are checked. An interrupted pull resumes where it stopped when run again.
+
+Examples:
+  glim pull bartowski/Llama-3.2-1B-Instruct-GGUF
+  glim pull bartowski/Llama-3.2-1B-Instruct-GGUF:Q8_0
+  glim pull mlc-ai/SmolLM2-360M-Instruct-q4f16_1-MLC
+  glim pull HuggingFaceTB/SmolLM2-135M-Instruct@main
+  glim pull https://example.com/models/model.Q4_0.gguf")]
+    Pull(PullArgs),
+    /// List the models in glim's cache: name, size, kind and path
+    #[command(after_help = "\
+The cache is GLIM_HOME/models: .gguf files, and folders holding a .gguf file, an MLC model or a
+Hugging Face model. Any of them runs as `glim run NAME`.")]
+    List,
+    /// Remove a model from glim's cache
+    #[command(after_help = "\
+NAME is a model's name as `glim list` shows it, or the repo it was pulled from (ORG/NAME).
+
+Example:
+  glim rm Llama-3.2-1B-Instruct-Q4_K_M")]
+    Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// ORG/NAME[@REVISION][:FILE] on Hugging Face, or an http(s) URL of a .gguf file
+    #[arg(value_name = "SOURCE")]
+    source: String,
+}
+
+#[derive(Args, Debug)]
+struct RmArgs {
+    /// The model's name, as `glim list` shows it
+    #[arg(value_name = "NAME")]
+    name: String,
 }
 
 /// Formats `glim quantize` writes.
@@ -167,7 +219,8 @@ struct ModelArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or the name of a
+    /// model in the cache (`glim list`) [default: $GLIM_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf]
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
@@ -230,7 +283,7 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct PplArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or a cached model's name
     #[arg(value_name = "MODEL")]
     model: PathBuf,
 
@@ -248,7 +301,8 @@ struct PplArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// A .gguf file, a model folder (MLC layout) or a Hugging Face folder [default: the default model]
+    /// A .gguf file, a model folder (MLC layout), a Hugging Face folder or a cached model's
+    /// name [default: the default model]
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
@@ -405,6 +459,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Synth(args) => synth::synth(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Pull(args) => pull::pull(args),
+        Command::List => cache::print_list(),
+        Command::Rm(args) => cache::remove(&args.name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,20 +4,41 @@ use std::path::{Path, PathBuf};
 
 use glim::gpu::{GpuContext, Precision};
 use glim::model::llama::LoadOptions;
-use glim::model::loader::{self, default_model_path, LoadedModel};
+use glim::model::loader::{self, LoadedModel, DEFAULT_MODEL_FILE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{bail, CliResult};
+use crate::{bail, cache, CliResult};
 
-/// The model to load: `given`, else the default model; an error when it is not there.
+/// The model to load: `given` (a path, else the name of a model in glim's cache, as
+/// `glim list` shows it), else the default model; an error when it is not there.
 pub fn resolve(given: Option<PathBuf>) -> CliResult<PathBuf> {
+    resolve_in(given, cache::models_dir().ok().as_deref())
+}
+
+/// [`resolve`] with the models folder `models` (`None` when there is no home folder).
+fn resolve_in(given: Option<PathBuf>, models: Option<&Path>) -> CliResult<PathBuf> {
     match given {
-        Some(path) if path.exists() => Ok(path),
-        Some(path) => bail!("no model file at {}", path.display()),
-        None => match default_model_path() {
+        // A folder holding one .gguf file (as `glim pull` leaves one) loads as that file.
+        Some(path) if path.exists() => Ok(cache::loadable(&path).map_or(path, |(file, _)| file)),
+        Some(path) => {
+            let found = match (models, path.to_str()) {
+                (Some(models), Some(name)) => cache::find(models, name)?,
+                _ => None,
+            };
+            match (found, models) {
+                (Some(entry), _) => Ok(entry.model),
+                (None, Some(models)) => bail!(
+                    "no model file at {} and no model of that name in {}: `glim list` shows the models there, `glim pull ORG/NAME` fetches one",
+                    path.display(),
+                    models.display()
+                ),
+                (None, None) => bail!("no model file at {}", path.display()),
+            }
+        }
+        None => match models.map(|m| m.join(DEFAULT_MODEL_FILE)) {
             Some(path) if path.exists() => Ok(path),
             Some(path) => bail!(
-                "no model at {}: run scripts/fetch-model.sh to fetch the default model, or pass a MODEL path",
+                "no model at {}: run scripts/fetch-model.sh to fetch the default model, or pass a MODEL path or name (`glim list`, `glim pull`)",
                 path.display()
             ),
             None => bail!("neither GLIM_HOME nor HOME is set: pass a MODEL path"),
@@ -77,5 +98,38 @@ mod tests {
     fn missing_explicit_model_is_an_error() {
         let err = resolve(Some(PathBuf::from("/nonexistent/glim/model.gguf"))).unwrap_err();
         assert!(err.0.contains("/nonexistent/glim/model.gguf"), "{}", err.0);
+    }
+
+    #[test]
+    fn names_resolve_in_the_cache() {
+        let models = std::env::temp_dir().join(format!("glim-resolve-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&models);
+        let pulled = models.join("tiny-Q4_K_M");
+        std::fs::create_dir_all(&pulled).unwrap();
+        std::fs::write(pulled.join("tiny-Q4_K_M.gguf"), b"GGUF").unwrap();
+        std::fs::write(
+            pulled.join(cache::MANIFEST),
+            br#"{"source":"org/tiny-GGUF","repo":"org/tiny-GGUF"}"#,
+        )
+        .unwrap();
+        std::fs::write(models.join(DEFAULT_MODEL_FILE), b"GGUF").unwrap();
+        let at = |given: Option<&str>| resolve_in(given.map(PathBuf::from), Some(&models));
+
+        let file = pulled.join("tiny-Q4_K_M.gguf");
+        assert_eq!(at(Some("tiny-Q4_K_M")).unwrap(), file);
+        assert_eq!(at(Some("org/tiny-GGUF")).unwrap(), file);
+        // An existing folder holding one .gguf file is that file.
+        assert_eq!(at(pulled.to_str()).unwrap(), file);
+        assert_eq!(at(None).unwrap(), models.join(DEFAULT_MODEL_FILE));
+        assert_eq!(
+            at(Some("SmolLM2-135M-Instruct.Q4_1")).unwrap(),
+            models.join(DEFAULT_MODEL_FILE)
+        );
+        let err = at(Some("nosuch")).unwrap_err().0;
+        assert!(
+            err.contains("glim list") && err.contains("glim pull"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&models).unwrap();
     }
 }
