@@ -248,15 +248,8 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                     }
                     let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
                     if (XS_VEC4) {
-                        // Each word unpacked once for every token.
-                        var row_codes: array<array<vec4<f32>, (CODES_PER_WORD + 3u) / 4u>, ROWS_V>;
-                        for (var r = 0u; r < ROWS_V; r++) {
-                            let word = row_words[r];
-                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
-                                row_codes[r][j / 4u] = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
-                                                                 word_code(word, j + 2u), word_code(word, j + 3u));
-                            }
-                        }
+                        // Unpacking a word again per token costs less on llvmpipe than
+                        // holding its codes in an array.
                         for (var t = 0u; t < TOKENS; t++) {
                             if (t >= tokens) {
                                 break;
@@ -264,7 +257,10 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
                             for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
                                 let inputs = xs_tile4[t * (XS_LEN / 4u) + (k + j) / 4u];
                                 for (var r = 0u; r < ROWS_V; r++) {
-                                    group_dot[t][r] += dot(row_codes[r][j / 4u], inputs);
+                                    let word = row_words[r];
+                                    let codes4 = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
+                                                           word_code(word, j + 2u), word_code(word, j + 3u));
+                                    group_dot[t][r] += dot(codes4, inputs);
                                 }
                             }
                         }
