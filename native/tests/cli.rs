@@ -3,51 +3,20 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{assert_clean_error, test_model, text};
 
 fn glim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_glim"))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Exit status 1, one `error: ...` line as the last thing on stderr, no panic.
-fn assert_clean_error(out: &Output) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert_eq!(stderr.lines().last(), Some(errors[0]), "stderr: {stderr}");
-    errors[0].to_string()
-}
-
 /// A path in the temp folder unique to this test process.
 fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("glim-cli-test-{}-{name}", std::process::id()))
-}
-
-/// The default model: `GLIM_TEST_GGUF`, else where `scripts/fetch-model.sh` puts it.
-fn test_model() -> Option<PathBuf> {
-    let path = std::env::var_os("GLIM_TEST_GGUF")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(glim::model::loader::default_model_path);
-    match path {
-        Some(path) if path.exists() => Some(path),
-        path => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs the test model at {path:?}: run scripts/fetch-model.sh"
-            );
-            eprintln!("skipping: no model at {path:?} (run scripts/fetch-model.sh)");
-            None
-        }
-    }
 }
 
 /// One model test at a time: the GPU here is a software rasterizer on few cores.

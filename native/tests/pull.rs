@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+mod common;
+use common::{assert_clean_error, text};
+
 /// A file the server holds.
 struct Served {
     path: String,
@@ -374,10 +377,6 @@ fn home(name: &str) -> PathBuf {
     dir
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// `glim ARGS` with GLIM_HOME `home` and the Hub at `endpoint`, killed after a minute.
 fn glim_with(home: &Path, endpoint: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_glim"));
@@ -441,17 +440,6 @@ fn ok(out: &Output) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-/// Exit status 1 with one `error: ...` line, the last on stderr, no panic; that line.
-fn error(out: &Output) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert_eq!(stderr.lines().last(), Some(errors[0]), "stderr: {stderr}");
-    errors[0].to_string()
 }
 
 /// Every file under `dir`, as paths relative to it.
@@ -526,7 +514,7 @@ fn pull_chooses_a_gguf_file_and_run_finds_it_by_name() {
 
     // The name (or the repo) resolves to the cached file: ppl gets as far as its text file.
     for name in ["tiny-Q4_K_M", "test-org/tiny-GGUF"] {
-        let err = error(&glim(
+        let err = assert_clean_error(&glim(
             &home,
             &hub,
             &["ppl", name, "/nonexistent/glim-text.txt"],
@@ -536,7 +524,7 @@ fn pull_chooses_a_gguf_file_and_run_finds_it_by_name() {
             "{err}"
         );
     }
-    let err = error(&glim(&home, &hub, &["run", "no-such-model", "-p", "hi"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["run", "no-such-model", "-p", "hi"]));
     assert!(
         err.contains("no-such-model") && err.contains("glim list") && err.contains("glim pull"),
         "{err}"
@@ -584,7 +572,7 @@ fn pull_a_named_file_or_quantization_at_a_revision_with_a_token() {
     // A quantization names a file too; one that is not there lists what is.
     ok(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:iq2_xs"]));
     assert!(home.join("models/tiny-IQ2_XS/tiny-IQ2_XS.gguf").is_file());
-    let err = error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:Q5_K_M"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:Q5_K_M"]));
     assert!(
         err.contains("Q5_K_M")
             && err.contains("tiny-Q8_0.gguf, tiny-Q4_K_M.gguf, tiny-IQ2_XS.gguf"),
@@ -596,7 +584,7 @@ fn pull_a_named_file_or_quantization_at_a_revision_with_a_token() {
         .all(|r| r.auth.is_none() || r.target.contains("Q8_0")));
 
     // Two models from one repo: the repo id alone is ambiguous.
-    let err = error(&glim(
+    let err = assert_clean_error(&glim(
         &home,
         &hub,
         &["run", "test-org/tiny-GGUF", "-p", "hi"],
@@ -677,7 +665,7 @@ fn a_rerun_fetches_only_what_an_earlier_run_left_unfinished() {
         .missing
         .insert("tokenizer_config.json".into());
     let home = home("partial");
-    let err = error(&glim(&home, &hub, &["pull", "mlc-ai/tiny-q4f16_1-MLC"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "mlc-ai/tiny-q4f16_1-MLC"]));
     assert!(
         err.contains("tokenizer_config.json") && err.contains("404"),
         "{err}"
@@ -765,7 +753,7 @@ fn fail_midway(hub: &Hub, home: &Path) -> usize {
     lock(&hub.tricks)
         .cut
         .insert("tiny-Q4_K_M.gguf".into(), (20_000, 1000));
-    let err = error(&glim(home, hub, &["pull", "test-org/tiny-GGUF"]));
+    let err = assert_clean_error(&glim(home, hub, &["pull", "test-org/tiny-GGUF"]));
     assert!(
         err.contains("tiny-Q4_K_M.gguf") && err.contains("again"),
         "{err}"
@@ -836,7 +824,7 @@ fn a_file_failing_its_checksum_is_not_kept() {
     gguf_repo(&hub);
     lock(&hub.tricks).wrong.insert("tiny-Q4_K_M.gguf".into());
     let home = home("checksum");
-    let err = error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
     assert!(
         err.contains("tiny-Q4_K_M.gguf") && err.contains("checksum") && err.contains("sha256"),
         "{err}"
@@ -857,7 +845,7 @@ fn missing_files_and_repos_are_clear_errors() {
     gguf_repo(&hub);
     lock(&hub.tricks).missing.insert("tiny-Q4_K_M.gguf".into());
     let home = home("missing");
-    let err = error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
     let url = format!(
         "{}/test-org/tiny-GGUF/resolve/main/tiny-Q4_K_M.gguf",
         hub.endpoint()
@@ -868,19 +856,19 @@ fn missing_files_and_repos_are_clear_errors() {
     );
     assert!(ok(&glim(&home, &hub, &["list"])).starts_with("no models"));
 
-    let err = error(&glim(&home, &hub, &["pull", "test-org/no-such-repo"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/no-such-repo"]));
     assert!(
         err.contains("test-org/no-such-repo") && err.contains("404") && err.contains("HF_TOKEN"),
         "{err}"
     );
-    let err = error(&glim(&home, &hub, &["pull", "not-a-repo"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "not-a-repo"]));
     assert!(err.contains("ORG/NAME"), "{err}");
 
     hub.add(
         "test-org/docs",
         vec![small("README.md", "hi"), small("notes.txt", "x")],
     );
-    let err = error(&glim(&home, &hub, &["pull", "test-org/docs"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/docs"]));
     assert!(
         err.contains("holds no model") && err.contains("notes.txt"),
         "{err}"
@@ -920,7 +908,7 @@ fn a_url_pull_fetches_one_gguf_file_without_the_token() {
         "{list}"
     );
 
-    let err = error(&glim(
+    let err = assert_clean_error(&glim(
         &home,
         &hub,
         &["pull", &format!("{}/files/model.bin", hub.endpoint())],
@@ -966,13 +954,13 @@ fn list_and_rm_the_cache() {
         "{list}"
     );
 
-    let err = error(&glim(&home, &hub, &["rm", "no-such-model"]));
+    let err = assert_clean_error(&glim(&home, &hub, &["rm", "no-such-model"]));
     assert!(
         err.contains("no model named no-such-model") && err.contains("glim list"),
         "{err}"
     );
     for path in ["../outside", "../outside.gguf", "/etc/passwd", "..", "."] {
-        let err = error(&glim(&home, &hub, &["rm", path]));
+        let err = assert_clean_error(&glim(&home, &hub, &["rm", path]));
         assert!(err.contains("refusing"), "{path}: {err}");
     }
     assert!(home.join("outside.gguf").is_file());

@@ -11,22 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn test_model() -> Option<PathBuf> {
-    let path = std::env::var_os("GLIM_TEST_GGUF")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(glim::model::loader::default_model_path);
-    match path {
-        Some(path) if path.exists() => Some(path),
-        path => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs the test model at {path:?}: run scripts/fetch-model.sh"
-            );
-            None
-        }
-    }
-}
+mod common;
+use common::test_model;
 
 /// A running `glim serve`, killed when dropped.
 struct Server {

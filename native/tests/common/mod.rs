@@ -1,0 +1,40 @@
+//! Helpers the binary's integration tests share (each test file uses some of them).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit status 1, one `error: ...` line as the last thing on stderr, no panic; that line.
+pub fn assert_clean_error(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "stderr: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "stderr: {stderr}");
+    errors[0].to_string()
+}
+
+/// The default model: `GLIM_TEST_GGUF`, else where `scripts/fetch-model.sh` puts it. `None`
+/// (the test skips) without it, except under CI (`CI` set), where it fails.
+pub fn test_model() -> Option<PathBuf> {
+    let path = std::env::var_os("GLIM_TEST_GGUF")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(glim::model::loader::default_model_path);
+    match path {
+        Some(path) if path.exists() => Some(path),
+        path => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs the test model at {path:?}: run scripts/fetch-model.sh"
+            );
+            eprintln!("skipping: no model at {path:?} (run scripts/fetch-model.sh)");
+            None
+        }
+    }
+}
