@@ -181,10 +181,12 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
         engine_loop(batcher, receiver);
     });
 
-    let server = axum::serve(listener, router).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
+    let server = tokio::spawn(async move {
+        tokio::select! {
+            () = serve_connections(listener, router) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     });
-    let server = tokio::spawn(async move { server.await });
     match loaded_rx.await {
         Ok(Ok(ready)) => {
             eprintln!(
@@ -197,9 +199,46 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
         Err(_) => bail!("the model loader stopped without a word"),
     }
     match server.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => bail!("the server failed: {e}"),
+        Ok(()) => Ok(()),
         Err(e) => bail!("the server failed: {e}"),
+    }
+}
+
+/// Most connections open at once; past it a new connection is closed at once, so a flood
+/// of them cannot use up the process's file descriptors.
+const MAX_CONNECTIONS: usize = 512;
+/// How long a connection may take to send a request's headers (also the idle time allowed
+/// between requests on a kept-alive connection); then it is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and serves each on a task of its own. This is `axum::serve` plus
+/// the two limits above, which it does not offer: without them, clients that connect and
+/// send nothing would hold their sockets for ever.
+async fn serve_connections(listener: tokio::net::TcpListener, router: Router) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait for some to close rather than spin.
+                eprintln!("glim serve: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            continue; // too many open: this one is dropped
+        };
+        let _ = stream.set_nodelay(true); // stream each token as it comes
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
     }
 }
 

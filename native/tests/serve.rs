@@ -334,3 +334,109 @@ fn api_key_is_required_when_set() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+/// Whether the server closes `stream` within `wait` (whatever it sends first, such as a
+/// 408, is read and skipped).
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+}
+
+/// Connections that never send a request, one that stops halfway through its headers, a
+/// flood past the server's connection cap and a client that stops reading its stream: the
+/// server drops the silent ones and keeps answering everybody else, with the same answer.
+#[test]
+fn silent_floods_and_stalled_readers_do_not_stop_service() {
+    let Some(model) = test_model() else { return };
+    let server = Server::start(&model, &["--parallel", "2"]);
+    let chat = "/v1/chat/completions";
+    let body = chat_body("Who wrote Hamlet?", false);
+    let (status, reference) = server.post_json(chat, &body);
+    assert_eq!(status, 200, "{reference}");
+    let answer = &reference["choices"][0]["message"]["content"];
+    let connect = || TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+
+    // Asks for a long stream and never reads it.
+    let mut stalled = connect();
+    let long = json!({"messages": [{"role": "user", "content": "Tell me a long story."}],
+                      "max_tokens": 400, "stream": true})
+    .to_string();
+    write!(
+        stalled,
+        "POST {chat} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{long}",
+        long.len()
+    )
+    .unwrap();
+    // Silent connections, and one that never finishes its headers.
+    let mut silent: Vec<TcpStream> = (0..100).map(|_| connect()).collect();
+    let mut halfway = connect();
+    halfway
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let (status, again) = server.post_json(chat, &body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(&again["choices"][0]["message"]["content"], answer);
+    // The server closes them once its header timeout (10 s) has passed.
+    for stream in silent.iter_mut().chain([&mut halfway]) {
+        assert!(closed_within(stream, Duration::from_secs(60)));
+    }
+
+    // A flood past the cap of 512 open connections: the ones past it are closed at once,
+    // long before the header timeout.
+    let flood_start = Instant::now();
+    let mut flood: Vec<TcpStream> = (0..600).map(|_| connect()).collect();
+    let past_cap = flood.len() - 512;
+    loop {
+        let closed = flood
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_millis(1)))
+            .filter(|&closed| closed)
+            .count();
+        if closed >= past_cap {
+            break;
+        }
+        assert!(
+            flood_start.elapsed() < Duration::from_secs(8),
+            "only {closed} of the connections past the cap were closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Once the flood's silent connections time out, requests are answered again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match server.try_request("POST", chat, Some(body.to_string().as_bytes()), &[]) {
+            Ok((200, text)) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(&value["choices"][0]["message"]["content"], answer);
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "never served again: {other:?}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    drop(flood);
+    drop(stalled);
+}
