@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # glim's whole test suite, from a fresh Debian machine: installs lavapipe when there is no
 # GPU driver, fetches the test model, checks formatting and lints (natively and for wasm32),
-# runs every test on the best adapter (GLIM_ADAPTER / GLIM_BACKEND pick another), then the
+# runs every test on the best adapter (GLIM_ADAPTER / GLIM_BACKEND pick another), glim serve
+# under the `openai` Python client and a short load test (scripts/test-serve.sh), then the
 # browser proof (scripts/test-browser.sh: the npm package, and the chat page in headless
 # Chromium, which it installs when missing).
 set -euo pipefail
@@ -20,4 +21,6 @@ if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown;
     cargo clippy -p glim-web --target wasm32-unknown-unknown --release -- -D warnings
 fi
 cargo test --workspace
+# glim serve under the official openai client and a short load test.
+scripts/test-serve.sh
 scripts/test-browser.sh

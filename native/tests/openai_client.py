@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""`glim serve` driven by the official `openai` Python client (scripts/test-serve.sh
+installs it in a throwaway venv). Usage: openai_client.py GLIM MODEL
+
+Checks: the models list; a greedy chat answer equal to `glim run --temperature 0`'s;
+streaming with include_usage equal to non-streaming; a stop sequence; text completions; a
+seeded sampled answer that repeats; four concurrent greedy streams equal to their one-at-a-
+time answers; and the client's own error types for an invalid request, an unknown model
+and a wrong API key.
+"""
+
+import concurrent.futures
+import pathlib
+import subprocess
+import sys
+
+import openai
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benches"))
+from load_test import GlimServer  # noqa: E402
+
+KEY = "sk-glim-test"
+
+
+def expect(error_type, call, says):
+    try:
+        call()
+    except error_type as e:
+        assert says in str(e), f"{e} should name {says!r}"
+        return e
+    raise AssertionError(f"expected {error_type.__name__}")
+
+
+def main():
+    glim, model = sys.argv[1], sys.argv[2]
+    flags = ["--ctx", "512", "--parallel", "4", "--api-key", KEY]
+    with GlimServer(glim, model, flags) as server:
+        client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=300)
+        chat = client.chat.completions
+
+        models = client.models.list().data
+        assert len(models) == 1, models
+        name = models[0].id
+        assert name == pathlib.Path(model).stem, name
+        print(f"ok: models.list -> {name}")
+
+        prompt = "What is the capital of France?"
+        messages = [{"role": "user", "content": prompt}]
+        answer = chat.create(model=name, messages=messages, temperature=0, max_tokens=24)
+        text = answer.choices[0].message.content
+        assert answer.choices[0].finish_reason in ("stop", "length"), answer
+        assert answer.usage.completion_tokens > 0 and answer.usage.prompt_tokens > 0, answer
+        run = subprocess.run(
+            [glim, "run", model, "-p", prompt, "-n", "24", "--ctx", "512", "--temperature", "0"],
+            capture_output=True, text=True, check=True,
+        )
+        assert run.stdout.strip() == text.strip(), (run.stdout, text)
+        print(f"ok: greedy chat equals glim run: {text!r}")
+
+        stream = chat.create(model=name, messages=messages, temperature=0, max_tokens=24,
+                             stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed == text, (streamed, text)
+        usage = chunks[-1].usage
+        assert chunks[-1].choices == [] and usage is not None, chunks[-1]
+        counts = lambda u: (u.prompt_tokens, u.completion_tokens, u.total_tokens)  # noqa: E731
+        assert counts(usage) == counts(answer.usage), (usage, answer.usage)
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == [answer.choices[0].finish_reason], finishes
+        print("ok: streaming with include_usage equals the whole answer")
+
+        # Stop at a word from the middle of the greedy answer: the text before it, "stop".
+        words = text.split()
+        assert len(words) >= 3, text
+        stop = " " + words[len(words) // 2]
+        cut = chat.create(model=name, messages=messages, temperature=0, max_tokens=24, stop=[stop])
+        assert cut.choices[0].message.content == text[: text.index(stop)], (cut, stop)
+        assert cut.choices[0].finish_reason == "stop", cut
+        print(f"ok: stop={stop!r} cuts the answer there")
+
+        done = client.completions.create(model=name, prompt="The capital of France is",
+                                         max_tokens=12, temperature=0, stop=["."])
+        assert "." not in done.choices[0].text and done.choices[0].finish_reason == "stop", done
+        print(f"ok: completions with stop: {done.choices[0].text!r}")
+
+        sampled = [
+            chat.create(model=name, messages=messages, temperature=0.9, top_p=0.95, seed=7,
+                        max_tokens=16).choices[0].message.content
+            for _ in range(2)
+        ]
+        assert sampled[0] == sampled[1], sampled
+        print("ok: a seeded sampled answer repeats")
+
+        prompts = ["Name three colors.", "What is 2 plus 2?", "Write a haiku about the sea.",
+                   "Who wrote Hamlet?"]
+
+        def streamed_answer(p):
+            parts = chat.create(model=name, messages=[{"role": "user", "content": p}],
+                                temperature=0, max_tokens=24, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
+
+        alone = [streamed_answer(p) for p in prompts]
+        with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+            together = list(pool.map(streamed_answer, prompts))
+        assert together == alone, (together, alone)
+        print("ok: four concurrent streams equal their one-at-a-time answers")
+
+        expect(openai.BadRequestError,
+               lambda: chat.create(model=name, messages=messages, n=2), "`n`")
+        expect(openai.BadRequestError,
+               lambda: chat.create(model=name, messages=messages, max_tokens=100000), "512")
+        expect(openai.NotFoundError, lambda: chat.create(model="gpt-9", messages=messages), "gpt-9")
+        stranger = openai.OpenAI(base_url=server.url, api_key="wrong", max_retries=0)
+        expect(openai.AuthenticationError, lambda: stranger.models.list(), "API key")
+        print("ok: invalid requests, an unknown model and a wrong key raise the client's errors")
+
+        again = chat.create(model=name, messages=messages, temperature=0, max_tokens=24)
+        assert again.choices[0].message.content == text
+        print("ok: still serving the same answer")
+
+
+if __name__ == "__main__":
+    main()
