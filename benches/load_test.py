@@ -9,6 +9,10 @@ requests completed, the aggregate tokens/s, and p50/p95 time to first token and 
 it checks that every completed stream is well formed (chunks, one finish reason, usage,
 `[DONE]`) and that its text equals the reference. The exit status is 1 if any check fails.
 
+--streams 1,4,8 measures batching instead: for each count K, K clients stream 2K requests
+(none leaving) and a table gives the aggregate tokens/s against one stream's; with
+--ignore-eos every answer runs to --max-tokens, so the table measures decoding.
+
 Standard library only, bounded in requests and in time (--time-limit).
 """
 
@@ -109,21 +113,23 @@ async def whole_body(headers, reader):
     return b"".join([piece async for piece in body_pieces(headers, reader)])
 
 
-def chat_body(prompt, max_tokens, stream):
+def chat_body(prompt, args, stream):
     body = {
         "messages": [{"role": "user", "content": prompt}],
         "temperature": 0,
-        "max_tokens": max_tokens,
+        "max_tokens": args.max_tokens,
         "stream": stream,
     }
+    if args.ignore_eos:
+        body["ignore_eos"] = True
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-async def reference(host, port, prompt, max_tokens):
+async def reference(host, port, prompt, args):
     status, headers, reader, writer = await http_request(
-        host, port, "/v1/chat/completions", chat_body(prompt, max_tokens, False)
+        host, port, "/v1/chat/completions", chat_body(prompt, args, False)
     )
     body = await whole_body(headers, reader)
     writer.close()
@@ -174,15 +180,12 @@ def check_stream(events, ref):
     return tokens
 
 
-async def one_request(host, port, number, args, refs, results):
-    prompt = PROMPTS[number % len(args.prompts)]
-    leaves = args.disconnect_every > 0 and number % args.disconnect_every == args.disconnect_every - 1
-    result = {"number": number, "leaves": leaves}
-    results.append(result)
+async def one_request(host, port, prompt, leaves, args, refs, result):
+    """Streams one answer into `result`: ttft, then tokens and latency, or left, or error."""
     sent = time.monotonic()
     while True:
         status, headers, reader, writer = await http_request(
-            host, port, "/v1/chat/completions", chat_body(prompt, args.max_tokens, True)
+            host, port, "/v1/chat/completions", chat_body(prompt, args, True)
         )
         if status != 503:
             break
@@ -206,55 +209,80 @@ async def one_request(host, port, number, args, refs, results):
                 if not line.startswith("data: "):
                     continue  # blank separators and keep-alive comments
                 events.append(line[len("data: "):])
-                if '"content"' in line and "ttft" not in result:
-                    result["ttft"] = time.monotonic() - sent
-                    texts += 1
-                elif '"content"' in line:
+                if '"content"' in line:
+                    result.setdefault("ttft", time.monotonic() - sent)
                     texts += 1
             if leaves and texts >= 2:
                 result["left"] = True
                 return
         result["tokens"] = check_stream(events, refs[prompt])
         result["latency"] = time.monotonic() - sent
-    except (Failure, asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
-        result["error"] = str(e) or type(e).__name__
     finally:
         writer.close()
 
 
-async def client(host, port, args, refs, counter, results):
-    while True:
-        number = next(counter, None)
-        if number is None:
-            return
-        try:
-            await one_request(host, port, number, args, refs, results)
-        except (Failure, ConnectionError, asyncio.IncompleteReadError) as e:
-            results.append({"number": number, "error": str(e) or type(e).__name__})
+async def run_clients(host, port, args, refs, clients, requests, disconnect_every):
+    """`clients` concurrent clients share `requests` streamed requests; every
+    `disconnect_every`th hangs up early. Returns the figures."""
+    counter = iter(range(requests))
+    results = []
+
+    async def client():
+        for number in counter:
+            leaves = disconnect_every > 0 and number % disconnect_every == disconnect_every - 1
+            result = {"number": number, "leaves": leaves}
+            results.append(result)
+            try:
+                await one_request(host, port, prompt_of(number, args), leaves, args, refs, result)
+            except (Failure, OSError, asyncio.IncompleteReadError, ValueError) as e:
+                result["error"] = str(e) or type(e).__name__
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.monotonic() - started
+    completed = [r for r in results if "tokens" in r]
+    ttft = [r["ttft"] for r in results if "ttft" in r]
+    latency = [r["latency"] for r in completed]
+    tokens = sum(r["tokens"] for r in completed)
+    return {
+        "clients": clients, "requests": requests,
+        "leaving": sum(r["leaves"] for r in results),
+        "completed": len(completed), "disconnected": sum(1 for r in results if r.get("left")),
+        "failures": [f"request {r['number']}: {r['error']}" for r in results if "error" in r],
+        "retries_503": sum(r.get("retries", 0) for r in results),
+        "wall_s": wall, "tokens": tokens, "tok_s": tokens / wall if wall else 0.0,
+        "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
+        "latency_p50_s": percentile(latency, 50), "latency_p95_s": percentile(latency, 95),
+    }
+
+
+def prompt_of(number, args):
+    return args.prompts[number % len(args.prompts)]
 
 
 async def load(host, port, args):
-    used = [PROMPTS[i % len(args.prompts)] for i in range(args.requests)]
+    """References one at a time, then the load (or each --streams count), then one more
+    request to show the server still answers the same."""
+    used = {prompt_of(i, args) for i in range(max(args.requests, 2 * max(args.streams or [0])))}
     refs = {}
     started = time.monotonic()
-    for prompt in dict.fromkeys(used):
-        refs[prompt] = await reference(host, port, prompt, args.max_tokens)
+    for prompt in args.prompts:
+        if prompt in used:
+            refs[prompt] = await reference(host, port, prompt, args)
     alone_s = time.monotonic() - started
-    alone_tokens = sum(r["tokens"] for r in refs.values())
-
-    counter = iter(range(args.requests))
-    results = []
-    started = time.monotonic()
-    await asyncio.gather(
-        *(client(host, port, args, refs, counter, results) for _ in range(args.clients))
-    )
-    wall = time.monotonic() - started
-
-    # Still serving, slots freed by the clients that left: the first answer again.
-    first = used[0]
-    again = await reference(host, port, first, args.max_tokens)
-    after = again == refs[first]
-    return refs, alone_s, alone_tokens, results, wall, after
+    alone = {"requests": len(refs), "tokens": sum(r["tokens"] for r in refs.values()),
+             "wall_s": alone_s}
+    alone["tok_s"] = alone["tokens"] / alone_s if alone_s else 0.0
+    runs = []
+    if args.streams:
+        for k in args.streams:
+            runs.append(await run_clients(host, port, args, refs, k, 2 * k, 0))
+    else:
+        runs.append(await run_clients(host, port, args, refs, args.clients, args.requests,
+                                      args.disconnect_every))
+    first = args.prompts[0]
+    after = await reference(host, port, first, args) == refs[first]
+    return alone, runs, after
 
 
 def free_port():
@@ -345,8 +373,16 @@ def main():
     parser.add_argument("--ctx", type=int, default=1024)
     parser.add_argument("--quant", help="weight format of the started server")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds, in all")
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="every answer runs to --max-tokens (measures decoding)")
+    parser.add_argument("--streams", type=lambda v: [int(k) for k in v.split(",")],
+                        help="instead of one load: for each count K in this list (1,4,8), "
+                             "K clients stream 2K requests, none leaving; a table of "
+                             "aggregate tok/s")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.streams and not args.url:
+        args.parallel = max(args.parallel, max(args.streams))
     args.prompts = PROMPTS[: max(1, min(args.prompts, len(PROMPTS)))]
 
     if args.url:
@@ -364,7 +400,7 @@ def main():
         host, port = server.host, server.port
     try:
         with server or contextlib.nullcontext():
-            refs, alone_s, alone_tokens, results, wall, after = asyncio.run(
+            alone, runs, after = asyncio.run(
                 asyncio.wait_for(load(host, port, args), args.time_limit)
             )
             adapter = server.adapter() if server else ""
@@ -373,46 +409,47 @@ def main():
             sys.stderr.write(server.log_text()[-2000:])
         sys.exit(f"error: {e or 'the load test ran past --time-limit'}")
 
-    completed = [r for r in results if "tokens" in r]
-    left = [r for r in results if r.get("left")]
-    failed = [r for r in results if "error" in r]
-    tokens = sum(r["tokens"] for r in completed)
-    ttft = [r["ttft"] for r in results if "ttft" in r]
-    latency = [r["latency"] for r in completed]
-    leaving = sum(1 for r in results if r.get("leaves"))
-    figures = {
-        "clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens,
-        "parallel": args.parallel if not args.url else None, "adapter": adapter,
-        "completed": len(completed), "disconnected": len(left), "failed": len(failed),
-        "retries_503": sum(r.get("retries", 0) for r in results),
-        "wall_s": wall, "tokens": tokens, "tok_s": tokens / wall if wall else 0.0,
-        "alone_tok_s": alone_tokens / alone_s if alone_s else 0.0,
-        "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
-        "latency_p50_s": percentile(latency, 50), "latency_p95_s": percentile(latency, 95),
-        "served_after": after,
-    }
-    fmt = lambda s: "-" if s is None else f"{s:.1f} s"
-    print(f"glim serve load test: {args.clients} clients, {args.requests} streaming requests "
-          f"of {args.max_tokens} tokens, {len(args.prompts)} prompts, greedy"
+    seconds = lambda s: "-" if s is None else f"{s:.1f} s"  # noqa: E731
+    print(f"glim serve load test: streaming requests of {args.max_tokens} tokens"
+          + (" (ignore_eos)" if args.ignore_eos else "")
+          + f", {len(args.prompts)} prompts, greedy"
           + (f", --parallel {args.parallel}" if not args.url else ""))
     if adapter:
         print(f"  model: {adapter}")
-    print(f"  completed {len(completed)} of {args.requests - leaving}, "
-          f"disconnected early {len(left)} of {leaving}, failed {len(failed)}, "
-          f"503 retries {figures['retries_503']}")
-    print(f"  {tokens} tokens of completed answers in {wall:.1f} s: "
-          f"{figures['tok_s']:.1f} tok/s aggregate "
-          f"(one request at a time: {figures['alone_tok_s']:.1f} tok/s)")
-    print(f"  time to first token p50 {fmt(figures['ttft_p50_s'])}, p95 {fmt(figures['ttft_p95_s'])}; "
-          f"latency p50 {fmt(figures['latency_p50_s'])}, p95 {fmt(figures['latency_p95_s'])}")
-    for r in failed[:10]:
-        print(f"  request {r['number']} failed: {r['error']}")
+    print(f"  one request at a time: {alone['tokens']} tokens in {alone['wall_s']:.1f} s, "
+          f"{alone['tok_s']:.1f} tok/s")
+    if args.streams:
+        base = runs[0]["tok_s"] or 1.0
+        print("  | concurrent streams | aggregate tok/s | vs 1 stream | TTFT p50 | latency p50 |")
+        print("  | --- | --- | --- | --- | --- |")
+        for run in runs:
+            print(f"  | {run['clients']} | {run['tok_s']:.1f} | {run['tok_s'] / base:.2f}x "
+                  f"| {seconds(run['ttft_p50_s'])} | {seconds(run['latency_p50_s'])} |")
+    for run in runs if not args.streams else []:
+        print(f"  {run['clients']} clients, {run['requests']} requests: completed "
+              f"{run['completed']} of {run['requests'] - run['leaving']}, disconnected early "
+              f"{run['disconnected']} of {run['leaving']}, failed {len(run['failures'])}, "
+              f"503 retries {run['retries_503']}")
+        print(f"  {run['tokens']} tokens of completed answers in {run['wall_s']:.1f} s: "
+              f"{run['tok_s']:.1f} tok/s aggregate")
+        print(f"  time to first token p50 {seconds(run['ttft_p50_s'])}, "
+              f"p95 {seconds(run['ttft_p95_s'])}; latency p50 {seconds(run['latency_p50_s'])}, "
+              f"p95 {seconds(run['latency_p95_s'])}")
+    failures = [f for run in runs for f in run["failures"]]
+    for failure in failures[:10]:
+        print(f"  failed: {failure}")
     print("  every completed stream well formed and equal to its reference: "
-          + ("yes" if not failed else "NO"))
+          + ("yes" if not failures else "NO"))
     print("  served the same answer after the load: " + ("yes" if after else "NO"))
     if args.json:
+        figures = {"adapter": adapter, "max_tokens": args.max_tokens,
+                   "ignore_eos": args.ignore_eos, "alone": alone, "runs": runs,
+                   "served_after": after}
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-    ok = not failed and after and len(completed) == args.requests - leaving and len(left) == leaving
+    ok = after and not failures and all(
+        r["completed"] == r["requests"] - r["leaving"] and r["disconnected"] == r["leaving"]
+        for r in runs
+    )
     sys.exit(0 if ok else 1)
 
 

@@ -48,11 +48,11 @@ impl Variant {
 
     /// Every kernel for `m` rows with each of `epilogues`, with and without the norm
     /// (SwiGLU only where `n` is even). A few rows go through the decode kernels too (a
-    /// batched decode step).
+    /// batched decode step), and one row through the prefill kernels too (a prompt's
+    /// last token left after a cached prefix).
     fn each(m: usize, n: usize, epilogues: &[Epilogue]) -> Vec<Variant> {
         let shapes: &[Shape] = match m {
-            1 => &[Shape::Gemv, Shape::GemvRows],
-            2..=16 => &[Shape::Gemm, Shape::GemmRows, Shape::Gemv, Shape::GemvRows],
+            1..=16 => &[Shape::Gemm, Shape::GemmRows, Shape::Gemv, Shape::GemvRows],
             _ => &[Shape::Gemm, Shape::GemmRows],
         };
         let mut all = Vec::new();
@@ -156,10 +156,11 @@ fn matmul_small_and_odd_shapes() {
     }
 }
 
-/// A token decoded in a batch gets the very bits it gets alone, whatever else is in the
-/// batch: the server's batched answers then equal one-at-a-time answers.
+/// A token gets the very bits it gets alone whatever else is in its pass: decoded in a
+/// batch (the server's batched answers then equal one-at-a-time answers), or anywhere in a
+/// prefill pass (a prompt then gives the same KV cache however it is cut into passes).
 #[test]
-fn batched_decode_is_bitwise_the_lone_token() {
+fn each_token_is_bitwise_the_same_in_any_pass() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
         for format in WeightFormat::ALL {
@@ -171,10 +172,14 @@ fn batched_decode_is_bitwise_the_lone_token() {
             let nt = ctx
                 .tensor_from_f32(&random_vec(&mut r, k, 1.0), &[k], DType::F32)
                 .unwrap();
-            let m = 9;
+            let m = 40; // past the prefill kernel's 32-token tile
             let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
             let before = as_stored(&random_vec(&mut r, m * n, 1.0), precision);
-            for shape in [Shape::Gemv, Shape::GemvRows] {
+            for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
+                let (tokens, batches): (usize, &[usize]) = match shape {
+                    Shape::Gemv | Shape::GemvRows => (9, &[2, 4, 5, 9]),
+                    _ => (40, &[2, 9, 33, 40]),
+                };
                 for (norm, epilogue) in [(true, Epilogue::SwiGlu), (false, Epilogue::Add)] {
                     let fusion = Fusion {
                         norm: norm.then_some((&nt, 1e-5)),
@@ -191,8 +196,8 @@ fn batched_decode_is_bitwise_the_lone_token() {
                         run(ctx, &ops.iter().collect::<Vec<_>>());
                         ctx.read_f32_blocking(&yt).unwrap()
                     };
-                    let alone: Vec<Vec<f32>> = (0..m).map(|t| run_rows(t..t + 1)).collect();
-                    for batch in [2, 4, 5, 9] {
+                    let alone: Vec<Vec<f32>> = (0..tokens).map(|t| run_rows(t..t + 1)).collect();
+                    for &batch in batches {
                         let together = run_rows(0..batch);
                         for (t, lone) in alone.iter().take(batch).enumerate() {
                             let got = &together[t * outputs..(t + 1) * outputs];

@@ -215,7 +215,7 @@ fn batched_decoding_equals_decoding_alone() {
         for i in 1..steps {
             let pos = prompt.len() + i - 1;
             let last = tokens[i - 1];
-            let out = pollster::block_on(model.prefill(0, &[last], pos, at_step(next, i)));
+            let out = pollster::block_on(model.decode(0, last, pos, at_step(next, i)));
             tokens.push(token(out.unwrap()));
         }
         alone.push(tokens);
@@ -255,7 +255,7 @@ fn batched_decoding_equals_decoding_alone() {
     let prompt = &prompts[0];
     let (head, last) = (&prompt[..prompt.len() - 1], *prompt.last().unwrap());
     pollster::block_on(model.prefill(0, head, 0, NextToken::Greedy)).unwrap();
-    let lone = pollster::block_on(model.prefill(0, &[last], head.len(), NextToken::Logits));
+    let lone = pollster::block_on(model.decode(0, last, head.len(), NextToken::Logits));
     pollster::block_on(model.prefill(1, &prompts[1], 0, NextToken::Greedy)).unwrap();
     let batch = [
         BatchToken {
@@ -284,4 +284,40 @@ fn batched_decoding_equals_decoding_alone() {
         ..batch[1]
     }];
     assert!(pollster::block_on(model.decode_batch(&past)).is_err());
+}
+
+/// A prompt whose first tokens are already in the cache (the batcher reuses a slot's
+/// longest shared prefix) gives the logits a prefill of the whole prompt gives, bit for
+/// bit, wherever the split falls, so a greedy answer does not depend on what a slot held.
+#[test]
+fn prefilling_after_a_cached_prefix_is_bitwise_a_whole_prefill() {
+    use glim::model::llama::NextToken;
+    let Some(path) = glim_tests::test_model() else {
+        return;
+    };
+    let Some(ctx) = glim_tests::open_gpu() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let vocab = file
+        .get_str_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .to_vec();
+    let options = LoadOptions {
+        context: 128,
+        slots: 2,
+        ..Default::default()
+    };
+    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let words = [
+        "The", "Ġbest", "Ġway", "Ġto", "Ġlearn", "Ġis", "Ġto", "Ġread", "Ġa", "Ġbook",
+    ];
+    let prompt: Vec<u32> = ids(&vocab, &words).repeat(4); // 40 tokens, past a 32-token tile
+    let whole = pollster::block_on(model.prefill(0, &prompt, 0, NextToken::Logits)).unwrap();
+    for split in [1, 7, 8, 31, 32, 33, 39] {
+        let (head, tail) = prompt.split_at(split);
+        pollster::block_on(model.fill(1, head, 0)).unwrap();
+        let after = pollster::block_on(model.prefill(1, tail, split, NextToken::Logits)).unwrap();
+        assert!(after == whole, "split at {split}: the logits differ");
+    }
 }

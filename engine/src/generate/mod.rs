@@ -312,7 +312,7 @@ impl Session {
             let pos = self.cached.len();
             let output = self
                 .model
-                .prefill(0, &[next], pos, sequence.next_token())
+                .decode(0, next, pos, sequence.next_token())
                 .await?;
             self.cached.push(next);
             next = sequence.pick(output);

@@ -129,6 +129,12 @@ impl Shape {
         matches!(self, Self::Gemv | Self::GemvRows)
     }
 
+    /// The prefill kernel on `ctx`'s adapter, whatever the number of tokens (even one): a
+    /// prompt token comes out the same whichever pass of the prompt it falls in.
+    pub fn prefill(ctx: &GpuContext) -> Self {
+        Self::pick(ctx, 2)
+    }
+
     /// The decode kernel on `ctx`'s adapter, whatever the number of tokens: a batched
     /// decode step runs the kernel a lone sequence runs, so its tokens come out the same.
     pub fn decode(ctx: &GpuContext) -> Self {

@@ -98,10 +98,13 @@ struct Buffers {
 /// What a pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pass {
-    /// `n` tokens of one sequence, ending in the logits asked for (none: an early chunk of
-    /// a long prompt only fills the KV cache).
+    /// `n` prompt tokens of one sequence, ending in the logits asked for (none: an early
+    /// chunk of a long prompt only fills the KV cache). It runs the prefill kernels whatever
+    /// `n` is, even 1, so a prompt's KV cache and logits are the same bits however the
+    /// prompt is cut into passes (by the chunk size, or after a cached prefix).
     Sequence { n: usize, logits: Option<Logits> },
-    /// One token of each of `n` sequences: a batched decode step.
+    /// One token of each of `n` sequences, with the decode kernels: a decode step, batched
+    /// when `n` > 1.
     Batch { n: usize },
 }
 
@@ -212,10 +215,7 @@ pub struct Llama {
 }
 
 /// A decode step of one sequence.
-const ONE_TOKEN: Pass = Pass::Sequence {
-    n: 1,
-    logits: Some(Logits::Last),
-};
+const ONE_TOKEN: Pass = Pass::Batch { n: 1 };
 
 /// The GGUF tensor with Llama 3's per-pair RoPE frequency divisors.
 const ROPE_FACTORS: &str = "rope_freqs.weight";
@@ -684,7 +684,7 @@ impl Llama {
         let shape = if batch {
             matmul::Shape::decode(ctx)
         } else {
-            matmul::Shape::pick(ctx, n)
+            matmul::Shape::prefill(ctx)
         };
         let fused = |x, w, y, fusion: Fusion, ops: &mut Vec<Op>| -> Result<()> {
             kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape)?, ops);
@@ -718,7 +718,7 @@ impl Llama {
                 places: &b.places,
                 out: &b.attn,
             };
-            if n == 1 || batch {
+            if batch {
                 let [split, combine] =
                     attention::decode(ctx, &inputs, &b.partial, &attn_shape, scale, self.n_splits)?;
                 ops.extend([Op::Kernel(split), Op::Kernel(combine)]);
@@ -841,9 +841,13 @@ impl Llama {
                 self.max_batch
             )));
         }
-        let pass = Pass::Sequence {
-            n,
-            logits: Some(Logits::Last),
+        let pass = if n == 1 {
+            ONE_TOKEN
+        } else {
+            Pass::Sequence {
+                n,
+                logits: Some(Logits::Last),
+            }
         };
         let plan = if n == 1 {
             self.cached_plan(pass, Pick::Argmax)?;
@@ -924,7 +928,8 @@ impl Llama {
 
     /// Runs `tokens` at positions `start..`, filling the KV cache, in passes of at most
     /// `max_batch` tokens. Returns the argmax token after each position (`Logits::All`) or
-    /// after the last one only (`Logits::Last`).
+    /// after the last one only (`Logits::Last`). One token with `Logits::Last` is a decode
+    /// step (the decode kernels); [`Llama::prefill`] runs prompt tokens however few.
     pub async fn forward(
         &mut self,
         tokens: &[u32],
@@ -932,25 +937,9 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<u32>> {
         Ok(self
-            .forward_inner(0, tokens, start, logits, false, Pick::Argmax)
+            .forward_inner(0, tokens, start, logits, false, Pick::Argmax, false)
             .await?
             .0)
-    }
-
-    /// Runs `tokens` from position `start` and draws the next token on the GPU with
-    /// `settings`: only its id comes back.
-    pub async fn forward_sampled(
-        &mut self,
-        tokens: &[u32],
-        start: usize,
-        settings: &SampleSettings,
-    ) -> Result<u32> {
-        self.write_sample_settings(&[*settings]);
-        let ids = self
-            .forward_inner(0, tokens, start, Logits::Last, false, Pick::Sample)
-            .await?
-            .0;
-        Ok(ids[0])
     }
 
     /// Like [`Llama::forward`], but returns the logits themselves (`vocab_size` values per
@@ -962,7 +951,7 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<f32>> {
         Ok(self
-            .forward_inner(0, tokens, start, logits, true, Pick::Argmax)
+            .forward_inner(0, tokens, start, logits, true, Pick::Argmax, false)
             .await?
             .1)
     }
@@ -981,20 +970,20 @@ impl Llama {
         Ok(match next {
             NextToken::Greedy => {
                 let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, Pick::Argmax)
+                    .forward_inner(slot, tokens, start, last, false, Pick::Argmax, true)
                     .await?;
                 BatchOutput::Token(ids[0])
             }
             NextToken::Sample(settings) => {
                 self.write_sample_settings(&[settings]);
                 let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, Pick::Sample)
+                    .forward_inner(slot, tokens, start, last, false, Pick::Sample, true)
                     .await?;
                 BatchOutput::Token(ids[0])
             }
             NextToken::Logits => {
                 let (_, mut row) = self
-                    .forward_inner(slot, tokens, start, last, true, Pick::Argmax)
+                    .forward_inner(slot, tokens, start, last, true, Pick::Argmax, true)
                     .await?;
                 row.truncate(self.output_vocab);
                 BatchOutput::Logits(row)
@@ -1032,6 +1021,25 @@ impl Llama {
             )));
         }
         Ok(())
+    }
+
+    /// One decode step of one sequence: `token` at `position` of `slot`, the token after
+    /// it picked as `next` says. It is that sequence's part of a [`Llama::decode_batch`].
+    pub async fn decode(
+        &mut self,
+        slot: usize,
+        token: u32,
+        position: usize,
+        next: NextToken,
+    ) -> Result<BatchOutput> {
+        let step = BatchToken {
+            slot,
+            token,
+            position,
+            next,
+        };
+        let mut outputs = self.decode_batch(&[step]).await?;
+        Ok(outputs.remove(0))
     }
 
     /// One decode step for several sequences at once: each [`BatchToken`]'s token runs at
@@ -1127,6 +1135,9 @@ impl Llama {
         Ok(floats_from_bytes(&bytes, t.dtype, n_values))
     }
 
+    /// Runs `tokens` in passes of at most `max_batch`; a pass of one token that wants its
+    /// logits is a decode step unless `prompt` says these are prompt tokens.
+    #[allow(clippy::too_many_arguments)]
     async fn forward_inner(
         &mut self,
         slot: usize,
@@ -1135,6 +1146,7 @@ impl Llama {
         logits: Logits,
         read_logits: bool,
         pick: Pick,
+        prompt: bool,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
         self.check_slot(slot)?;
@@ -1152,8 +1164,13 @@ impl Llama {
                 None => 0,
             };
             self.upload_inputs(chunk, pos, slot);
-            let pass = Pass::Sequence { n, logits: wanted };
-            let ids = if pass == ONE_TOKEN {
+            let decode = !prompt && n == 1 && wanted.is_some();
+            let pass = if decode {
+                ONE_TOKEN
+            } else {
+                Pass::Sequence { n, logits: wanted }
+            };
+            let ids = if decode {
                 // The one-token plans are built once and kept for every later step.
                 self.cached_plan(pass, pick)?;
                 self.run(&self.plans[&(pass, pick)], 1, 1).await?
