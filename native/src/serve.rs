@@ -266,8 +266,14 @@ fn router(app: Arc<App>, args: &ServeArgs) -> CliResult<Router> {
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(one_model))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
+        .route(
+            "/v1/chat/completions",
+            post(|State(app), headers, body| answer(app, headers, body, Request::chat)),
+        )
+        .route(
+            "/v1/completions",
+            post(|State(app), headers, body| answer(app, headers, body, Request::completion)),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(app);
@@ -393,22 +399,6 @@ fn unknown_model(asked: &str, served: &str) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("the model {asked:?} does not exist here; this server runs {served:?}"),
     )
-}
-
-async fn chat_completions(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(app, headers, body, Request::chat).await
-}
-
-async fn completions(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(app, headers, body, Request::completion).await
 }
 
 /// Checks a request, queues it and answers: a stream of Server-Sent Events, or the whole

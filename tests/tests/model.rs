@@ -10,6 +10,22 @@ use glim::formats::gguf::GgufFile;
 use glim::model::llama::{Llama, LoadOptions, Logits};
 use glim::quant::WeightFormat;
 
+/// The default model loaded with `options` on the test adapter, with its GGUF file (for
+/// the tokenizer and vocabulary); `None`, and the test skips, without a model or adapter.
+fn load(options: &LoadOptions) -> Option<(Llama, GgufFile)> {
+    let path = glim_tests::test_model()?;
+    let ctx = glim_tests::open_gpu()?;
+    let file = GgufFile::open(&path).unwrap();
+    let model = Llama::from_gguf(ctx, &file, options, &mut |_, _| {}).unwrap();
+    Some((model, file))
+}
+
+fn vocab(file: &GgufFile) -> Vec<String> {
+    file.get_str_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .to_vec()
+}
+
 /// Token ids of whole vocabulary entries (each word below is one token in SmolLM2's BPE).
 fn ids(vocab: &[String], words: &[&str]) -> Vec<u32> {
     words
@@ -25,23 +41,15 @@ fn ids(vocab: &[String], words: &[&str]) -> Vec<u32> {
 
 #[test]
 fn smollm2_f16_greedy_matches_llama_cpp() {
-    let Some(path) = glim_tests::test_model() else {
-        return;
-    };
-    let Some(ctx) = glim_tests::open_gpu() else {
-        return;
-    };
-    let file = GgufFile::open(&path).unwrap();
-    let vocab = file
-        .get_str_array("tokenizer.ggml.tokens")
-        .unwrap()
-        .to_vec();
     let options = LoadOptions {
         format: Some(WeightFormat::F16),
         context: 64,
         ..Default::default()
     };
-    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let Some((mut model, file)) = load(&options) else {
+        return;
+    };
+    let vocab = vocab(&file);
     assert_eq!(
         (
             model.config.n_layers,
@@ -76,20 +84,15 @@ fn smollm2_f16_greedy_matches_llama_cpp() {
 
 #[test]
 fn over_long_prompts_and_bad_ids_are_errors() {
-    let Some(path) = glim_tests::test_model() else {
-        return;
-    };
-    let Some(ctx) = glim_tests::open_gpu() else {
-        return;
-    };
-    let file = GgufFile::open(&path).unwrap();
     let options = LoadOptions {
         format: Some(WeightFormat::Q4F16),
         context: 8,
         max_batch: 4,
         ..Default::default()
     };
-    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let Some((mut model, _)) = load(&options) else {
+        return;
+    };
     let err = model
         .forward_blocking(&[1; 9], 0, Logits::Last)
         .unwrap_err();
@@ -113,19 +116,14 @@ fn over_long_prompts_and_bad_ids_are_errors() {
 fn sampled_generation_is_seeded() {
     use glim::generate::{GenerationParams, SamplingParams, Session};
     use glim::text::Tokenizer;
-    let Some(path) = glim_tests::test_model() else {
-        return;
-    };
-    let Some(ctx) = glim_tests::open_gpu() else {
-        return;
-    };
-    let file = GgufFile::open(&path).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let options = LoadOptions {
         context: 128,
         ..Default::default()
     };
-    let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let Some((model, file)) = load(&options) else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let mut session = Session::new(model, tokenizer);
     let prompt = session.tokenizer.encode_prompt("Once upon a time").unwrap();
     let mut answer = |seed, repetition_penalty| {
@@ -163,23 +161,15 @@ fn sampled_generation_is_seeded() {
 fn batched_decoding_equals_decoding_alone() {
     use glim::kernels::sample::SampleSettings;
     use glim::model::llama::{BatchOutput, BatchToken, NextToken};
-    let Some(path) = glim_tests::test_model() else {
-        return;
-    };
-    let Some(ctx) = glim_tests::open_gpu() else {
-        return;
-    };
-    let file = GgufFile::open(&path).unwrap();
-    let vocab = file
-        .get_str_array("tokenizer.ggml.tokens")
-        .unwrap()
-        .to_vec();
     let options = LoadOptions {
         context: 64,
         slots: 3,
         ..Default::default()
     };
-    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let Some((mut model, file)) = load(&options) else {
+        return;
+    };
+    let vocab = vocab(&file);
     let prompts = [
         ids(&vocab, &["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]),
         ids(&vocab, &["Once", "Ġupon", "Ġa", "Ġtime"]),
@@ -292,23 +282,15 @@ fn batched_decoding_equals_decoding_alone() {
 #[test]
 fn prefilling_after_a_cached_prefix_is_bitwise_a_whole_prefill() {
     use glim::model::llama::NextToken;
-    let Some(path) = glim_tests::test_model() else {
-        return;
-    };
-    let Some(ctx) = glim_tests::open_gpu() else {
-        return;
-    };
-    let file = GgufFile::open(&path).unwrap();
-    let vocab = file
-        .get_str_array("tokenizer.ggml.tokens")
-        .unwrap()
-        .to_vec();
     let options = LoadOptions {
         context: 128,
         slots: 2,
         ..Default::default()
     };
-    let mut model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let Some((mut model, file)) = load(&options) else {
+        return;
+    };
+    let vocab = vocab(&file);
     let words = [
         "The", "Ġbest", "Ġway", "Ġto", "Ġlearn", "Ġis", "Ġto", "Ġread", "Ġa", "Ġbook",
     ];
