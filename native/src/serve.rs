@@ -219,6 +219,15 @@ async fn serve_connections(listener: tokio::net::TcpListener, router: Router) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
+            // A client that gave up before its connection was taken.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 // Out of file descriptors, say: wait for some to close rather than spin.
                 eprintln!("glim serve: cannot accept a connection: {e}");

@@ -1044,8 +1044,8 @@ impl Llama {
 
     /// One decode step for several sequences at once: each [`BatchToken`]'s token runs at
     /// its position in its slot, in one pass over the weights, and each sequence's next
-    /// token is picked as it asks. Every sequence gets what [`Llama::prefill`] of its one
-    /// token would give it. Slots must differ.
+    /// token is picked as it asks. Every sequence gets the bits [`Llama::decode`] of its
+    /// token alone would give it. Slots must differ.
     pub async fn decode_batch(&mut self, batch: &[BatchToken]) -> Result<Vec<BatchOutput>> {
         let n = batch.len();
         if n == 0 || n > self.slots {
