@@ -172,7 +172,12 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
             tokenizer: loaded.tokenizer.clone(),
             template: loaded.template,
             model_id,
-            defaults: sampling_defaults(&model_path),
+            // A model folder's sampling defaults apply to requests that leave them out,
+            // as with MLC's own server; OpenAI's otherwise.
+            defaults: loaded
+                .chat_config
+                .as_ref()
+                .map_or_else(Defaults::default, Defaults::from_chat_config),
             context: loaded.model.context,
         };
         let (jobs, receiver) = mpsc::channel(queue.max(1));
@@ -249,15 +254,6 @@ async fn serve_connections(listener: tokio::net::TcpListener, router: Router) {
             drop(permit);
         });
     }
-}
-
-/// The sampling defaults for requests that leave them out: a model folder's
-/// `mlc-chat-config.json` gives them, as with MLC's own server; OpenAI's otherwise.
-fn sampling_defaults(model: &Path) -> Defaults {
-    std::fs::read(model.join("mlc-chat-config.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .map_or_else(Defaults::default, |chat| Defaults::from_chat_config(&chat))
 }
 
 /// The name the server answers to: the model file's or folder's name without extension.
@@ -534,32 +530,4 @@ async fn whole(prepared: Prepared, mut events: mpsc::UnboundedReceiver<Event>) -
         "the engine stopped before the answer was done",
     )
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_model_folder_sets_the_sampling_defaults() {
-        let dir = std::env::temp_dir().join(format!("glim-serve-defaults-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("mlc-chat-config.json");
-        std::fs::write(&config, r#"{"temperature": 0.6, "top_p": 0.9}"#).unwrap();
-        let defaults = sampling_defaults(&dir);
-        assert_eq!(
-            (
-                defaults.temperature,
-                defaults.top_p,
-                defaults.presence_penalty
-            ),
-            (0.6, 0.9, 0.0)
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(sampling_defaults(&dir), Defaults::default());
-        assert_eq!(
-            sampling_defaults(Path::new("model.gguf")),
-            Defaults::default()
-        );
-    }
 }

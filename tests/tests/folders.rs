@@ -59,6 +59,8 @@ fn options(format: Option<WeightFormat>) -> LoadOptions {
 fn greedy(path: &Path, format: Option<WeightFormat>, prompt: &str) -> String {
     let ctx = glim_tests::open_gpu().expect("adapter");
     let loaded = loader::load(path, ctx, &options(format), &mut |_, _| {}).unwrap();
+    // A folder brings its mlc-chat-config.json (the server's sampling defaults); a GGUF none.
+    assert_eq!(loaded.chat_config.is_some(), path.is_dir(), "{path:?}");
     let mut session = Session::new(loaded.model, loaded.tokenizer);
     let ids = session.tokenizer.encode(prompt, true).unwrap();
     let params = GenerationParams {

@@ -368,3 +368,22 @@ impl Reply {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_config_sets_the_sampling_defaults_it_gives() {
+        let defaults = Defaults::from_chat_config(&json!({"temperature": 0.6, "top_p": 0.9}));
+        assert_eq!(
+            (
+                defaults.temperature,
+                defaults.top_p,
+                defaults.presence_penalty
+            ),
+            (0.6, 0.9, 0.0)
+        );
+        assert_eq!(Defaults::from_chat_config(&json!({})), Defaults::default());
+    }
+}

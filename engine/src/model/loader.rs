@@ -46,6 +46,8 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     /// The model's name from its metadata, or the file name.
     pub name: String,
+    /// An MLC folder's `mlc-chat-config.json` (its sampling defaults, among others).
+    pub chat_config: Option<serde_json::Value>,
 }
 
 /// Whether `dir` is an MLC model folder (it has a shard index).
@@ -147,11 +149,16 @@ pub fn load(
         options,
         progress,
     )?;
+    let chat_config = match opened.file {
+        ModelFile::Mlc(mlc) => Some(mlc.chat_config),
+        ModelFile::Gguf(_) | ModelFile::Hf(_) => None,
+    };
     checked(LoadedModel {
         model,
         tokenizer: opened.tokenizer,
         template: opened.template,
         name: opened.name,
+        chat_config,
     })
 }
 
