@@ -1,43 +1,13 @@
-// y[m, n] = sum_k x[m, k] * W[n, k], W packed in a weight format (dequantized on the fly:
-// the f16 weights are never written back to memory). Accumulation is f32.
-// One dispatch covers one chunk of W's rows (a chunk fits in one storage binding); its
-// outputs land at column n_offset of y, whose rows are n_total wide.
-//
-// The host fuses the layer's neighbours into the matmul with two constants:
-// - NORM = 1: the input is RMSNorm(x) * norm: each x row's mean square is taken as the
-//   matmul reads it, and the row's sums are scaled by 1 / sqrt(mean square + eps) at the
-//   end (W (norm * x * s) = s * W (norm * x)), so no normalized copy is written.
-// - EPILOGUE: 0 stores the sums, 1 adds them to y (the residual), 2 is SwiGLU: W's rows
-//   are interleaved gate/up pairs (row 2i is gate i, row 2i + 1 up i) and output i is
-//   silu(gate i) * up i.
-// The host also defines the launch shape it dispatches for: THREADS (threads per workgroup
-// of the decode kernels and gemm_rows), TOKENS (tokens per decode workgroup), ROWS_V (rows
-// of W per gemv_rows thread: each input load serves all of them), ROWS_W and ROWS_M (rows
-// of W per gemm_rows thread and tokens per gemm_rows workgroup).
+// The matmul kernels that read inputs and codes one element at a time: decode on CPU
+// adapters (gemv_rows) and prefill (gemm_rows on CPU adapters, gemm on GPUs). The host
+// defines THREADS (threads per workgroup of gemv_rows and gemm_rows), TOKENS (tokens per
+// gemv_rows workgroup), ROWS_V (rows of W per gemv_rows thread: each input load serves all
+// of them), ROWS_W and ROWS_M (rows of W per gemm_rows thread and tokens per gemm_rows
+// workgroup).
 
-struct Params {
-    m_len: u32,
-    n_len: u32,     // rows of W in this chunk
-    k_len: u32,
-    n_total: u32,   // row stride of y
-    n_offset: u32,  // first column of y this chunk writes
-    eps: f32,       // RMSNorm's epsilon (NORM = 1)
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<act>;
 @group(0) @binding(5) var<storage, read> norm: array<f32>;  // read only when NORM = 1
-
-const STORE: u32 = 0u;
-const ADD: u32 = 1u;
-const SWIGLU: u32 = 2u;
-// Rows of W behind one output.
-const PAIR: u32 = select(1u, 2u, EPILOGUE == SWIGLU);
 
 // Input k of row m as the matmul multiplies it (before the RMSNorm scale).
 fn input_at(m: u32, k: u32) -> f32 {
@@ -46,101 +16,6 @@ fn input_at(m: u32, k: u32) -> f32 {
         v *= norm[k];
     }
     return v;
-}
-
-// The RMSNorm scale of a row whose squares sum to `squares`.
-fn norm_scale(squares: f32) -> f32 {
-    if (NORM == 1u) {
-        return inverseSqrt(squares / f32(p.k_len) + p.eps);
-    }
-    return 1.0;
-}
-
-// Writes output column `out` of row m from its sums: acc.x (acc.y is the up row's sum
-// for SwiGLU), scaled by s.
-fn finish(m: u32, out: u32, acc: vec2<f32>, s: f32) {
-    let i = m * p.n_total + p.n_offset + out;
-    let a = acc.x * s;
-    if (EPILOGUE == STORE) {
-        y[i] = act(a);
-    } else if (EPILOGUE == ADD) {
-        y[i] = act(f32(y[i]) + a);
-    } else {
-        y[i] = act(a / (1.0 + exp(-a)) * acc.y * s);
-    }
-}
-
-
-// Decode on GPUs: up to TOKENS tokens per workgroup (one sequence's, or one each of a batch
-// of sequences; workgroups along z take further blocks of TOKENS). A workgroup owns one
-// output (one row of W, two for SwiGLU) and its threads walk the row's words together, so
-// neighbouring threads read neighbouring words; each weight read serves every token. A
-// token's sums are taken in the same order whatever TOKENS is and whatever else is in the
-// batch, so a sequence decodes to the same bits alone or batched.
-@compute @workgroup_size(THREADS)
-fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
-    let out = wid.x + wid.y * nwg.x;
-    if (out * PAIR >= p.n_len) {
-        return;
-    }
-    let m0 = wid.z * TOKENS;
-    let words = words_per_row(p.k_len);
-    var acc: array<vec2<f32>, TOKENS>;
-    var squares: array<f32, TOKENS>;
-    for (var w = tid; w < words; w += THREADS) {
-        let k0 = w * CODES_PER_WORD;
-        var weights: array<array<f32, CODES_PER_WORD>, 2>;
-        for (var r = 0u; r < PAIR; r++) {
-            let row = out * PAIR + r;
-            let word = codes[row * words + w];
-            let scale = word_scale(row, w, p.k_len);
-            for (var j = 0u; j < CODES_PER_WORD; j++) {
-                weights[r][j] = word_weight(word, j, scale);
-            }
-        }
-        for (var t = 0u; t < TOKENS; t++) {
-            let m = m0 + t;
-            if (m >= p.m_len) {
-                break;
-            }
-            var xs: array<f32, CODES_PER_WORD>;
-            for (var j = 0u; j < CODES_PER_WORD; j++) {
-                var v = 0.0;
-                if (k0 + j < p.k_len) {
-                    let raw = f32(x[m * p.k_len + k0 + j]);
-                    squares[t] += raw * raw;
-                    v = input_at(m, k0 + j);
-                }
-                xs[j] = v;
-            }
-            for (var r = 0u; r < PAIR; r++) {
-                var sum = 0.0;
-                for (var j = 0u; j < CODES_PER_WORD; j++) {
-                    sum += weights[r][j] * xs[j];
-                }
-                acc[t][r] += sum;
-            }
-        }
-    }
-    for (var t = 0u; t < TOKENS; t++) {
-        if (m0 + t >= p.m_len) {
-            break;
-        }
-        // Only the reductions a variant needs: each costs a handful of barriers.
-        var total = vec2<f32>(reduce(acc[t].x, tid, false), 0.0);
-        if (PAIR == 2u) {
-            total.y = reduce(acc[t].y, tid, false);
-        }
-        var s = 1.0;
-        if (NORM == 1u) {
-            s = norm_scale(reduce(squares[t], tid, false));
-        }
-        if (tid == 0u) {
-            finish(m0 + t, out, total, s);
-        }
-    }
 }
 
 // Decode on CPU adapters (lavapipe): up to TOKENS tokens per workgroup, as gemv. Each

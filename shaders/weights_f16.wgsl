@@ -24,3 +24,8 @@ const ZERO: f32 = 0.0;
 fn word_code(word: u32, j: u32) -> f32 {
     return unpack2x16float(word)[j];
 }
+
+// Weight j of a word (scale 1, zero 0).
+fn word_centered(word: u32, j: u32) -> f32 {
+    return unpack2x16float(word)[j];
+}

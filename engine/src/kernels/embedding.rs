@@ -19,7 +19,7 @@ struct Params {
 pub fn source(precision: Precision, format: WeightFormat) -> KernelSource {
     KernelSource {
         label: format!("embedding.{}.{}", format.name(), precision_tag(precision)),
-        source: weight_access(precision, format, wgsl::EMBEDDING),
+        source: weight_access(precision, format, &[wgsl::WEIGHTS_COMMON, wgsl::EMBEDDING]),
         entry: "embed",
         bindings: &[
             Binding::Uniform,

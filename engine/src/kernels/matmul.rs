@@ -21,8 +21,20 @@ const BINDINGS: &[Binding] = &[
 ];
 const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
-/// Threads per workgroup of `gemv`, `gemv_rows` and `gemm_rows` (the shader's THREADS).
+/// Threads per workgroup of `gemv_rows` and `gemm_rows` (matmul.wgsl's THREADS).
 const ROWS_PER_WORKGROUP: usize = 64;
+/// `gemv`'s launch shape: threads that walk one row together, and such teams per workgroup.
+const GEMV_TEAM: usize = 32;
+const GEMV_TEAMS: usize = 4;
+/// Outputs each `gemv` thread owns for `tokens` tokens per workgroup: each input load
+/// serves all of them; fewer when more tokens' sums must stay in registers.
+const fn gemv_outputs(tokens: usize) -> usize {
+    match tokens {
+        1 => 4,
+        2..=4 => 2,
+        _ => 1,
+    }
+}
 /// Tokens per `gemm_rows` workgroup, and rows of W per thread.
 const ROWS_M: usize = 8;
 const ROWS_W: usize = 8;
@@ -93,7 +105,7 @@ impl Fusion<'_> {
 /// Which kernel runs a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
-    /// One token, a workgroup per output: GPUs.
+    /// A few tokens, wide loads and a team of threads per row: GPUs (see gemv.wgsl).
     Gemv,
     /// One token, a thread per output: CPU adapters (see `gemv_rows` in matmul.wgsl).
     GemvRows,
@@ -152,8 +164,9 @@ impl Shape {
     }
 }
 
-/// WGSL defining `words_per_row`, `word_scale`, `word_weight` and `weight_at` for `format`.
-pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &str) -> String {
+/// WGSL defining `words_per_row`, `word_scale`, `word_weight` and the other word functions
+/// of `format`, followed by `parts`.
+pub(crate) fn weight_access(precision: Precision, format: WeightFormat, parts: &[&str]) -> String {
     match format.group_spec() {
         Some(g) => assemble(
             precision,
@@ -164,7 +177,7 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &s
                 ("MAX_INT", g.max_int),
                 ("WORDS_PER_GROUP", g.words_per_group() as u32),
             ],
-            &[wgsl::WEIGHTS_GROUPED, wgsl::WEIGHTS_COMMON, body],
+            &[&[wgsl::WEIGHTS_GROUPED], parts].concat(),
         ),
         None => assemble(
             precision,
@@ -173,7 +186,7 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, body: &s
                 ("GROUP_SIZE", 2),
                 ("WORDS_PER_GROUP", 1),
             ],
-            &[wgsl::WEIGHTS_F16, wgsl::WEIGHTS_COMMON, body],
+            &[&[wgsl::WEIGHTS_F16], parts].concat(),
         ),
     }
 }
@@ -194,24 +207,49 @@ pub fn source(
         Epilogue::SwiGlu => 2,
     };
     // The launch shape comes from here, so host and shader cannot disagree on it.
-    let tile = gemv_rows_tile(tokens);
-    let codes_per_word = format.group_spec().map_or(2, |g| g.codes_per_word);
-    let vec4_tile = codes_per_word.is_multiple_of(4);
-    let consts = [
-        ("NORM", norm as usize),
-        ("EPILOGUE", code(epilogue)),
-        ("THREADS", ROWS_PER_WORKGROUP),
-        ("TOKENS", tokens),
-        ("ROWS_V", ROWS_V),
-        ("ROWS_W", ROWS_W),
-        ("ROWS_M", ROWS_M),
-        ("XS_LEN", tile),
-        ("XS1_LEN", if vec4_tile { 4 } else { tokens * tile }),
-        ("XS4_LEN", if vec4_tile { tokens * tile / 4 } else { 1 }),
-    ]
-    .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
-    .concat();
-    let body = [consts.as_str(), wgsl::REDUCE, wgsl::MATMUL].concat();
+    let fusion = [("NORM", norm as usize), ("EPILOGUE", code(epilogue))];
+    let consts = |launch: &[(&str, usize)]| {
+        fusion
+            .iter()
+            .chain(launch)
+            .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
+            .collect::<String>()
+    };
+    let (consts, kernel_parts): (String, &[&str]) = match shape {
+        Shape::Gemv => (
+            consts(&[
+                ("TOKENS", tokens),
+                ("TEAM", GEMV_TEAM),
+                ("TEAMS", GEMV_TEAMS),
+                ("OUTPUTS", gemv_outputs(tokens)),
+            ]),
+            &[wgsl::MATMUL_COMMON, wgsl::GEMV],
+        ),
+        _ => {
+            let tile = gemv_rows_tile(tokens);
+            let codes_per_word = format.group_spec().map_or(2, |g| g.codes_per_word);
+            let vec4_tile = codes_per_word.is_multiple_of(4);
+            (
+                consts(&[
+                    ("TOKENS", tokens),
+                    ("THREADS", ROWS_PER_WORKGROUP),
+                    ("ROWS_V", ROWS_V),
+                    ("ROWS_W", ROWS_W),
+                    ("ROWS_M", ROWS_M),
+                    ("XS_LEN", tile),
+                    ("XS1_LEN", if vec4_tile { 4 } else { tokens * tile }),
+                    ("XS4_LEN", if vec4_tile { tokens * tile / 4 } else { 1 }),
+                ]),
+                &[
+                    wgsl::REDUCE,
+                    wgsl::WEIGHTS_COMMON,
+                    wgsl::MATMUL_COMMON,
+                    wgsl::MATMUL,
+                ],
+            )
+        }
+    };
+    let parts = [&[consts.as_str()], kernel_parts].concat();
     KernelSource {
         label: format!(
             "matmul.{}.{}.{}{epilogue:?}{}",
@@ -224,7 +262,7 @@ pub fn source(
                 String::new()
             },
         ),
-        source: weight_access(precision, format, &body),
+        source: weight_access(precision, format, &parts),
         entry: shape.entry(),
         bindings: BINDINGS,
     }
@@ -296,6 +334,12 @@ pub fn fused(
         // Never read: any buffer fills the binding.
         None => (x, 0.0),
     };
+    // gemv's vector loads need whole vec4s of inputs and whole quads of words per row; a
+    // weight without them (no real model's) takes the kernel that reads words one by one.
+    let shape = match shape {
+        Shape::Gemv if !gemv_fits(w) => Shape::GemvRows,
+        _ => shape,
+    };
     let tokens = shape.tokens_per_workgroup(m);
     let kernel = source(
         precision,
@@ -324,7 +368,9 @@ pub fn fused(
                 [x, y, token_blocks]
             };
             let workgroups = match shape {
-                Shape::Gemv => decode_grid(chunk_outputs),
+                Shape::Gemv => {
+                    decode_grid(chunk_outputs.div_ceil(GEMV_TEAMS * gemv_outputs(tokens)))
+                }
                 Shape::GemvRows => decode_grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V)),
                 Shape::Gemm => [
                     chunk.rows.div_ceil(GEMM_TILE_N) as u32,
@@ -351,6 +397,15 @@ pub fn fused(
             )
         })
         .collect()
+}
+
+/// Whether `gemv` can read `w`: rows of whole vec4s of inputs and whole quads of words,
+/// each quad within one group.
+fn gemv_fits(w: &GpuWeight) -> bool {
+    match w.format.group_spec() {
+        Some(g) => w.cols.is_multiple_of(4) && g.words_per_group().is_multiple_of(4),
+        None => w.cols.is_multiple_of(8),
+    }
 }
 
 /// CPU reference of a fused matmul: `y` holds the output before it (read by

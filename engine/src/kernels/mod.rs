@@ -19,7 +19,9 @@ pub(crate) mod wgsl {
     pub const WEIGHTS_GROUPED: &str = include_str!("../../../shaders/weights_grouped.wgsl");
     pub const WEIGHTS_F16: &str = include_str!("../../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_COMMON: &str = include_str!("../../../shaders/weights_common.wgsl");
+    pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
     pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+    pub const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
     pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
     pub const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
     pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");

@@ -1,0 +1,120 @@
+// Decode on GPUs: y = W x for up to TOKENS tokens per workgroup (one sequence's token, or
+// one token each of a batch of sequences; workgroups along z take further blocks of
+// TOKENS), with matmul_common.wgsl's fusions. Built for memory bandwidth:
+// - W is read a quad (four u32 words, 16 bytes) per load: a quad is one group of a
+//   quantized format (one scale) or eight f16 weights. A team of TEAM threads walks a row's
+//   quads together, so a team's loads cover consecutive bytes.
+// - Each thread owns OUTPUTS outputs (ROWS rows of W: gate and up for SwiGLU) and reads
+//   each quad's inputs once for all of them, as vec4 loads; the team's TEAMS neighbours
+//   in the workgroup take the next outputs.
+// - A code becomes a number without an integer-to-float conversion (word_centered), and
+//   a quad's scale is applied once to its sum.
+// - The sums meet in one tree over workgroup memory: log2(TEAM) barriers for all outputs,
+//   tokens and the RMSNorm squares together.
+// A token's sums are taken in the same order whatever TOKENS is and whatever else is in
+// the batch, so a sequence decodes to the same bits alone or batched.
+// The host only picks this kernel where K is a multiple of 4 (whole vec4s of inputs) and a
+// row is whole quads (f16: K a multiple of 8; quantized: WORDS_PER_GROUP a multiple of 4).
+
+@group(0) @binding(1) var<storage, read> x4: array<vec4<act>>;
+@group(0) @binding(2) var<storage, read> codes4: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> norm4: array<vec4<f32>>;  // read only when NORM = 1
+
+const THREADS: u32 = TEAM * TEAMS;
+const ROWS: u32 = OUTPUTS * PAIR;
+// Per thread: a sum per token and row, then each token's sum of squared inputs.
+const SUMS: u32 = TOKENS * ROWS;
+const VALUES: u32 = SUMS + TOKENS;
+const QUAD_INPUTS: u32 = 4u * CODES_PER_WORD;
+var<workgroup> partial: array<f32, VALUES * THREADS>;
+
+@compute @workgroup_size(THREADS)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let team = tid / TEAM;
+    let lane = tid % TEAM;
+    let first = ((wid.x + wid.y * nwg.x) * TEAMS + team) * OUTPUTS;
+    let m0 = wid.z * TOKENS;
+    let quads = words_per_row(p.k_len) / 4u;
+    // Loops over tokens run to the constant TOKENS (so they unroll and the sums stay in
+    // registers) and leave at the last live token.
+    let tokens = min(TOKENS, p.m_len - m0);
+    var sums: array<f32, VALUES>;
+    // Teams past the chunk's last row still take part in the barriers below.
+    let live = first * PAIR < p.n_len;
+    for (var q = select(quads, lane, live); q < quads; q += TEAM) {
+        var words: array<vec4<u32>, ROWS>;
+        var scale: array<f32, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            // Rows past the chunk read its last row; their sums are never stored.
+            let row = min(first * PAIR + r, p.n_len - 1u);
+            words[r] = codes4[row * quads + q];
+            scale[r] = word_scale(row, q * 4u, p.k_len);
+        }
+        let k0 = q * QUAD_INPUTS;
+        for (var t = 0u; t < TOKENS; t++) {
+            if (t >= tokens) {
+                break;
+            }
+            // Past K the inputs are zeros: the padding codes of a last group add nothing.
+            var xs: array<vec4<f32>, CODES_PER_WORD>;
+            for (var i = 0u; i < CODES_PER_WORD; i++) {
+                let k = k0 + 4u * i;
+                if (k < p.k_len) {
+                    var v = vec4<f32>(x4[((m0 + t) * p.k_len + k) / 4u]);
+                    sums[SUMS + t] += dot(v, v);
+                    if (NORM == 1u) {
+                        v *= norm4[k / 4u];
+                    }
+                    xs[i] = v;
+                }
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                var dot_sum = 0.0;
+                for (var w = 0u; w < 4u; w++) {
+                    for (var j = 0u; j < CODES_PER_WORD; j++) {
+                        let k = w * CODES_PER_WORD + j;
+                        dot_sum += word_centered(words[r][w], j) * xs[k / 4u][k % 4u];
+                    }
+                }
+                sums[t * ROWS + r] += scale[r] * dot_sum;
+            }
+        }
+    }
+
+    // Each team's lanes fold together, pairwise, in the same order for every value.
+    for (var v = 0u; v < VALUES; v++) {
+        partial[v * THREADS + tid] = sums[v];
+    }
+    workgroupBarrier();
+    for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
+        if (lane < stride) {
+            for (var v = 0u; v < VALUES; v++) {
+                partial[v * THREADS + tid] += partial[v * THREADS + tid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lane != 0u) {
+        return;
+    }
+    for (var t = 0u; t < TOKENS; t++) {
+        if (t >= tokens) {
+            break;
+        }
+        let s = norm_scale(partial[(SUMS + t) * THREADS + tid]);
+        for (var o = 0u; o < OUTPUTS; o++) {
+            let out = first + o;
+            if (out * PAIR >= p.n_len) {
+                break;
+            }
+            let r = t * ROWS + o * PAIR;
+            var acc = vec2<f32>(partial[r * THREADS + tid], 0.0);
+            if (PAIR == 2u) {
+                acc.y = partial[(r + 1u) * THREADS + tid];
+            }
+            finish(m0 + t, out, acc, s);
+        }
+    }
+}

@@ -1,0 +1,58 @@
+// The parts every matmul kernel shares: y[m, n] = sum_k x[m, k] * W[n, k], W packed in a
+// weight format (dequantized on the fly: the f16 weights are never written back to memory).
+// Accumulation is f32. One dispatch covers one chunk of W's rows (a chunk fits in one
+// storage binding); its outputs land at column n_offset of y, whose rows are n_total wide.
+// The kernel files (matmul.wgsl, gemv.wgsl) declare the input, codes and norm bindings
+// (1, 2 and 5) with the element types they load.
+//
+// The host fuses the layer's neighbours into the matmul with two constants:
+// - NORM = 1: the input is RMSNorm(x) * norm: each x row's mean square is taken as the
+//   matmul reads it, and the row's sums are scaled by 1 / sqrt(mean square + eps) at the
+//   end (W (norm * x * s) = s * W (norm * x)), so no normalized copy is written.
+// - EPILOGUE: 0 stores the sums, 1 adds them to y (the residual), 2 is SwiGLU: W's rows
+//   are interleaved gate/up pairs (row 2i is gate i, row 2i + 1 up i) and output i is
+//   silu(gate i) * up i.
+// The host also defines the launch shape it dispatches for (see each kernel).
+
+struct Params {
+    m_len: u32,
+    n_len: u32,     // rows of W in this chunk
+    k_len: u32,
+    n_total: u32,   // row stride of y
+    n_offset: u32,  // first column of y this chunk writes
+    eps: f32,       // RMSNorm's epsilon (NORM = 1)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<act>;
+
+const STORE: u32 = 0u;
+const ADD: u32 = 1u;
+const SWIGLU: u32 = 2u;
+// Rows of W behind one output.
+const PAIR: u32 = select(1u, 2u, EPILOGUE == SWIGLU);
+
+// The RMSNorm scale of a row whose squares sum to `squares`.
+fn norm_scale(squares: f32) -> f32 {
+    if (NORM == 1u) {
+        return inverseSqrt(squares / f32(p.k_len) + p.eps);
+    }
+    return 1.0;
+}
+
+// Writes output column `out` of row m from its sums: acc.x (acc.y is the up row's sum
+// for SwiGLU), scaled by s.
+fn finish(m: u32, out: u32, acc: vec2<f32>, s: f32) {
+    let i = m * p.n_total + p.n_offset + out;
+    let a = acc.x * s;
+    if (EPILOGUE == STORE) {
+        y[i] = act(a);
+    } else if (EPILOGUE == ADD) {
+        y[i] = act(f32(y[i]) + a);
+    } else {
+        y[i] = act(a / (1.0 + exp(-a)) * acc.y * s);
+    }
+}
