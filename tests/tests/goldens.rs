@@ -36,9 +36,14 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-fn load(format: WeightFormat) -> Option<(Llama, GgufFile)> {
+/// The test model in `format`, run by the kernels built for GPUs where `gpu_kernels` (on
+/// lavapipe the CPU ones run otherwise).
+fn load(format: WeightFormat, gpu_kernels: bool) -> Option<(Llama, GgufFile)> {
     let path = glim_tests::test_model()?;
-    let ctx = glim_tests::open_gpu()?;
+    let mut ctx = glim_tests::open_gpu()?;
+    if gpu_kernels {
+        ctx.use_gpu_kernels();
+    }
     let file = GgufFile::open(&path).unwrap();
     let options = LoadOptions {
         format: Some(format),
@@ -91,23 +96,19 @@ fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
     report.perplexity
 }
 
-#[test]
-fn f16_matches_llama_cpp() {
-    let Some((mut model, file)) = load(WeightFormat::F16) else {
-        return;
-    };
-    let g = goldens();
-
-    let (all, clear) = forced_agreement(&mut model, &g);
-    eprintln!("f16 teacher-forced top-1 agreement with llama.cpp: {:.2}% ({:.2}% where llama.cpp's margin >= {NEAR_TIE})", all * 100.0, clear * 100.0);
+/// Teacher-forced agreement (prefill kernels) and the greedy answers (decode kernels) of an
+/// f16 model against llama.cpp's.
+fn check_f16_against_llama_cpp(model: &mut Llama, g: &Value, what: &str) {
+    let (all, clear) = forced_agreement(model, g);
+    eprintln!("{what}: teacher-forced top-1 agreement with llama.cpp: {:.2}% ({:.2}% where llama.cpp's margin >= {NEAR_TIE})", all * 100.0, clear * 100.0);
     // Wherever llama.cpp is not itself near a tie, glim must pick the same token. Overall,
     // 161 of the text's 451 positions are near-ties for llama.cpp (a 135M model on prose),
     // where its 8-bit activations decide as much as the model: 96.7% agree there.
     assert_eq!(
         clear, 1.0,
-        "glim differs from llama.cpp where llama.cpp is confident"
+        "{what}: glim differs from llama.cpp where llama.cpp is confident"
     );
-    assert!(all >= 0.95, "agreement {all} below 95%");
+    assert!(all >= 0.95, "{what}: agreement {all} below 95%");
 
     for case in g["greedy"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
@@ -129,13 +130,22 @@ fn f16_matches_llama_cpp() {
         let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
         match first_diff {
             Some(i) if margins[i] >= NEAR_TIE => panic!(
-                "{:?}: step {i}: glim chose {} where llama.cpp chose {} with a top-2 margin of {:.3}",
+                "{what}: {:?}: step {i}: glim chose {} where llama.cpp chose {} with a top-2 margin of {:.3}",
                 case["prompt"], got[i], want[i], margins[i]
             ),
-            Some(i) => eprintln!("{:?}: equal for {i} tokens, then a near-tie (llama.cpp margin {:.3})", case["prompt"], margins[i]),
-            None => eprintln!("{:?}: equal for all {steps} compared tokens", case["prompt"]),
+            Some(i) => eprintln!("{what}: {:?}: equal for {i} tokens, then a near-tie (llama.cpp margin {:.3})", case["prompt"], margins[i]),
+            None => eprintln!("{what}: {:?}: equal for all {steps} compared tokens", case["prompt"]),
         }
     }
+}
+
+#[test]
+fn f16_matches_llama_cpp() {
+    let Some((mut model, file)) = load(WeightFormat::F16, false) else {
+        return;
+    };
+    let g = goldens();
+    check_f16_against_llama_cpp(&mut model, &g, "f16");
 
     let ppl = glim_perplexity(&mut model, &g);
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
@@ -173,7 +183,7 @@ fn quantized_formats_agreement_and_perplexity() {
     let g = goldens();
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
     for format in [WeightFormat::Q4F16, WeightFormat::Q3F16] {
-        let Some((mut model, _)) = load(format) else {
+        let Some((mut model, _)) = load(format, false) else {
             return;
         };
         let (all, clear) = forced_agreement(&mut model, &g);
@@ -198,4 +208,14 @@ fn quantized_formats_agreement_and_perplexity() {
             format.name()
         );
     }
+}
+
+/// The kernels real GPUs run (gemm for prompts, gemv for decode steps) through the whole
+/// model, on any adapter: on lavapipe the other tests here run the CPU adapters' kernels.
+#[test]
+fn gpu_kernels_match_llama_cpp() {
+    let Some((mut model, _)) = load(WeightFormat::F16, true) else {
+        return;
+    };
+    check_f16_against_llama_cpp(&mut model, &goldens(), "f16, GPU kernels");
 }

@@ -220,6 +220,8 @@ pub struct GpuContext {
     /// Errors wgpu reports outside an error scope (and device loss) land here instead of
     /// panicking; the next submit or readback turns them into an [`Error`].
     pub(crate) pending_error: Arc<Mutex<Option<String>>>,
+    /// Run the kernels built for GPUs even on a CPU adapter (see [`Self::use_gpu_kernels`]).
+    gpu_kernels: bool,
 }
 
 impl GpuContext {
@@ -270,6 +272,7 @@ impl GpuContext {
             limits,
             pipelines: Default::default(),
             pending_error,
+            gpu_kernels: false,
         })
     }
 
@@ -304,8 +307,15 @@ impl GpuContext {
     /// 156; not yet understood) while the GPU ones are right.
     pub fn is_cpu(&self) -> bool {
         !cfg!(target_arch = "wasm32")
+            && !self.gpu_kernels
             && (self.summary.device_type == "Cpu"
                 || self.summary.name.to_lowercase().contains("llvmpipe"))
+    }
+
+    /// Pick the kernels built for GPUs even on a CPU adapter: lets tests run a whole model
+    /// through them on lavapipe, where [`Self::is_cpu`] would pick the CPU ones.
+    pub fn use_gpu_kernels(&mut self) {
+        self.gpu_kernels = true;
     }
 
     /// Largest buffer one shader binding may cover; weights larger than this are split.
