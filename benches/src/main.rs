@@ -330,6 +330,19 @@ fn run(opts: &Options) -> Result<(), String> {
         precision_name(precision),
         precision_name(default)
     );
+    let launch = matmul::GemvLaunch::current();
+    println!(
+        "wg launch:   {} threads per row, {} rows' teams per workgroup, {} outputs per thread \
+         (GLIM_GEMV={},{},{},{},{} to change)",
+        launch.team,
+        launch.teams,
+        launch.outputs[0],
+        launch.team,
+        launch.teams,
+        launch.outputs[0],
+        launch.outputs[1],
+        launch.outputs[2]
+    );
     println!(
         "timing:      wall clock of submit + wait for a batch of B launches, / B; median and min over R batches, \
          ~{:.1} s per case{}",

@@ -10,6 +10,7 @@ use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
 };
 use crate::quant::{PackedWeight, WeightFormat};
+use std::sync::OnceLock;
 
 const BINDINGS: &[Binding] = &[
     Binding::Uniform,
@@ -23,16 +24,78 @@ const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
 /// Threads per workgroup of `gemv_rows` and `gemm_rows` (matmul.wgsl's THREADS).
 const ROWS_PER_WORKGROUP: usize = 64;
-/// `gemv`'s launch shape: threads that walk one row together, and such teams per workgroup.
-const GEMV_TEAM: usize = 32;
-const GEMV_TEAMS: usize = 4;
-/// Outputs each `gemv` thread owns for `tokens` tokens per workgroup: each input load
-/// serves all of them; fewer when more tokens' sums must stay in registers.
-const fn gemv_outputs(tokens: usize) -> usize {
-    match tokens {
-        1 => 4,
-        2..=4 => 2,
-        _ => 1,
+
+/// How `gemv` is launched (see gemv.wgsl): `team` threads walk one row together, `teams`
+/// teams share a workgroup, and each thread owns `outputs[i]` outputs for 1, up to 4 and up
+/// to 8 tokens per workgroup (each input load serves all of them; fewer for more tokens,
+/// whose sums must stay in registers too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemvLaunch {
+    pub team: usize,
+    pub teams: usize,
+    pub outputs: [usize; 3],
+}
+
+impl GemvLaunch {
+    pub const DEFAULT: GemvLaunch = GemvLaunch {
+        team: 32,
+        teams: 4,
+        outputs: [4, 2, 1],
+    };
+
+    /// The launch every `gemv` of this process uses: [`Self::DEFAULT`], or
+    /// `GLIM_GEMV=TEAM,TEAMS,OUT1,OUT4,OUT8` (for sweeps with `kernel-bench`; a value that
+    /// does not parse or fit is reported once and the default used).
+    pub fn current() -> GemvLaunch {
+        static LAUNCH: OnceLock<GemvLaunch> = OnceLock::new();
+        *LAUNCH.get_or_init(|| match std::env::var("GLIM_GEMV") {
+            Err(_) => Self::DEFAULT,
+            Ok(text) => Self::parse(&text).unwrap_or_else(|why| {
+                eprintln!("glim: ignoring GLIM_GEMV={text:?}: {why}");
+                Self::DEFAULT
+            }),
+        })
+    }
+
+    /// `TEAM,TEAMS,OUT1,OUT4,OUT8`, checked against WebGPU's default limits.
+    pub fn parse(text: &str) -> std::result::Result<GemvLaunch, String> {
+        let values: Vec<usize> = text
+            .split(',')
+            .map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}")))
+            .collect::<std::result::Result<_, _>>()?;
+        let [team, teams, o1, o4, o8] = values[..] else {
+            return Err("want five numbers: TEAM,TEAMS,OUT1,OUT4,OUT8".into());
+        };
+        let launch = GemvLaunch {
+            team,
+            teams,
+            outputs: [o1, o4, o8],
+        };
+        if !team.is_power_of_two() || teams == 0 || team * teams > 256 {
+            return Err("TEAM must be a power of two and TEAM x TEAMS at most 256".into());
+        }
+        for tokens in [1, 4, MAX_DECODE_TOKENS] {
+            let outputs = launch.outputs(tokens);
+            // gemv.wgsl's `partial`: a sum per token and row (two rows per SwiGLU output)
+            // and each token's squares, per thread.
+            let bytes = (tokens * outputs * 2 + tokens) * team * teams * 4;
+            if outputs == 0 || bytes > 16 << 10 {
+                return Err(format!(
+                    "{outputs} outputs per thread for {tokens} tokens need {bytes} bytes of \
+                     workgroup memory (at most 16384, at least one output)"
+                ));
+            }
+        }
+        Ok(launch)
+    }
+
+    /// Outputs per thread for `tokens` tokens per workgroup.
+    fn outputs(&self, tokens: usize) -> usize {
+        match tokens {
+            1 => self.outputs[0],
+            2..=4 => self.outputs[1],
+            _ => self.outputs[2],
+        }
     }
 }
 /// Tokens per `gemm_rows` workgroup, and rows of W per thread.
@@ -207,6 +270,7 @@ pub fn source(
         Epilogue::SwiGlu => 2,
     };
     // The launch shape comes from here, so host and shader cannot disagree on it.
+    let launch = GemvLaunch::current();
     let fusion = [("NORM", norm as usize), ("EPILOGUE", code(epilogue))];
     let consts = |launch: &[(&str, usize)]| {
         fusion
@@ -219,9 +283,9 @@ pub fn source(
         Shape::Gemv => (
             consts(&[
                 ("TOKENS", tokens),
-                ("TEAM", GEMV_TEAM),
-                ("TEAMS", GEMV_TEAMS),
-                ("OUTPUTS", gemv_outputs(tokens)),
+                ("TEAM", launch.team),
+                ("TEAMS", launch.teams),
+                ("OUTPUTS", launch.outputs(tokens)),
             ]),
             &[wgsl::MATMUL_COMMON, wgsl::GEMV],
         ),
@@ -369,7 +433,8 @@ pub fn fused(
             };
             let workgroups = match shape {
                 Shape::Gemv => {
-                    decode_grid(chunk_outputs.div_ceil(GEMV_TEAMS * gemv_outputs(tokens)))
+                    let launch = GemvLaunch::current();
+                    decode_grid(chunk_outputs.div_ceil(launch.teams * launch.outputs(tokens)))
                 }
                 Shape::GemvRows => decode_grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V)),
                 Shape::Gemm => [
@@ -463,4 +528,35 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight) -> Vec<f32> {
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gemv_launch_parses_and_is_checked_against_the_limits() {
+        let launch = GemvLaunch::parse("64, 2, 2,1,1").unwrap();
+        assert_eq!(
+            launch,
+            GemvLaunch {
+                team: 64,
+                teams: 2,
+                outputs: [2, 1, 1]
+            }
+        );
+        assert!(GemvLaunch::parse("32,4,4,2").is_err(), "four numbers");
+        assert!(GemvLaunch::parse("48,4,4,2,1").is_err(), "a team of 48");
+        assert!(GemvLaunch::parse("64,8,4,2,1").is_err(), "512 threads");
+        assert!(GemvLaunch::parse("32,4,0,2,1").is_err(), "no outputs");
+        let too_big = GemvLaunch::parse("32,8,4,2,2").unwrap_err();
+        assert!(too_big.contains("workgroup memory"), "{too_big}");
+        assert!(GemvLaunch::parse("32,4,x,2,1").is_err());
+        let default = GemvLaunch::DEFAULT;
+        let text = format!(
+            "{},{},{},{},{}",
+            default.team, default.teams, default.outputs[0], default.outputs[1], default.outputs[2]
+        );
+        assert_eq!(GemvLaunch::parse(&text), Ok(default), "the default fits");
+    }
 }
