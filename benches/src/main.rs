@@ -263,7 +263,7 @@ fn bench_copy(ctx: &GpuContext, opts: &Options, rng: &mut StdRng) -> Result<Row,
     })
 }
 
-/// The two GEMV kernels: a workgroup per row (GPUs) and a thread per row (CPU adapters).
+/// The two GEMV kernels: a team of threads per row (GPUs) and a thread per row (CPU adapters).
 const GEMV_SHAPES: [(Shape, &str); 2] = [(Shape::Gemv, "wg"), (Shape::GemvRows, "rows")];
 
 /// Quantizes `weights` to `format`, uploads them and times each GEMV kernel.
