@@ -251,8 +251,9 @@ pub fn print_list() -> CliResult<()> {
             );
         }
     }
+    // A folder per unfinished pull (beside the pulls' lock files).
     let unfinished = fs::read_dir(models.join(STAGING))
-        .map(|d| d.flatten().count())
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
         .unwrap_or(0);
     if unfinished > 0 {
         eprintln!(

@@ -831,6 +831,46 @@ fn url_file(url: &str) -> CliResult<String> {
 }
 
 /// `glim pull SOURCE`.
+/// The lock one pull of NAME holds on `.pull/.NAME.lock`: a second `glim pull` of the same
+/// model (from another terminal) would otherwise write into the same `.part` files. The
+/// lock goes with the process however it ends.
+struct PullLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl PullLock {
+    /// Removes the lock file once the model is in place. Safe while locked: a pull that
+    /// opened the old file and locks it after this process ends finds the model in the
+    /// cache (it checks under the lock) and downloads nothing.
+    /// The `.pull` folder goes too when nothing else is in it.
+    fn model_in_place(self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(staging) = self.path.parent() {
+            let _ = fs::remove_dir(staging);
+        }
+    }
+}
+
+fn lock_pull(models: &Path, name: &str) -> CliResult<PullLock> {
+    let staging = models.join(STAGING);
+    fs::create_dir_all(&staging).map_err(|e| io_error("create", &staging, e))?;
+    let path = staging.join(format!(".{name}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(PullLock { _file: file, path }),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another `glim pull` is downloading {name} right now: let it finish (or stop it) and run this again"
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(io_error("lock", &path, e)),
+    }
+}
+
 pub fn pull(args: PullArgs) -> CliResult<()> {
     let source = parse_source(&args.source)?;
     let hub = Hub::from_env();
@@ -882,6 +922,8 @@ pub fn pull(args: PullArgs) -> CliResult<()> {
         bail!("cannot store a model named {name:?}");
     }
     let dest = models.join(&name);
+    // Held to the end: the checks below and the download happen under it.
+    let lock = lock_pull(&models, &name)?;
     if let Some(existing) = cache::list(&models).into_iter().find(|e| e.name == name) {
         let same = match (&existing.repo, &repo) {
             (Some(had), Some(repo)) => had.eq_ignore_ascii_case(repo),
@@ -900,6 +942,7 @@ pub fn pull(args: PullArgs) -> CliResult<()> {
             human_size(existing.size),
             existing.model.display()
         );
+        lock.model_in_place();
         return Ok(());
     }
     if dest.exists() {
@@ -933,7 +976,7 @@ pub fn pull(args: PullArgs) -> CliResult<()> {
     fs::write(&manifest_path, format!("{manifest:#}\n"))
         .map_err(|e| io_error("write", &manifest_path, e))?;
     fs::rename(&staging, &dest).map_err(|e| io_error("move the finished download to", &dest, e))?;
-    let _ = fs::remove_dir(models.join(STAGING));
+    lock.model_in_place();
     let size = cache::disk_size(&dest);
     println!(
         "pulled {name}: {} file{}, {} ({}) in {}",

@@ -981,3 +981,36 @@ fn list_and_rm_the_cache() {
     assert!(home.join("outside.gguf").is_file());
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+#[test]
+fn a_second_pull_of_the_same_model_is_refused_while_the_first_runs() {
+    let hub = Hub::start();
+    gguf_repo(&hub);
+    let home = home("locked");
+    let staging = home.join("models/.pull");
+    std::fs::create_dir_all(&staging).unwrap();
+    // The lock a running `glim pull test-org/tiny-GGUF` holds.
+    let held = std::fs::File::create(staging.join(".tiny-Q4_K_M.lock")).unwrap();
+    held.lock().unwrap();
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
+    assert!(
+        err.contains("another `glim pull` is downloading tiny-Q4_K_M"),
+        "{err}"
+    );
+    assert!(hub.requests("/resolve/").is_empty(), "nothing downloaded");
+    // Another model pulls meanwhile, and the refused one once the first pull is gone.
+    ok(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:Q8_0"]));
+    drop(held);
+    ok(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
+    assert_eq!(
+        files_under(&home.join("models")),
+        [
+            "tiny-Q4_K_M/.glim-pull.json",
+            "tiny-Q4_K_M/tiny-Q4_K_M.gguf",
+            "tiny-Q8_0/.glim-pull.json",
+            "tiny-Q8_0/tiny-Q8_0.gguf"
+        ],
+        "no lock files left"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}
