@@ -211,7 +211,8 @@ fn quantized_formats_agreement_and_perplexity() {
 }
 
 /// The kernels real GPUs run (gemm for prompts, gemv for decode steps) through the whole
-/// model, on any adapter: on lavapipe the other tests here run the CPU adapters' kernels.
+/// model, on any adapter: on lavapipe the other tests here prefill with the CPU adapters'
+/// kernels (and decode with them but for f16 weights).
 #[test]
 fn gpu_kernels_match_llama_cpp() {
     let Some((mut model, _)) = load(WeightFormat::F16, true) else {

@@ -179,13 +179,11 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// The kernel for `m` tokens on `ctx`'s adapter.
-    pub fn pick(ctx: &GpuContext, m: usize) -> Self {
-        match (m, ctx.is_cpu()) {
-            (1, true) => Self::GemvRows,
-            (1, false) => Self::Gemv,
-            (_, true) => Self::GemmRows,
-            (_, false) => Self::Gemm,
+    /// The kernel for `m` tokens of a `format` weight on `ctx`'s adapter.
+    pub fn pick(ctx: &GpuContext, m: usize, format: WeightFormat) -> Self {
+        match m {
+            1 => Self::decode(ctx, format),
+            _ => Self::prefill(ctx),
         }
     }
 
@@ -207,13 +205,24 @@ impl Shape {
     /// The prefill kernel on `ctx`'s adapter, whatever the number of tokens (even one): a
     /// prompt token comes out the same whichever pass of the prompt it falls in.
     pub fn prefill(ctx: &GpuContext) -> Self {
-        Self::pick(ctx, 2)
+        if ctx.is_cpu() {
+            Self::GemmRows
+        } else {
+            Self::Gemm
+        }
     }
 
-    /// The decode kernel on `ctx`'s adapter, whatever the number of tokens: a batched
-    /// decode step runs the kernel a lone sequence runs, so its tokens come out the same.
-    pub fn decode(ctx: &GpuContext) -> Self {
-        Self::pick(ctx, 1)
+    /// The decode kernel for a `format` weight on `ctx`'s adapter, whatever the number of
+    /// tokens: a batched decode step runs the kernel a lone sequence runs, so its tokens
+    /// come out the same. CPU adapters decode quantized weights with `gemv_rows`, but f16
+    /// weights with `gemv`, whose 16-byte loads reach 2.5x `gemv_rows`'s bandwidth there
+    /// (lavapipe, benches/RESULTS.md); the quantized ones' unpacking favours `gemv_rows`.
+    pub fn decode(ctx: &GpuContext, format: WeightFormat) -> Self {
+        if ctx.is_cpu() && format != WeightFormat::F16 {
+            Self::GemvRows
+        } else {
+            Self::Gemv
+        }
     }
 
     /// Tokens per workgroup of this kernel for `m` tokens: the decode kernels are built for
@@ -358,7 +367,15 @@ pub fn matmul(
     y: &Tensor,
     m: usize,
 ) -> Result<Vec<Dispatch>> {
-    fused(ctx, x, w, y, m, &Fusion::NONE, Shape::pick(ctx, m))
+    fused(
+        ctx,
+        x,
+        w,
+        y,
+        m,
+        &Fusion::NONE,
+        Shape::pick(ctx, m, w.format),
+    )
 }
 
 /// A matmul over `m` rows of `x` with `fusion`'s neighbours, run by the `shape` kernel.

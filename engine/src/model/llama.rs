@@ -681,13 +681,15 @@ impl Llama {
         // RMSNorm and SwiGLU run inside the gate/up matmul, and the down projection adds
         // itself to x. The final RMSNorm runs inside the output head.
         let norm = |weights| Some((weights, c.rms_eps));
-        let shape = if batch {
-            matmul::Shape::decode(ctx)
-        } else {
-            matmul::Shape::prefill(ctx)
+        let shape = |w: &GpuWeight| {
+            if batch {
+                matmul::Shape::decode(ctx, w.format)
+            } else {
+                matmul::Shape::prefill(ctx)
+            }
         };
         let fused = |x, w, y, fusion: Fusion, ops: &mut Vec<Op>| -> Result<()> {
-            kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape)?, ops);
+            kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape(w))?, ops);
             Ok(())
         };
         for layer in &self.layers {
@@ -754,7 +756,7 @@ impl Llama {
         let rows = match logits {
             Logits::Last => {
                 ops.push(Op::CopyLastRow);
-                let shape = matmul::Shape::pick(ctx, 1);
+                let shape = matmul::Shape::decode(ctx, head.format);
                 let head_ops = matmul::fused(ctx, &b.last, head, &b.logits, 1, &final_norm, shape)?;
                 kernels(head_ops, &mut ops);
                 1
