@@ -24,6 +24,34 @@ const GEMM_TILE_M: usize = 32;
 const GEMM_TILE_N: usize = 64;
 /// Threads per workgroup of `gemv_rows` and `gemm_rows` (matmul.wgsl's THREADS).
 const ROWS_PER_WORKGROUP: usize = 64;
+/// Tokens per `gemm_rows` workgroup, and rows of W per thread.
+const ROWS_M: usize = 8;
+const ROWS_W: usize = 8;
+/// Rows of W per `gemv_rows` thread.
+const ROWS_V: usize = 4;
+/// Largest number of tokens one decode workgroup takes; more go to further workgroups.
+pub const MAX_DECODE_TOKENS: usize = 8;
+/// Inputs per token that `gemv_rows` stages at a time: what fits WebGPU's 16 KiB of
+/// workgroup memory for its token count (a multiple of every group size: 32 and 40).
+const fn gemv_rows_tile(tokens: usize) -> usize {
+    match tokens {
+        1 => 1280,
+        2..=4 => 640,
+        _ => 320,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m_len: u32,
+    n_len: u32,
+    k_len: u32,
+    n_total: u32,
+    n_offset: u32,
+    eps: f32,
+    _pad: [u32; 2],
+}
 
 /// How `gemv` is launched (see gemv.wgsl): `team` threads walk one row together, `teams`
 /// teams share a workgroup, and each thread owns `outputs[i]` outputs for 1, up to 4 and up
@@ -97,34 +125,6 @@ impl GemvLaunch {
             _ => self.outputs[2],
         }
     }
-}
-/// Tokens per `gemm_rows` workgroup, and rows of W per thread.
-const ROWS_M: usize = 8;
-const ROWS_W: usize = 8;
-/// Rows of W per `gemv_rows` thread.
-const ROWS_V: usize = 4;
-/// Largest number of tokens one decode workgroup takes; more go to further workgroups.
-pub const MAX_DECODE_TOKENS: usize = 8;
-/// Inputs per token that `gemv_rows` stages at a time: what fits WebGPU's 16 KiB of
-/// workgroup memory for its token count (a multiple of every group size: 32 and 40).
-const fn gemv_rows_tile(tokens: usize) -> usize {
-    match tokens {
-        1 => 1280,
-        2..=4 => 640,
-        _ => 320,
-    }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m_len: u32,
-    n_len: u32,
-    k_len: u32,
-    n_total: u32,
-    n_offset: u32,
-    eps: f32,
-    _pad: [u32; 2],
 }
 
 /// What a matmul does with its sums.
@@ -281,10 +281,10 @@ pub fn source(
     // The launch shape comes from here, so host and shader cannot disagree on it.
     let launch = GemvLaunch::current();
     let fusion = [("NORM", norm as usize), ("EPILOGUE", code(epilogue))];
-    let consts = |launch: &[(&str, usize)]| {
+    let consts = |shape_consts: &[(&str, usize)]| {
         fusion
             .iter()
-            .chain(launch)
+            .chain(shape_consts)
             .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
             .collect::<String>()
     };
