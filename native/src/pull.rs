@@ -830,7 +830,6 @@ fn url_file(url: &str) -> CliResult<String> {
     Ok(file)
 }
 
-/// `glim pull SOURCE`.
 /// The lock one pull of NAME holds on `.pull/.NAME.lock`: a second `glim pull` of the same
 /// model (from another terminal) would otherwise write into the same `.part` files. The
 /// lock goes with the process however it ends.
@@ -842,8 +841,8 @@ struct PullLock {
 impl PullLock {
     /// Removes the lock file once the model is in place. Safe while locked: a pull that
     /// opened the old file and locks it after this process ends finds the model in the
-    /// cache (it checks under the lock) and downloads nothing.
-    /// The `.pull` folder goes too when nothing else is in it.
+    /// cache (it checks under the lock) and downloads nothing. The `.pull` folder goes
+    /// too when nothing else is in it.
     fn model_in_place(self) {
         let _ = fs::remove_file(&self.path);
         if let Some(staging) = self.path.parent() {
@@ -871,6 +870,7 @@ fn lock_pull(models: &Path, name: &str) -> CliResult<PullLock> {
     }
 }
 
+/// `glim pull SOURCE`.
 pub fn pull(args: PullArgs) -> CliResult<()> {
     let source = parse_source(&args.source)?;
     let hub = Hub::from_env();
