@@ -63,8 +63,8 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
                 let k = k0 + 4u * i;
                 if (k < p.k_len) {
                     var v = vec4<f32>(x4[((m0 + t) * p.k_len + k) / 4u]);
-                    sums[SUMS + t] += dot(v, v);
                     if (NORM == 1u) {
+                        sums[SUMS + t] += dot(v, v);
                         v *= norm4[k / 4u];
                     }
                     xs[i] = v;
