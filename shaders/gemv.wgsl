@@ -9,8 +9,10 @@
 //   in the workgroup take the next outputs.
 // - A code becomes a number without an integer-to-float conversion (word_centered), and
 //   a quad's scale is applied once to its sum.
-// - The sums meet in one tree over workgroup memory: log2(TEAM) barriers for all outputs,
-//   tokens and the RMSNorm squares together.
+// - A team's sums meet in a pairwise tree: by subgroup shuffles where a team is one
+//   subgroup (gemv_subgroup.wgsl), else over workgroup memory with log2(TEAM) barriers
+//   (gemv_workgroup.wgsl); the host appends one of the two, each with the entry point.
+//   Both add the same pairs in the same order, so they give the same bits.
 // A token's sums are taken in the same order whatever TOKENS is and whatever else is in
 // the batch, so a sequence decodes to the same bits alone or batched.
 // The host only picks this kernel where K is a multiple of 4 (whole vec4s of inputs) and a
@@ -26,22 +28,22 @@ const ROWS: u32 = OUTPUTS * PAIR;
 const SUMS: u32 = TOKENS * ROWS;
 const VALUES: u32 = SUMS + TOKENS;
 const QUAD_INPUTS: u32 = 4u * CODES_PER_WORD;
-var<workgroup> partial: array<f32, VALUES * THREADS>;
 
-@compute @workgroup_size(THREADS)
-fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
-    let team = tid / TEAM;
-    let lane = tid % TEAM;
-    let first = ((wid.x + wid.y * nwg.x) * TEAMS + team) * OUTPUTS;
-    let m0 = wid.z * TOKENS;
+// The first output of team `team` of workgroup `wid`.
+fn first_output(wid: vec3<u32>, nwg: vec3<u32>, team: u32) -> u32 {
+    return ((wid.x + wid.y * nwg.x) * TEAMS + team) * OUTPUTS;
+}
+
+// Lane `lane`'s share of its team's sums: the quads lane, lane + TEAM, ... of each row,
+// for the tokens of workgroup row `wz`.
+fn lane_sums(first: u32, wz: u32, lane: u32) -> array<f32, VALUES> {
+    let m0 = wz * TOKENS;
     let quads = words_per_row(p.k_len) / 4u;
     // Loops over tokens run to the constant TOKENS (so they unroll and the sums stay in
     // registers) and leave at the last live token.
     let tokens = min(TOKENS, p.m_len - m0);
     var sums: array<f32, VALUES>;
-    // Teams past the chunk's last row still take part in the barriers below.
+    // Teams past the chunk's last row still take part in the reduction.
     let live = first * PAIR < p.n_len;
     for (var q = select(quads, lane, live); q < quads; q += TEAM) {
         var words: array<vec4<u32>, ROWS>;
@@ -82,37 +84,28 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
+    return sums;
+}
 
-    // Each team's lanes fold together, pairwise, in the same order for every value.
-    for (var v = 0u; v < VALUES; v++) {
-        partial[v * THREADS + tid] = sums[v];
-    }
-    workgroupBarrier();
-    for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
-        if (lane < stride) {
-            for (var v = 0u; v < VALUES; v++) {
-                partial[v * THREADS + tid] += partial[v * THREADS + tid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
-    if (lane != 0u) {
-        return;
-    }
+// Lane 0's work once its team's sums are whole: the outputs of the tokens of workgroup
+// row `wz`, with the epilogue.
+fn store_outputs(first: u32, wz: u32, sums: array<f32, VALUES>) {
+    let m0 = wz * TOKENS;
+    let tokens = min(TOKENS, p.m_len - m0);
     for (var t = 0u; t < TOKENS; t++) {
         if (t >= tokens) {
             break;
         }
-        let s = norm_scale(partial[(SUMS + t) * THREADS + tid]);
+        let s = norm_scale(sums[SUMS + t]);
         for (var o = 0u; o < OUTPUTS; o++) {
             let out = first + o;
             if (out * PAIR >= p.n_len) {
                 break;
             }
             let r = t * ROWS + o * PAIR;
-            var acc = vec2<f32>(partial[r * THREADS + tid], 0.0);
+            var acc = vec2<f32>(sums[r], 0.0);
             if (PAIR == 2u) {
-                acc.y = partial[(r + 1u) * THREADS + tid];
+                acc.y = sums[r + 1u];
             }
             finish(m0 + t, out, acc, s);
         }

@@ -330,18 +330,20 @@ fn run(opts: &Options) -> Result<(), String> {
         precision_name(precision),
         precision_name(default)
     );
-    let launch = matmul::GemvLaunch::current();
+    let launch = matmul::GemvLaunch::for_context(&ctx);
+    let [o1, o4, o8] = launch.outputs;
     println!(
-        "wg launch:   {} threads per row, {} rows' teams per workgroup, {} outputs per thread \
-         (GLIM_GEMV={},{},{},{},{} to change)",
+        "wg launch:   {} threads per row, {} rows' teams per workgroup, {o1} outputs per thread, \
+         {} (GLIM_GEMV={},{},{o1},{o4},{o8} to change)",
         launch.team,
         launch.teams,
-        launch.outputs[0],
+        if launch.subgroup {
+            "subgroup reduction"
+        } else {
+            "workgroup-memory reduction"
+        },
         launch.team,
         launch.teams,
-        launch.outputs[0],
-        launch.outputs[1],
-        launch.outputs[2]
     );
     println!(
         "timing:      wall clock of submit + wait for a batch of B launches, / B; median and min over R batches, \

@@ -43,6 +43,15 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
+/// "no", or the subgroup size ("32") or range of sizes ("8-32").
+fn subgroups(a: &AdapterSummary) -> String {
+    match a.subgroup_sizes {
+        _ if !a.subgroups => "no".into(),
+        [min, max] if min == max => min.to_string(),
+        [min, max] => format!("{min}-{max}"),
+    }
+}
+
 /// The adapters as an aligned table, one per line, the picked one marked with `*`.
 fn table(adapters: &[AdapterSummary], picked: Option<usize>) -> String {
     let header = [
@@ -74,7 +83,7 @@ fn table(adapters: &[AdapterSummary], picked: Option<usize>) -> String {
                 a.driver.clone()
             },
             yes_no(a.shader_f16).into(),
-            yes_no(a.subgroups).into(),
+            subgroups(a),
             format!("{} MiB", a.max_storage_binding / (1024 * 1024)),
         ]);
     }
@@ -107,10 +116,22 @@ mod tests {
             driver: "Mesa".into(),
             shader_f16: true,
             subgroups: false,
+            subgroup_sizes: [4, 128],
             timestamps: false,
             max_storage_binding: 128 << 20,
             max_buffer: 256 << 20,
         }
+    }
+
+    #[test]
+    fn subgroups_show_their_size_or_range() {
+        let mut a = adapter(0, "llvmpipe");
+        assert_eq!(subgroups(&a), "no");
+        a.subgroups = true;
+        a.subgroup_sizes = [8, 8];
+        assert_eq!(subgroups(&a), "8");
+        a.subgroup_sizes = [8, 32];
+        assert_eq!(subgroups(&a), "8-32");
     }
 
     #[test]

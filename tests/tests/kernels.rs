@@ -3,7 +3,7 @@
 
 use glim::gpu::{DType, GpuContext, Precision, Tensor};
 use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
-use glim::kernels::matmul::{self, Epilogue, Fusion, Shape};
+use glim::kernels::matmul::{self, Epilogue, Fusion, GemvLaunch, Shape};
 use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
 use glim::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use glim::kernels::weight::GpuWeight;
@@ -113,9 +113,10 @@ fn check_matmul_variant(
     // f32 accumulation over k terms in another order: a few ulps of the output's scale.
     let abs = rms(&want) * 1e-5 * (k as f32).sqrt();
     let what = format!(
-        "{} {precision:?} {:?} norm={} {:?} m={m} n={n} k={k} ({} chunks)",
+        "{} {precision:?} {:?}{} norm={} {:?} m={m} n={n} k={k} ({} chunks)",
         format.name(),
         v.shape,
+        launch_note(ctx, v.shape),
         v.norm,
         v.epilogue,
         weight.chunks.len()
@@ -123,7 +124,8 @@ fn check_matmul_variant(
     assert_close(&what, &got, &want, abs, rel_tol(precision));
 }
 
-/// Every kernel and fusion for `m` rows of an `n x k` matmul with `epilogues`.
+/// Every kernel and fusion for `m` rows of an `n x k` matmul with `epilogues`; `gemv`
+/// with each launch [`gemv_contexts`] gives.
 fn check_matmul(
     ctx: &GpuContext,
     format: WeightFormat,
@@ -132,7 +134,51 @@ fn check_matmul(
     epilogues: &[Epilogue],
 ) {
     for v in Variant::each(m, n, epilogues) {
-        check_matmul_variant(ctx, format, precision, (m, n, k), v);
+        let contexts = match v.shape {
+            Shape::Gemv => gemv_contexts(ctx),
+            _ => vec![ctx],
+        };
+        for ctx in contexts {
+            check_matmul_variant(ctx, format, precision, (m, n, k), v);
+        }
+    }
+}
+
+/// `ctx`, and a context that launches `gemv` otherwise where there is one: on lavapipe
+/// `ctx` reduces by subgroup shuffles in 8-thread teams and the other over workgroup
+/// memory in 32-thread teams, as GPUs without a 32-wide subgroup do.
+fn gemv_contexts(ctx: &GpuContext) -> Vec<&GpuContext> {
+    let mut all = vec![ctx];
+    if let Some(other) = gpu_with_gpu_kernels() {
+        if GemvLaunch::for_context(other) != GemvLaunch::for_context(ctx) {
+            all.push(other);
+        }
+    }
+    all
+}
+
+/// On lavapipe (8-lane subgroups) the tests above run both of `gemv`'s reductions: the
+/// shuffles with the CPU launch, workgroup memory with the GPU one.
+#[test]
+fn lavapipe_tests_both_gemv_reductions() {
+    let Some(ctx) = gpu() else { return };
+    if ctx.subgroup_size() != Some(GemvLaunch::CPU.team as u32) || !ctx.is_cpu() {
+        eprintln!("not lavapipe's subgroups: gemv runs one reduction here");
+        return;
+    }
+    let launches: Vec<GemvLaunch> = gemv_contexts(ctx)
+        .into_iter()
+        .map(GemvLaunch::for_context)
+        .collect();
+    let subgroup: Vec<bool> = launches.iter().map(|l| l.subgroup).collect();
+    assert_eq!(subgroup, [true, false], "{launches:?}");
+}
+
+/// How `gemv` is launched on `ctx`, for failure messages.
+fn launch_note(ctx: &GpuContext, shape: Shape) -> String {
+    match shape {
+        Shape::Gemv => format!(" {:?}", GemvLaunch::for_context(ctx)),
+        _ => String::new(),
     }
 }
 
@@ -164,55 +210,67 @@ fn each_token_is_bitwise_the_same_in_any_pass() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
         for format in WeightFormat::ALL {
-            let (n, k) = (130, 576);
-            let mut r = rng(77);
-            let w = random_vec(&mut r, n * k, 0.5);
-            let packed = PackedWeight::quantize(format, &w, n, k).unwrap();
-            let weight = GpuWeight::upload(ctx, &packed).unwrap();
-            let nt = ctx
-                .tensor_from_f32(&random_vec(&mut r, k, 1.0), &[k], DType::F32)
-                .unwrap();
-            let m = 40; // past the prefill kernel's 32-token tile
-            let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
-            let before = as_stored(&random_vec(&mut r, m * n, 1.0), precision);
             for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
-                let (tokens, batches): (usize, &[usize]) = match shape {
-                    Shape::Gemv | Shape::GemvRows => (9, &[2, 4, 5, 9]),
-                    _ => (40, &[2, 9, 33, 40]),
+                let contexts = match shape {
+                    Shape::Gemv => gemv_contexts(ctx),
+                    _ => vec![ctx],
                 };
-                for (norm, epilogue) in [(true, Epilogue::SwiGlu), (false, Epilogue::Add)] {
-                    let fusion = Fusion {
-                        norm: norm.then_some((&nt, 1e-5)),
-                        epilogue,
-                    };
-                    let outputs = n / epilogue_rows(epilogue);
-                    let y_len = |rows: usize| rows * outputs;
-                    let run_rows = |rows: std::ops::Range<usize>| {
-                        let xt = upload(ctx, &x[rows.start * k..rows.end * k], precision);
-                        let y_before = &before[y_len(rows.start)..y_len(rows.end)];
-                        let yt = upload(ctx, y_before, precision);
-                        let ops = matmul::fused(ctx, &xt, &weight, &yt, rows.len(), &fusion, shape)
-                            .unwrap();
-                        run(ctx, &ops.iter().collect::<Vec<_>>());
-                        ctx.read_f32_blocking(&yt).unwrap()
-                    };
-                    let alone: Vec<Vec<f32>> = (0..tokens).map(|t| run_rows(t..t + 1)).collect();
-                    for &batch in batches {
-                        let together = run_rows(0..batch);
-                        for (t, lone) in alone.iter().take(batch).enumerate() {
-                            let got = &together[t * outputs..(t + 1) * outputs];
-                            let what = format!(
-                                "{} {precision:?} {shape:?} norm={norm} {epilogue:?}: token {t} of {batch}",
-                                format.name()
-                            );
-                            let same = got
-                                .iter()
-                                .zip(lone)
-                                .all(|(a, b)| a.to_bits() == b.to_bits());
-                            assert!(same, "{what} differs from the token alone");
-                        }
-                    }
+                for ctx in contexts {
+                    check_any_pass(ctx, precision, format, shape);
                 }
+            }
+        }
+    }
+}
+
+/// Runs 9 (decode) or 40 (prefill) tokens alone and in passes of several sizes through
+/// `shape` and checks each token's outputs are the same bits every time.
+fn check_any_pass(ctx: &GpuContext, precision: Precision, format: WeightFormat, shape: Shape) {
+    let (n, k) = (130, 576);
+    let mut r = rng(77);
+    let w = random_vec(&mut r, n * k, 0.5);
+    let packed = PackedWeight::quantize(format, &w, n, k).unwrap();
+    let weight = GpuWeight::upload(ctx, &packed).unwrap();
+    let nt = ctx
+        .tensor_from_f32(&random_vec(&mut r, k, 1.0), &[k], DType::F32)
+        .unwrap();
+    let m = 40; // past the prefill kernel's 32-token tile
+    let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
+    let before = as_stored(&random_vec(&mut r, m * n, 1.0), precision);
+    let (tokens, batches): (usize, &[usize]) = match shape {
+        Shape::Gemv | Shape::GemvRows => (9, &[2, 4, 5, 9]),
+        _ => (40, &[2, 9, 33, 40]),
+    };
+    for (norm, epilogue) in [(true, Epilogue::SwiGlu), (false, Epilogue::Add)] {
+        let fusion = Fusion {
+            norm: norm.then_some((&nt, 1e-5)),
+            epilogue,
+        };
+        let outputs = n / epilogue_rows(epilogue);
+        let y_len = |rows: usize| rows * outputs;
+        let run_rows = |rows: std::ops::Range<usize>| {
+            let xt = upload(ctx, &x[rows.start * k..rows.end * k], precision);
+            let y_before = &before[y_len(rows.start)..y_len(rows.end)];
+            let yt = upload(ctx, y_before, precision);
+            let ops = matmul::fused(ctx, &xt, &weight, &yt, rows.len(), &fusion, shape).unwrap();
+            run(ctx, &ops.iter().collect::<Vec<_>>());
+            ctx.read_f32_blocking(&yt).unwrap()
+        };
+        let alone: Vec<Vec<f32>> = (0..tokens).map(|t| run_rows(t..t + 1)).collect();
+        for &batch in batches {
+            let together = run_rows(0..batch);
+            for (t, lone) in alone.iter().take(batch).enumerate() {
+                let got = &together[t * outputs..(t + 1) * outputs];
+                let what = format!(
+                    "{} {precision:?} {shape:?}{} norm={norm} {epilogue:?}: token {t} of {batch}",
+                    format.name(),
+                    launch_note(ctx, shape),
+                );
+                let same = got
+                    .iter()
+                    .zip(lone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what} differs from the token alone");
             }
         }
     }

@@ -65,6 +65,8 @@ pub struct AdapterSummary {
     pub driver: String,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// The smallest and largest subgroup the adapter runs (meaningful with `subgroups`).
+    pub subgroup_sizes: [u32; 2],
     pub timestamps: bool,
     pub max_storage_binding: u64,
     pub max_buffer: u64,
@@ -84,6 +86,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
             .to_string(),
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
+        subgroup_sizes: [info.subgroup_min_size, info.subgroup_max_size],
         timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         max_storage_binding: limits.max_storage_buffer_binding_size,
         max_buffer: limits.max_buffer_size,
@@ -310,6 +313,17 @@ impl GpuContext {
             && !self.gpu_kernels
             && (self.summary.device_type == "Cpu"
                 || self.summary.name.to_lowercase().contains("llvmpipe"))
+    }
+
+    /// The one size every subgroup has on this device, where kernels may use subgroup
+    /// operations: the adapter has them and runs a single size. Never in the browser:
+    /// Chromium wants `enable subgroups;`, which naga (validating every shader) rejects.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let [min, max] = self.summary.subgroup_sizes;
+        let usable = !cfg!(target_arch = "wasm32")
+            && self.features.contains(wgpu::Features::SUBGROUP)
+            && min == max;
+        usable.then_some(min)
     }
 
     /// Pick the kernels built for GPUs even on a CPU adapter: lets tests run a whole model

@@ -56,33 +56,58 @@ struct Params {
 /// How `gemv` is launched (see gemv.wgsl): `team` threads walk one row together, `teams`
 /// teams share a workgroup, and each thread owns `outputs[i]` outputs for 1, up to 4 and up
 /// to 8 tokens per workgroup (each input load serves all of them; fewer for more tokens,
-/// whose sums must stay in registers too).
+/// whose sums must stay in registers too). With `subgroup`, a team is one subgroup and
+/// reduces by shuffles (gemv_subgroup.wgsl), else over workgroup memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemvLaunch {
     pub team: usize,
     pub teams: usize,
     pub outputs: [usize; 3],
+    pub subgroup: bool,
 }
 
 impl GemvLaunch {
-    pub const DEFAULT: GemvLaunch = GemvLaunch {
+    /// For GPUs: a 32-thread team reads 512 consecutive bytes per step, and 4 outputs per
+    /// thread give each input load 4 rows' work.
+    pub const GPU: GemvLaunch = GemvLaunch {
         team: 32,
         teams: 4,
         outputs: [4, 2, 1],
+        subgroup: false,
     };
 
-    /// The launch every `gemv` of this process uses: [`Self::DEFAULT`], or
-    /// `GLIM_GEMV=TEAM,TEAMS,OUT1,OUT4,OUT8` (for sweeps with `kernel-bench`; a value that
-    /// does not parse or fit is reported once and the default used).
-    pub fn current() -> GemvLaunch {
-        static LAUNCH: OnceLock<GemvLaunch> = OnceLock::new();
-        *LAUNCH.get_or_init(|| match std::env::var("GLIM_GEMV") {
-            Err(_) => Self::DEFAULT,
-            Ok(text) => Self::parse(&text).unwrap_or_else(|why| {
-                eprintln!("glim: ignoring GLIM_GEMV={text:?}: {why}");
-                Self::DEFAULT
-            }),
-        })
+    /// For CPU adapters (lavapipe runs 8-lane subgroups): a team the width of the SIMD
+    /// lanes leaves none idle on short rows (SmolLM2's K = 576 is 18 quads of f16), and 8
+    /// outputs per thread make each input load serve 8 rows. lavapipe, f16 SmolLM2 decode:
+    /// 5.2 tok/s against 3.6 with [`Self::GPU`] (benches/RESULTS.md).
+    pub const CPU: GemvLaunch = GemvLaunch {
+        team: 8,
+        teams: 8,
+        outputs: [8, 2, 1],
+        subgroup: false,
+    };
+
+    /// The launch `gemv` uses on `ctx`: [`Self::CPU`] or [`Self::GPU`] by the adapter's
+    /// kind, or `GLIM_GEMV=TEAM,TEAMS,OUT1,OUT4,OUT8` (for sweeps with `kernel-bench`; a
+    /// value that does not parse or fit is reported once and ignored). Teams reduce by
+    /// subgroup shuffles where the adapter's one subgroup size is the team's.
+    pub fn for_context(ctx: &GpuContext) -> GemvLaunch {
+        static FROM_ENV: OnceLock<Option<GemvLaunch>> = OnceLock::new();
+        let from_env = FROM_ENV.get_or_init(|| {
+            let text = std::env::var("GLIM_GEMV").ok()?;
+            Self::parse(&text)
+                .map_err(|why| eprintln!("glim: ignoring GLIM_GEMV={text:?}: {why}"))
+                .ok()
+        });
+        let chosen = match from_env {
+            Some(launch) => *launch,
+            None if ctx.is_cpu() => Self::CPU,
+            None => Self::GPU,
+        };
+        GemvLaunch {
+            subgroup: ctx.subgroup_size() == Some(chosen.team as u32),
+            ..chosen
+        }
     }
 
     /// `TEAM,TEAMS,OUT1,OUT4,OUT8`, checked against WebGPU's default limits.
@@ -98,6 +123,7 @@ impl GemvLaunch {
             team,
             teams,
             outputs: [o1, o4, o8],
+            subgroup: false,
         };
         if !team.is_power_of_two() || teams == 0 || team * teams > 256 {
             return Err("TEAM must be a power of two and TEAM x TEAMS at most 256".into());
@@ -264,22 +290,20 @@ pub(crate) fn weight_access(precision: Precision, format: WeightFormat, parts: &
 }
 
 /// The matmul kernel of `shape` for one precision, weight format and fusion, its decode
-/// workgroups taking `tokens` tokens (1 for the GEMMs).
+/// workgroups taking `tokens` tokens (1 for the GEMMs); `gemv` is built for `launch`.
 pub fn source(
     precision: Precision,
     format: WeightFormat,
-    norm: bool,
-    epilogue: Epilogue,
+    (norm, epilogue): (bool, Epilogue),
     shape: Shape,
     tokens: usize,
+    launch: &GemvLaunch,
 ) -> KernelSource {
     let code = |e| match e {
         Epilogue::Store => 0,
         Epilogue::Add => 1,
         Epilogue::SwiGlu => 2,
     };
-    // The launch shape comes from here, so host and shader cannot disagree on it.
-    let launch = GemvLaunch::current();
     let fusion = [("NORM", norm as usize), ("EPILOGUE", code(epilogue))];
     let consts = |shape_consts: &[(&str, usize)]| {
         fusion
@@ -296,7 +320,11 @@ pub fn source(
                 ("TEAMS", launch.teams),
                 ("OUTPUTS", launch.outputs(tokens)),
             ]),
-            &[wgsl::MATMUL_COMMON, wgsl::GEMV],
+            if launch.subgroup {
+                &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_SUBGROUP]
+            } else {
+                &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_WORKGROUP]
+            },
         ),
         _ => {
             let tile = gemv_rows_tile(tokens);
@@ -325,7 +353,7 @@ pub fn source(
     let parts = [&[consts.as_str()], kernel_parts].concat();
     KernelSource {
         label: format!(
-            "matmul.{}.{}.{}{epilogue:?}{}",
+            "matmul.{}.{}.{}{epilogue:?}{}{}",
             format.name(),
             precision_tag(precision),
             if norm { "norm." } else { "" },
@@ -334,6 +362,15 @@ pub fn source(
             } else {
                 String::new()
             },
+            match shape {
+                Shape::Gemv => format!(
+                    ".team{}x{}{}",
+                    launch.team,
+                    launch.teams,
+                    if launch.subgroup { ".subgroup" } else { "" }
+                ),
+                _ => String::new(),
+            },
         ),
         source: weight_access(precision, format, &parts),
         entry: shape.entry(),
@@ -341,16 +378,36 @@ pub fn source(
     }
 }
 
-/// Every matmul variant, for the shader-translation test.
+/// Every matmul variant, for the shader-translation test: `gemv` with both launches and
+/// both reductions.
 pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> {
+    let launches = [GemvLaunch::GPU, GemvLaunch::CPU].map(|launch| GemvLaunch {
+        subgroup: launch == GemvLaunch::GPU,
+        ..launch
+    });
     let mut all = Vec::new();
     for norm in [false, true] {
         for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
             for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
                 for m in [1, 4, MAX_DECODE_TOKENS] {
                     let tokens = shape.tokens_per_workgroup(m);
-                    if m == 1 || tokens > 1 {
-                        all.push(source(precision, format, norm, epilogue, shape, tokens));
+                    if m > 1 && tokens == 1 {
+                        continue;
+                    }
+                    let each_launch = if shape == Shape::Gemv {
+                        &launches[..]
+                    } else {
+                        &launches[..1]
+                    };
+                    for launch in each_launch {
+                        all.push(source(
+                            precision,
+                            format,
+                            (norm, epilogue),
+                            shape,
+                            tokens,
+                            launch,
+                        ));
                     }
                 }
             }
@@ -422,13 +479,15 @@ pub fn fused(
         _ => shape,
     };
     let tokens = shape.tokens_per_workgroup(m);
+    // The launch shape comes from here, so host and shader cannot disagree on it.
+    let launch = GemvLaunch::for_context(ctx);
     let kernel = source(
         precision,
         w.format,
-        fusion.norm.is_some(),
-        fusion.epilogue,
+        (fusion.norm.is_some(), fusion.epilogue),
         shape,
         tokens,
+        &launch,
     );
     let token_blocks = m.div_ceil(tokens) as u32;
     w.chunks
@@ -450,7 +509,6 @@ pub fn fused(
             };
             let workgroups = match shape {
                 Shape::Gemv => {
-                    let launch = GemvLaunch::current();
                     decode_grid(chunk_outputs.div_ceil(launch.teams * launch.outputs(tokens)))
                 }
                 Shape::GemvRows => decode_grid(chunk.rows.div_ceil(ROWS_PER_WORKGROUP * ROWS_V)),
@@ -559,7 +617,8 @@ mod tests {
             GemvLaunch {
                 team: 64,
                 teams: 2,
-                outputs: [2, 1, 1]
+                outputs: [2, 1, 1],
+                subgroup: false,
             }
         );
         assert!(GemvLaunch::parse("32,4,4,2").is_err(), "four numbers");
@@ -569,11 +628,10 @@ mod tests {
         let too_big = GemvLaunch::parse("32,8,4,2,2").unwrap_err();
         assert!(too_big.contains("workgroup memory"), "{too_big}");
         assert!(GemvLaunch::parse("32,4,x,2,1").is_err());
-        let default = GemvLaunch::DEFAULT;
-        let text = format!(
-            "{},{},{},{},{}",
-            default.team, default.teams, default.outputs[0], default.outputs[1], default.outputs[2]
-        );
-        assert_eq!(GemvLaunch::parse(&text), Ok(default), "the default fits");
+        for default in [GemvLaunch::GPU, GemvLaunch::CPU] {
+            let [o1, o4, o8] = default.outputs;
+            let text = format!("{},{},{o1},{o4},{o8}", default.team, default.teams);
+            assert_eq!(GemvLaunch::parse(&text), Ok(default), "the defaults fit");
+        }
     }
 }

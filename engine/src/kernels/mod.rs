@@ -22,6 +22,8 @@ pub(crate) mod wgsl {
     pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
     pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
     pub const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
+    pub const GEMV_WORKGROUP: &str = include_str!("../../../shaders/gemv_workgroup.wgsl");
+    pub const GEMV_SUBGROUP: &str = include_str!("../../../shaders/gemv_subgroup.wgsl");
     pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
     pub const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
     pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
