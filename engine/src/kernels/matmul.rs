@@ -79,7 +79,7 @@ impl GemvLaunch {
     /// For CPU adapters (lavapipe runs 8-lane subgroups): a team the width of the SIMD
     /// lanes leaves none idle on short rows (SmolLM2's K = 576 is 18 quads of f16), and 8
     /// outputs per thread make each input load serve 8 rows. lavapipe, f16 SmolLM2 decode:
-    /// 5.2 tok/s against 3.6 with [`Self::GPU`] (benches/RESULTS.md).
+    /// 4.5-5.0 tok/s against 3.1-3.3 with [`Self::GPU`] (benches/RESULTS.md).
     pub const CPU: GemvLaunch = GemvLaunch {
         team: 8,
         teams: 8,
