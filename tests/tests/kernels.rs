@@ -125,7 +125,7 @@ fn check_matmul_variant(
 }
 
 /// Every kernel and fusion for `m` rows of an `n x k` matmul with `epilogues`; `gemv`
-/// with each launch [`gemv_contexts`] gives.
+/// with each launch [`contexts_for`] gives.
 fn check_matmul(
     ctx: &GpuContext,
     format: WeightFormat,
@@ -134,22 +134,19 @@ fn check_matmul(
     epilogues: &[Epilogue],
 ) {
     for v in Variant::each(m, n, epilogues) {
-        let contexts = match v.shape {
-            Shape::Gemv => gemv_contexts(ctx),
-            _ => vec![ctx],
-        };
-        for ctx in contexts {
+        for ctx in contexts_for(ctx, v.shape) {
             check_matmul_variant(ctx, format, precision, (m, n, k), v);
         }
     }
 }
 
-/// `ctx`, and a context that launches `gemv` otherwise where there is one: on lavapipe
-/// `ctx` reduces by subgroup shuffles in 8-thread teams and the other over workgroup
-/// memory in 32-thread teams, as GPUs without a 32-wide subgroup do.
-fn gemv_contexts(ctx: &GpuContext) -> Vec<&GpuContext> {
+/// The contexts a `shape` check runs on: `ctx`, and for `gemv` a context that launches it
+/// otherwise where there is one: on lavapipe `ctx` reduces by subgroup shuffles in
+/// 8-thread teams and the other over workgroup memory in 32-thread teams, as GPUs without
+/// a 32-wide subgroup do.
+fn contexts_for(ctx: &GpuContext, shape: Shape) -> Vec<&GpuContext> {
     let mut all = vec![ctx];
-    if let Some(other) = gpu_with_gpu_kernels() {
+    if let (Shape::Gemv, Some(other)) = (shape, gpu_with_gpu_kernels()) {
         if GemvLaunch::for_context(other) != GemvLaunch::for_context(ctx) {
             all.push(other);
         }
@@ -166,7 +163,7 @@ fn lavapipe_tests_both_gemv_reductions() {
         eprintln!("not lavapipe's subgroups: gemv runs one reduction here");
         return;
     }
-    let launches: Vec<GemvLaunch> = gemv_contexts(ctx)
+    let launches: Vec<GemvLaunch> = contexts_for(ctx, Shape::Gemv)
         .into_iter()
         .map(GemvLaunch::for_context)
         .collect();
@@ -211,11 +208,7 @@ fn each_token_is_bitwise_the_same_in_any_pass() {
     for precision in precisions(ctx) {
         for format in WeightFormat::ALL {
             for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
-                let contexts = match shape {
-                    Shape::Gemv => gemv_contexts(ctx),
-                    _ => vec![ctx],
-                };
-                for ctx in contexts {
+                for ctx in contexts_for(ctx, shape) {
                     check_any_pass(ctx, precision, format, shape);
                 }
             }
