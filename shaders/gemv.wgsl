@@ -1,6 +1,7 @@
-// Decode on GPUs: y = W x for up to TOKENS tokens per workgroup (one sequence's token, or
-// one token each of a batch of sequences; workgroups along z take further blocks of
-// TOKENS), with matmul_common.wgsl's fusions. Built for memory bandwidth:
+// Decode on GPUs (and of f16 weights on CPU adapters): y = W x for up to TOKENS tokens
+// per workgroup (one sequence's token, or one token each of a batch of sequences;
+// workgroups along z take further blocks of TOKENS), with matmul_common.wgsl's fusions.
+// Built for memory bandwidth:
 // - W is read a quad (four u32 words, 16 bytes) per load: a quad is one group of a
 //   quantized format (one scale) or eight f16 weights. A team of TEAM threads walks a row's
 //   quads together, so a team's loads cover consecutive bytes.
