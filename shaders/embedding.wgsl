@@ -1,5 +1,6 @@
 // out[t, :] = table[ids[t], :], dequantizing the row. One dispatch per chunk of the table;
-// it writes only the tokens whose id falls in [row_start, row_start + rows).
+// it writes only the tokens whose id falls in [row_start, row_start + rows). The table is
+// in any weight format (weights_common.wgsl declares its bindings, 2 and 3).
 
 struct Params {
     n_tokens: u32,
@@ -10,8 +11,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> codes: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<act>;
 
 @compute @workgroup_size(256)

@@ -1,26 +1,24 @@
-// Decode on GPUs (and of f16 weights on CPU adapters): y = W x for up to TOKENS tokens
+// Decode on GPUs (and of float weights on CPU adapters): y = W x for up to TOKENS tokens
 // per workgroup (one sequence's token, or one token each of a batch of sequences;
 // workgroups along z take further blocks of TOKENS), with matmul_common.wgsl's fusions.
 // Built for memory bandwidth:
-// - W is read a quad (four u32 words, 16 bytes) per load: a quad is one group of a
-//   quantized format (one scale) or eight f16 weights. A team of TEAM threads walks a row's
-//   quads together, so a team's loads cover consecutive bytes.
+// - W is read a segment per load (load_seg: 16 bytes of codes for most formats, plus the
+//   segment's scales). A team of TEAM threads walks a row's segments together, so a team's
+//   loads cover consecutive bytes.
 // - Each thread owns OUTPUTS outputs (ROWS rows of W: gate and up for SwiGLU) and reads
-//   each quad's inputs once for all of them, as vec4 loads; the team's TEAMS neighbours
+//   each segment's inputs once for all of them, as vec4 loads; the team's TEAMS neighbours
 //   in the workgroup take the next outputs.
-// - A code becomes a number without an integer-to-float conversion (word_centered), and
-//   a quad's scale is applied once to its sum.
+// - The format decodes codes without integer-to-float conversions (centered) and applies
+//   a segment's scales once to its sum (seg_dot).
 // - A team's sums meet in a pairwise tree: by subgroup shuffles where a team is one
 //   subgroup (gemv_subgroup.wgsl), else over workgroup memory with log2(TEAM) barriers
 //   (gemv_workgroup.wgsl); the host appends one of the two, each with the entry point.
 //   Both add the same pairs in the same order, so they give the same bits.
 // A token's sums are taken in the same order whatever TOKENS is and whatever else is in
 // the batch, so a sequence decodes to the same bits alone or batched.
-// The host only picks this kernel where K is a multiple of 4 (whole vec4s of inputs) and a
-// row is whole quads (f16: K a multiple of 8; quantized: WORDS_PER_GROUP a multiple of 4).
+// The host only picks this kernel where K is a multiple of 4 (whole vec4s of inputs).
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<act>>;
-@group(0) @binding(2) var<storage, read> codes4: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> norm4: array<vec4<f32>>;  // read only when NORM = 1
 
 const THREADS: u32 = TEAM * TEAMS;
@@ -28,41 +26,38 @@ const ROWS: u32 = OUTPUTS * PAIR;
 // Per thread: a sum per token and row, then each token's sum of squared inputs.
 const SUMS: u32 = TOKENS * ROWS;
 const VALUES: u32 = SUMS + TOKENS;
-const QUAD_INPUTS: u32 = 4u * CODES_PER_WORD;
 
 // The first output of team `team` of workgroup `wid`.
 fn first_output(wid: vec3<u32>, nwg: vec3<u32>, team: u32) -> u32 {
     return ((wid.x + wid.y * nwg.x) * TEAMS + team) * OUTPUTS;
 }
 
-// Lane `lane`'s share of its team's sums: the quads lane, lane + TEAM, ... of each row,
+// Lane `lane`'s share of its team's sums: the segments lane, lane + TEAM, ... of each row,
 // for the tokens of workgroup row `wz`.
 fn lane_sums(first: u32, wz: u32, lane: u32) -> array<f32, VALUES> {
     let m0 = wz * TOKENS;
-    let quads = words_per_row(p.k_len) / 4u;
+    let segs = segs_per_row(p.k_len);
     // Loops over tokens run to the constant TOKENS (so they unroll and the sums stay in
     // registers) and leave at the last live token.
     let tokens = min(TOKENS, p.m_len - m0);
     var sums: array<f32, VALUES>;
     // Teams past the chunk's last row still take part in the reduction.
     let live = first * PAIR < p.n_len;
-    for (var q = select(quads, lane, live); q < quads; q += TEAM) {
-        var words: array<vec4<u32>, ROWS>;
-        var scale: array<f32, ROWS>;
+    for (var s = select(segs, lane, live); s < segs; s += TEAM) {
+        var seg: array<Seg, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
             // Rows past the chunk read its last row; their sums are never stored.
-            let row = min(first * PAIR + r, p.n_len - 1u);
-            words[r] = codes4[row * quads + q];
-            scale[r] = word_scale(row, q * 4u, p.k_len);
+            seg[r] = load_seg(min(first * PAIR + r, p.n_len - 1u), s, p.k_len);
         }
-        let k0 = q * QUAD_INPUTS;
+        let k0 = s * SEG;
         for (var t = 0u; t < TOKENS; t++) {
             if (t >= tokens) {
                 break;
             }
-            // Past K the inputs are zeros: the padding codes of a last group add nothing.
-            var xs: array<vec4<f32>, CODES_PER_WORD>;
-            for (var i = 0u; i < CODES_PER_WORD; i++) {
+            // Past K the inputs are zeros: the padding of a last segment adds nothing.
+            var xs: SegInputs;
+            var xsum = 0.0;
+            for (var i = 0u; i < SEG4; i++) {
                 let k = k0 + 4u * i;
                 if (k < p.k_len) {
                     var v = vec4<f32>(x4[((m0 + t) * p.k_len + k) / 4u]);
@@ -71,17 +66,13 @@ fn lane_sums(first: u32, wz: u32, lane: u32) -> array<f32, VALUES> {
                         v *= norm4[k / 4u];
                     }
                     xs[i] = v;
+                    if (SEG_XSUM) {
+                        xsum += (v.x + v.y) + (v.z + v.w);
+                    }
                 }
             }
             for (var r = 0u; r < ROWS; r++) {
-                var dot_sum = 0.0;
-                for (var w = 0u; w < 4u; w++) {
-                    for (var j = 0u; j < CODES_PER_WORD; j++) {
-                        let k = w * CODES_PER_WORD + j;
-                        dot_sum += word_centered(words[r][w], j) * xs[k / 4u][k % 4u];
-                    }
-                }
-                sums[t * ROWS + r] += scale[r] * dot_sum;
+                sums[t * ROWS + r] += seg_dot(seg[r], xs, xsum);
             }
         }
     }

@@ -1,12 +1,11 @@
-// The matmul kernels that read inputs and codes one element at a time: decode on CPU
-// adapters (gemv_rows) and prefill (gemm_rows on CPU adapters, gemm on GPUs). The host
-// defines THREADS (threads per workgroup of gemv_rows and gemm_rows), TOKENS (tokens per
-// gemv_rows workgroup), ROWS_V (rows of W per gemv_rows thread: each input load serves all
-// of them), ROWS_W and ROWS_M (rows of W per gemm_rows thread and tokens per gemm_rows
-// workgroup).
+// The matmul kernels that stage inputs in workgroup memory: decode on CPU adapters
+// (gemv_rows) and prefill (gemm_rows on CPU adapters, gemm on GPUs). Weights are read a
+// segment at a time through the format's load_seg / seg_dot / seg_weight. The host defines
+// THREADS (threads per workgroup of gemv_rows and gemm_rows), TOKENS (tokens per gemv_rows
+// workgroup), ROWS_V (rows of W per gemv_rows thread: each input load serves all of them),
+// ROWS_W and ROWS_M (rows of W per gemm_rows thread and tokens per gemm_rows workgroup).
 
 @group(0) @binding(1) var<storage, read> x: array<act>;
-@group(0) @binding(2) var<storage, read> codes: array<u32>;
 @group(0) @binding(5) var<storage, read> norm: array<f32>;  // read only when NORM = 1
 
 // Input k of row m as the matmul multiplies it (before the RMSNorm scale).
@@ -20,20 +19,15 @@ fn input_at(m: u32, k: u32) -> f32 {
 
 // Decode on CPU adapters (lavapipe): up to TOKENS tokens per workgroup, as gemv. Each
 // thread owns ROWS_V outputs and walks their rows alone, while the workgroup's threads step
-// through K together. Their input values are then the same at every step (read from
-// workgroup memory at one address), so a SIMD lane per thread loads one word of codes per
-// CODES_PER_WORD multiply-adds for every token, instead of a code and an input per weight.
-// Each group's scale and zero point are applied once, to the group's sum:
-// sum (c - zero) * s * x = s * (sum c * x - zero * sum x), with the inputs' group sums
-// staged beside them. The host sets XS_LEN (inputs per token per tile, a multiple of every
-// GROUP_SIZE) and sizes the tiles: words of whole fours of codes (q4) read their inputs four
-// at a time from xs_tile4 (XS4_LEN), other formats one at a time from xs_tile (XS1_LEN); a
-// vector's dynamic lane costs more there. The unused tile has a token size.
-const XS_VEC4: bool = CODES_PER_WORD % 4u == 0u;
-const XS_GROUPS: u32 = XS_LEN / GROUP_SIZE;
-var<workgroup> xs_tile: array<f32, XS1_LEN>;
-var<workgroup> xs_tile4: array<vec4<f32>, XS4_LEN>;
-var<workgroup> xs_group_sum: array<f32, TOKENS * XS_GROUPS>;
+// through K together. Their inputs are then the same at every step (read from workgroup
+// memory at one address), so a SIMD lane per thread loads a segment of each of its rows
+// per SEG multiply-adds for every token, instead of a code and an input per weight.
+// The host sets XS_LEN (inputs per token per tile, a multiple of every SEG) and XS4_LEN
+// (TOKENS * XS_LEN / 4); formats with a per-segment offset get the inputs' segment sums
+// staged beside them (XS_SUM_LEN).
+const XS_SEGS: u32 = XS_LEN / SEG;
+var<workgroup> xs_tile: array<vec4<f32>, XS4_LEN>;
+var<workgroup> xs_seg_sum: array<f32, XS_SUM_LEN>;
 
 @compute @workgroup_size(THREADS)
 fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
@@ -60,111 +54,60 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
             s[t] = norm_scale(reduce(squares, tid, false));
         }
     }
-    let words = words_per_row(p.k_len);
-    let groups = words / WORDS_PER_GROUP;
+    let segs = segs_per_row(p.k_len);
     var acc: array<array<f32, ROWS_V>, TOKENS>;
     for (var k0 = 0u; k0 < p.k_len; k0 += XS_LEN) {
-        // Past K the tile holds zeros: the padding codes of a last group then add nothing.
+        // Past K the tile holds zeros: the padding of a last segment then adds nothing.
         // A thread writes whole vec4s: threads writing lanes of one vec4 would race.
         for (var t = 0u; t < TOKENS; t++) {
             if (t >= tokens) {
                 break;
             }
-            if (XS_VEC4) {
-                for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
-                    var v = vec4<f32>(0.0);
-                    for (var c = 0u; c < 4u; c++) {
-                        if (k0 + q * 4u + c < p.k_len) {
-                            v[c] = input_at(m0 + t, k0 + q * 4u + c);
-                        }
+            for (var q = tid; q < XS_LEN / 4u; q += THREADS) {
+                var v = vec4<f32>(0.0);
+                for (var c = 0u; c < 4u; c++) {
+                    if (k0 + q * 4u + c < p.k_len) {
+                        v[c] = input_at(m0 + t, k0 + q * 4u + c);
                     }
-                    xs_tile4[t * (XS_LEN / 4u) + q] = v;
                 }
-            } else {
-                for (var k = tid; k < XS_LEN; k += THREADS) {
-                    var v = 0.0;
-                    if (k0 + k < p.k_len) {
-                        v = input_at(m0 + t, k0 + k);
-                    }
-                    xs_tile[t * XS_LEN + k] = v;
-                }
+                xs_tile[t * (XS_LEN / 4u) + q] = v;
             }
         }
         workgroupBarrier();
-        if (ZERO != 0.0) {
-            for (var i = tid; i < tokens * XS_GROUPS; i += THREADS) {
+        if (SEG_XSUM) {
+            for (var i = tid; i < tokens * XS_SEGS; i += THREADS) {
                 var sum = 0.0;
-                for (var c = 0u; c < GROUP_SIZE; c++) {
-                    let k = i * GROUP_SIZE + c;  // token i / XS_GROUPS, its input k % XS_LEN
-                    if (XS_VEC4) {
-                        sum += xs_tile4[k / 4u][k % 4u];
-                    } else {
-                        sum += xs_tile[k];
-                    }
+                for (var c = 0u; c < SEG4; c++) {
+                    let v = xs_tile[i * SEG4 + c];  // token i / XS_SEGS, segment i % XS_SEGS
+                    sum += (v.x + v.y) + (v.z + v.w);
                 }
-                xs_group_sum[i] = sum;
+                xs_seg_sum[i] = sum;
             }
             workgroupBarrier();
         }
         if (live) {
-            let g0 = k0 / GROUP_SIZE;
-            let tile_groups = min(XS_GROUPS, groups - g0);
-            // Rows past the chunk read its last row and are never stored.
-            var bases: array<u32, ROWS_V>;
-            for (var r = 0u; r < ROWS_V; r++) {
-                bases[r] = min(row0 + r, p.n_len - 1u) * words + g0 * WORDS_PER_GROUP;
-            }
-            for (var g = 0u; g < tile_groups; g++) {
-                var group_dot: array<array<f32, ROWS_V>, TOKENS>;
-                for (var i = 0u; i < WORDS_PER_GROUP; i++) {
-                    var row_words: array<u32, ROWS_V>;
-                    for (var r = 0u; r < ROWS_V; r++) {
-                        row_words[r] = codes[bases[r] + g * WORDS_PER_GROUP + i];
-                    }
-                    let k = (g * WORDS_PER_GROUP + i) * CODES_PER_WORD;
-                    if (XS_VEC4) {
-                        // Unpacking a word again per token costs less on llvmpipe than
-                        // holding its codes in an array.
-                        for (var t = 0u; t < TOKENS; t++) {
-                            if (t >= tokens) {
-                                break;
-                            }
-                            for (var j = 0u; j < CODES_PER_WORD; j += 4u) {
-                                let inputs = xs_tile4[t * (XS_LEN / 4u) + (k + j) / 4u];
-                                for (var r = 0u; r < ROWS_V; r++) {
-                                    let word = row_words[r];
-                                    let codes4 = vec4<f32>(word_code(word, j), word_code(word, j + 1u),
-                                                           word_code(word, j + 2u), word_code(word, j + 3u));
-                                    group_dot[t][r] += dot(codes4, inputs);
-                                }
-                            }
-                        }
-                    } else {
-                        for (var t = 0u; t < TOKENS; t++) {
-                            if (t >= tokens) {
-                                break;
-                            }
-                            for (var j = 0u; j < CODES_PER_WORD; j++) {
-                                let input = xs_tile[t * XS_LEN + k + j];
-                                for (var r = 0u; r < ROWS_V; r++) {
-                                    group_dot[t][r] += word_code(row_words[r], j) * input;
-                                }
-                            }
-                        }
-                    }
-                }
+            let s0 = k0 / SEG;
+            let tile_segs = min(XS_SEGS, segs - s0);
+            for (var g = 0u; g < tile_segs; g++) {
+                var seg: array<Seg, ROWS_V>;
                 for (var r = 0u; r < ROWS_V; r++) {
-                    let row = min(row0 + r, p.n_len - 1u);
-                    let scale = group_scale(row, g0 + g, p.k_len);
-                    for (var t = 0u; t < TOKENS; t++) {
-                        if (t >= tokens) {
-                            break;
-                        }
-                        var d = group_dot[t][r];
-                        if (ZERO != 0.0) {
-                            d -= ZERO * xs_group_sum[t * XS_GROUPS + g];
-                        }
-                        acc[t][r] += scale * d;
+                    // Rows past the chunk read its last row and are never stored.
+                    seg[r] = load_seg(min(row0 + r, p.n_len - 1u), s0 + g, p.k_len);
+                }
+                for (var t = 0u; t < TOKENS; t++) {
+                    if (t >= tokens) {
+                        break;
+                    }
+                    var xs: SegInputs;
+                    for (var i = 0u; i < SEG4; i++) {
+                        xs[i] = xs_tile[t * (XS_LEN / 4u) + g * SEG4 + i];
+                    }
+                    var xsum = 0.0;
+                    if (SEG_XSUM) {
+                        xsum = xs_seg_sum[t * XS_SEGS + g];
+                    }
+                    for (var r = 0u; r < ROWS_V; r++) {
+                        acc[t][r] += seg_dot(seg[r], xs, xsum);
                     }
                 }
             }
@@ -186,8 +129,8 @@ fn gemv_rows(@builtin(workgroup_id) wid: vec3<u32>,
 // Prefill on CPU adapters: like gemv_rows, but each thread owns ROWS_W consecutive rows of
 // W for ROWS_M tokens. The tokens' inputs sit in workgroup memory k-major, so the inputs of
 // one k are two vec4 loads at one address for every thread, each load serving ROWS_W rows;
-// each weight is unpacked once for all ROWS_M tokens. ROWS_K is a multiple of every
-// CODES_PER_WORD, and the tile stays under WebGPU's 16 KiB of workgroup memory.
+// each weight is decoded once for all ROWS_M tokens. ROWS_K is a multiple of every SEG,
+// and the tile stays under WebGPU's 16 KiB of workgroup memory.
 const ROWS_K: u32 = 480u;
 var<workgroup> xm_tile: array<array<vec4<f32>, 2>, ROWS_K>;
 var<workgroup> xm_scale: array<f32, ROWS_M>;
@@ -213,7 +156,7 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
-    let words = words_per_row(p.k_len);
+    let segs = segs_per_row(p.k_len);
     // Sums of tokens 0-3 and 4-7 for each of the thread's rows.
     var acc: array<array<vec4<f32>, 2>, ROWS_W>;
     for (var k0 = 0u; k0 < p.k_len; k0 += ROWS_K) {
@@ -232,21 +175,18 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
         if (live) {
-            let w0 = k0 / CODES_PER_WORD;
-            let tile_words = min(ROWS_K / CODES_PER_WORD, words - w0);
-            for (var w = 0u; w < tile_words; w++) {
-                var row_words: array<u32, ROWS_W>;
-                var row_scales: array<f32, ROWS_W>;
+            let s0 = k0 / SEG;
+            let tile_segs = min(ROWS_K / SEG, segs - s0);
+            for (var g = 0u; g < tile_segs; g++) {
+                var seg: array<Seg, ROWS_W>;
                 for (var r = 0u; r < ROWS_W; r++) {
                     // Rows past the chunk read its last row and are never stored.
-                    let row = min(row0 + r, p.n_len - 1u);
-                    row_words[r] = codes[row * words + w0 + w];
-                    row_scales[r] = word_scale(row, w0 + w, p.k_len);
+                    seg[r] = load_seg(min(row0 + r, p.n_len - 1u), s0 + g, p.k_len);
                 }
-                for (var j = 0u; j < CODES_PER_WORD; j++) {
-                    let inputs = xm_tile[w * CODES_PER_WORD + j];
+                for (var j = 0u; j < SEG; j++) {
+                    let inputs = xm_tile[g * SEG + j];
                     for (var r = 0u; r < ROWS_W; r++) {
-                        let weight = word_weight(row_words[r], j, row_scales[r]);
+                        let weight = seg_weight(seg[r], j);
                         acc[r][0] += weight * inputs[0];
                         acc[r][1] += weight * inputs[1];
                     }
@@ -271,13 +211,17 @@ fn gemm_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Prefill: many tokens. Tiles of TILE_M tokens x TILE_N rows, stepping TILE_K along K;
-// each of the 16x16 threads computes a 2x4 block of sums (for SwiGLU: two gate/up pairs).
+// Prefill: many tokens. Tiles of TILE_M tokens x TILE_N rows, stepping TILE_K along K (the
+// host's: whole segments, 32 or 40); each of the 16x16 threads computes a 2x4 block of sums
+// (for SwiGLU: two gate/up pairs). The weight tile is decoded a segment per PARTS threads.
 const TILE_M: u32 = 32u;
 const TILE_N: u32 = 64u;
-const TILE_K: u32 = 32u;
-var<workgroup> x_tile: array<array<f32, 33>, TILE_M>;  // 33: avoids shared-memory bank conflicts
-var<workgroup> w_tile: array<array<f32, 33>, TILE_N>;
+const TILE_SEGS: u32 = TILE_K / SEG;
+const UNITS: u32 = TILE_N * TILE_SEGS;  // segments in a weight tile
+const PART_LEN: u32 = SEG / PARTS;
+// One more column than the tile: avoids shared-memory bank conflicts.
+var<workgroup> x_tile: array<array<f32, TILE_K + 1u>, TILE_M>;
+var<workgroup> w_tile: array<array<f32, TILE_K + 1u>, TILE_N>;
 var<workgroup> row_scale: array<f32, TILE_M>;
 
 @compute @workgroup_size(16, 16)
@@ -319,15 +263,23 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
             }
             x_tile[mm][kk] = v;
         }
-        for (var i = 0u; i < TILE_N * TILE_K / 256u; i++) {
-            let idx = tid + i * 256u;
-            let nn = idx / TILE_K;
-            let kk = idx % TILE_K;
-            var v = 0.0;
-            if (n0 + nn < p.n_len && k0 + kk < p.k_len) {
-                v = weight_at(n0 + nn, k0 + kk, p.k_len);
+        for (var u = tid / PARTS; u < UNITS; u += 256u / PARTS) {
+            let nn = u / TILE_SEGS;
+            let sj = u % TILE_SEGS;
+            let s = k0 / SEG + sj;
+            let live = n0 + nn < p.n_len && s * SEG < p.k_len;
+            var seg: Seg;
+            if (live) {
+                seg = load_seg(n0 + nn, s, p.k_len);
             }
-            w_tile[nn][kk] = v;
+            for (var i = 0u; i < PART_LEN; i++) {
+                let j = (tid % PARTS) * PART_LEN + i;
+                var v = 0.0;
+                if (live && s * SEG + j < p.k_len) {
+                    v = seg_weight(seg, j);
+                }
+                w_tile[nn][sj * SEG + j] = v;
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {

@@ -2,8 +2,8 @@
 // weight format (dequantized on the fly: the f16 weights are never written back to memory).
 // Accumulation is f32. One dispatch covers one chunk of W's rows (a chunk fits in one
 // storage binding); its outputs land at column n_offset of y, whose rows are n_total wide.
-// The kernel files (matmul.wgsl, gemv.wgsl) declare the input, codes and norm bindings
-// (1, 2 and 5) with the element types they load.
+// The kernel files (matmul.wgsl, gemv.wgsl) declare the input and norm bindings (1 and 5)
+// with the element types they load; weights_common.wgsl declares codes and scales (2, 3).
 //
 // The host fuses the layer's neighbours into the matmul with two constants:
 // - NORM = 1: the input is RMSNorm(x) * norm: each x row's mean square is taken as the
@@ -26,7 +26,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<act>;
 
 const STORE: u32 = 0u;

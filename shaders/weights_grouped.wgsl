@@ -1,45 +1,41 @@
-// Weight access for MLC's group-quantized formats, q4f16_1 (Q4F16) and q3f16_1 (Q3F16).
-// The host defines BITS, CODES_PER_WORD, GROUP_SIZE, MAX_INT and WORDS_PER_GROUP, and the
-// kernel declares `codes` (u32 words) and `scales` (f16 pairs packed in u32 words).
+// MLC's group-quantized formats, q4f16_1 and q3f16_1, and GGUF's Q4_0 (the same layout with
+// zero point 8; see quant/mlc_group.rs). The host defines SEG (the group size), BITS,
+// CODES_PER_WORD and ZERO_CODE.
 //
-// A row of K weights is GROUP_SIZE-wide groups; group g has one f16 scale and its codes are
-// packed CODES_PER_WORD to a word, lowest bits first, numbered flat along K: weight k of a
-// row sits in word k / CODES_PER_WORD at bit (k % CODES_PER_WORD) * BITS. The last group is
-// zero-padded, so kernels must stop at K. Weight = (code - MAX_INT) * scale.
+// A group is a segment: its codes are 4 words, CODES_PER_WORD to a word, lowest bits first
+// (weight j in word j / CODES_PER_WORD), and one f16 scale, scale unit row * groups + g.
+// Weight = (code - ZERO_CODE) * scale.
 
-fn words_per_row(k_len: u32) -> u32 {
-    return (k_len + GROUP_SIZE - 1u) / GROUP_SIZE * WORDS_PER_GROUP;
+const SEG_XSUM: bool = false;
+
+struct Seg {
+    words: vec4<u32>,
+    scale: f32,
 }
 
-// Scale shared by every weight of word `w` of `row` (a word never straddles two groups).
-fn word_scale(row: u32, w: u32, k_len: u32) -> f32 {
-    let groups = (k_len + GROUP_SIZE - 1u) / GROUP_SIZE;
-    let i = row * groups + w / WORDS_PER_GROUP;
-    let pair = unpack2x16float(scales[i >> 1u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
+fn code_words_per_row(k_len: u32) -> u32 {
+    return segs_per_row(k_len) * 4u;
 }
 
-// The scale of group g of `row`.
-fn group_scale(row: u32, g: u32, k_len: u32) -> f32 {
-    return word_scale(row, g * WORDS_PER_GROUP, k_len);
+fn load_seg(row: u32, s: u32, k_len: u32) -> Seg {
+    return Seg(code_quad(row, s, k_len), scale_half(row * segs_per_row(k_len) + s));
 }
 
-// Code j of a word as a number: weight = (code - ZERO) * scale.
-const ZERO: f32 = f32(MAX_INT);
-fn word_code(word: u32, j: u32) -> f32 {
-    return f32(i32((word >> (j * BITS)) & ((1u << BITS) - 1u)));
+fn seg_code(seg: Seg, j: u32) -> f32 {
+    let word = seg.words[j / CODES_PER_WORD];
+    return centered((word >> ((j % CODES_PER_WORD) * BITS)) & ((1u << BITS) - 1u), f32(ZERO_CODE));
 }
 
-// Weight j (0 <= j < CODES_PER_WORD) of a word whose scale is `scale`.
-fn word_weight(word: u32, j: u32, scale: f32) -> f32 {
-    let code = (word >> (j * BITS)) & ((1u << BITS) - 1u);
-    return f32(i32(code) - i32(MAX_INT)) * scale;
+fn seg_dot(seg: Seg, x: SegInputs, xsum: f32) -> f32 {
+    var acc = 0.0;
+    for (var i = 0u; i < SEG4; i++) {
+        let c = vec4<f32>(seg_code(seg, 4u * i), seg_code(seg, 4u * i + 1u),
+                          seg_code(seg, 4u * i + 2u), seg_code(seg, 4u * i + 3u));
+        acc += dot(c, x[i]);
+    }
+    return seg.scale * acc;
 }
 
-// Code j of a word less the zero point, (code - MAX_INT), exactly: the code is set into the
-// low mantissa bits of 2^23 (0x4b000000) and 2^23 + MAX_INT taken off. No integer-to-float
-// conversion, which NVIDIA GPUs run at a fraction of their float rate.
-fn word_centered(word: u32, j: u32) -> f32 {
-    let code = (word >> (j * BITS)) & ((1u << BITS) - 1u);
-    return bitcast<f32>(code | 0x4b000000u) - (8388608.0 + ZERO);
+fn seg_weight(seg: Seg, j: u32) -> f32 {
+    return seg_code(seg, j) * seg.scale;
 }

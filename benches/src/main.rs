@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 
 /// GEMV shapes, `N x K`: rows (output features) by input dimension.
 const SHAPES: [(usize, usize); 3] = [(4096, 4096), (4096, 11008), (11008, 4096)];
-/// The formats timed; F16 is the unquantized reference.
-const FORMATS: [WeightFormat; 3] = [WeightFormat::Q4F16, WeightFormat::Q3F16, WeightFormat::F16];
+/// The formats timed (every one the kernels run); F16 is the unquantized reference.
+const FORMATS: [WeightFormat; 13] = WeightFormat::ALL;
 /// The copy baseline moves as many bytes as this format's weights at this shape.
 const COPY_LIKE: (WeightFormat, usize, usize) = (WeightFormat::Q4F16, 4096, 11008);
 
@@ -38,7 +38,8 @@ const PROBE_SECONDS: f64 = 0.02;
 const USAGE: &str = "\
 usage: kernel-bench [options]
 
-Times the Q4F16, Q3F16 and F16 GEMV kernels at 4096x4096, 4096x11008 and 11008x4096 (N x K)
+Times the GEMV kernels of every weight format (MLC's, the floats, GGUF's blocks) at
+4096x4096, 4096x11008 and 11008x4096 (N x K)
 against a plain buffer-copy kernel on the adapter GLIM_BACKEND / GLIM_ADAPTER select.
 
 options:
@@ -224,7 +225,7 @@ fn print_row(row: &Row, copy_gbps: f64) {
 /// Bytes a `rows x cols` weight occupies in `format` (codes + scales), as
 /// [`PackedWeight::byte_size`] counts them.
 fn weight_bytes(format: WeightFormat, rows: usize, cols: usize) -> usize {
-    rows * (format.words_per_row(cols) * 4 + format.scales_per_row(cols) * 2)
+    rows * format.row_bytes(cols)
 }
 
 /// Times the copy kernel over a buffer as large as [`COPY_LIKE`]'s weights and checks that
@@ -266,7 +267,8 @@ fn bench_copy(ctx: &GpuContext, opts: &Options, rng: &mut StdRng) -> Result<Row,
 /// The two GEMV kernels: a team of threads per row (GPUs) and a thread per row (CPU adapters).
 const GEMV_SHAPES: [(Shape, &str); 2] = [(Shape::Gemv, "wg"), (Shape::GemvRows, "rows")];
 
-/// Quantizes `weights` to `format`, uploads them and times each GEMV kernel.
+/// Packs `weights` in `format` (GGUF block formats: random blocks of the same shape, as
+/// glim does not quantize to them), uploads them and times each GEMV kernel.
 fn bench_gemv(
     ctx: &GpuContext,
     opts: &Options,
@@ -276,7 +278,10 @@ fn bench_gemv(
     weights: &[f32],
     x: &[f32],
 ) -> glim::Result<Vec<Row>> {
-    let packed = PackedWeight::quantize(format, weights, rows, cols)?;
+    let packed = match format.ggml_type() {
+        Some(ty) if ty.block_size() > 1 => PackedWeight::synthetic(format, rows, cols, 1)?,
+        _ => PackedWeight::quantize(format, weights, rows, cols)?,
+    };
     let bytes = packed.byte_size();
     let weight = GpuWeight::upload(ctx, &packed)?;
     drop(packed);

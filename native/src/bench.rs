@@ -55,7 +55,10 @@ impl Spread {
 
 /// One format's figures.
 struct Row {
-    format: WeightFormat,
+    /// The model's weight formats, most used first.
+    format: String,
+    /// Bits per matrix weight on the GPU.
+    bits_per_weight: f64,
     precision: &'static str,
     memory: MemoryUse,
     /// Peak anonymous host memory seen (resident, not file-backed), when the OS says.
@@ -107,7 +110,8 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
             args.gen
         );
     }
-    // No --quant: the model's own format (a folder's), else glim's default.
+    // No --quant: the model as stored (a GGUF's blocks, a folder's format), else glim's
+    // default.
     let formats: Vec<Option<WeightFormat>> = if args.quant.is_empty() {
         vec![None]
     } else {
@@ -133,8 +137,9 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
                     loaded.name, summary.name, summary.backend, args.prompt_len, args.gen, args.runs
                 );
                 println!(
-                    "{:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
+                    "{:<12} {:>6} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
                     "format",
+                    "bits/w",
                     "act",
                     "WM MiB",
                     "KV MiB",
@@ -208,7 +213,7 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
         }
         eprint!(
             "\r{}: run {run}/{} prefill {:.2} tok/s, decode {:.2} tok/s{}",
-            model.format.name(),
+            model.weight_formats(),
             args.runs,
             args.prompt_len as f64 / prefill_secs,
             args.gen as f64 / decode_secs,
@@ -226,7 +231,8 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
     };
     let summary = &model.gpu().summary;
     Ok(Row {
-        format: model.format,
+        format: model.weight_formats(),
+        bits_per_weight: model.matrix_bits_per_weight(),
         precision: match model.precision {
             glim::gpu::Precision::F16 => "f16",
             glim::gpu::Precision::F32 => "f32",
@@ -308,7 +314,7 @@ fn print_profile(row: &Row, [decode, prefill]: &[Vec<KernelShare>; 2]) {
         let wall = 1.0 / tok_s;
         println!(
             "{} {what}, GPU time per token: {:.2} ms in kernels (each timed alone), {:.2} ms measured in the runs",
-            row.format.name(),
+            row.format,
             total * 1e3,
             wall * 1e3,
         );
@@ -331,8 +337,9 @@ fn print_profile(row: &Row, [decode, prefill]: &[Vec<KernelShare>; 2]) {
 fn print_row(row: &Row) {
     let mib = |b: u64| format!("{:.1}", b as f64 / MIB);
     println!(
-        "{:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
-        row.format.name(),
+        "{:<12} {:>6.2} {:>4} {:>8} {:>8} {:>8} {:>8} {:>22} {:>20} {:>14} {:>9}",
+        row.format,
+        row.bits_per_weight,
         row.precision,
         mib(row.memory.weights),
         mib(row.memory.kv_cache),
@@ -358,7 +365,8 @@ fn row_json(
 ) -> serde_json::Value {
     json!({
         "model": name,
-        "format": row.format.name(),
+        "format": row.format,
+        "bits_per_weight": row.bits_per_weight,
         "adapter": summary.name,
         "backend": summary.backend,
         "device_type": summary.device_type,

@@ -211,8 +211,9 @@ impl From<Quant> for WeightFormat {
 /// How a model is loaded.
 #[derive(Args, Debug, Clone)]
 struct ModelArgs {
-    /// Weight format on the GPU: GGUF and HF weights are quantized to it [default: q4f16;
-    /// a model folder's own format]
+    /// Convert the weights to this format (a GGUF's blocks are decoded and rounded a second
+    /// time). Without it a GGUF runs as stored, a model folder in its own format, and a
+    /// Hugging Face folder's floats are quantized to q4f16
     #[arg(long, value_enum, value_name = "FORMAT")]
     quant: Option<Quant>,
 }

@@ -78,10 +78,19 @@ pub fn load(path: &Path, options: &LoadOptions) -> CliResult<LoadedModel> {
         Precision::F16 => "f16",
         Precision::F32 => "f32",
     };
+    if let (Some(format), true) = (
+        options.format,
+        path.extension().is_some_and(|e| e == "gguf"),
+    ) {
+        eprintln!(
+            "{}: converted to {format} as asked: every GGUF block decoded and rounded a second time, which costs accuracy (README: Accuracy); without --quant it runs as stored",
+            loaded.name
+        );
+    }
     eprintln!(
         "{}: {} weights, {:.1} MiB, {precision} activations, context {} tokens, on {} ({})",
         loaded.name,
-        model.format.name(),
+        model.weight_formats(),
         model.weight_bytes() as f64 / (1024.0 * 1024.0),
         model.context,
         summary.name,

@@ -13,7 +13,6 @@ use glim::model::llama::{LlamaLoader, LoadOptions};
 use glim::model::loader::{self, ModelFile, OpenedModel};
 use glim::model::mlc::{mlc_text, MlcModel, MlcQuant};
 use glim::model::mlc_writer::write_folder;
-use glim::model::source::WeightSource;
 use glim::model::streamed::load_streamed;
 use glim::model::weights::{self, LlamaParams, Shape};
 use glim::quant::{ScaleType, WeightFormat};
@@ -94,8 +93,8 @@ fn folder_holds_the_bytes_glim_uploads() {
                 assert!(want == got, "{} differs", param.name);
             }
             Shape::Vector(_) => assert_eq!(
-                weights::vector(&*from_gguf, param).unwrap(),
-                weights::vector(&*from_folder, param).unwrap(),
+                weights::vector(&*from_gguf, param, true).unwrap(),
+                weights::vector(&*from_folder, param, true).unwrap(),
                 "{}",
                 param.name
             ),
@@ -204,13 +203,7 @@ fn streamed_load_gives_the_folders_tokens() {
 
     let stream = |model: &mut MlcModel<ResidentShards>, corrupt: &dyn Fn(usize, bool) -> bool| {
         let ctx = glim_tests::open_gpu().unwrap();
-        let loader = LlamaLoader::new(
-            ctx,
-            model.config.clone(),
-            model.packed_format(),
-            &options(None),
-        )
-        .unwrap();
+        let loader = LlamaLoader::new(ctx, model.config.clone(), &options(None)).unwrap();
         let mut fetched = Vec::new();
         let mut reports = Vec::new();
         let fetch = |n: usize, fresh: bool| {

@@ -263,14 +263,8 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         precision: model.quant.f32_model().then_some(Precision::F32),
         ..LoadOptions::default()
     };
-    let loader = LlamaLoader::new(
-        ctx,
-        model.config.clone(),
-        model.packed_format(),
-        &options_for_load,
-    )
-    .map_err(load_error)?;
-    let format = loader.format();
+    let loader =
+        LlamaLoader::new(ctx, model.config.clone(), &options_for_load).map_err(load_error)?;
     let window = get_usize(&options, "parallelFetches").unwrap_or(DEFAULT_PARALLEL_FETCHES);
     let fetch = |n: usize, fresh: bool| {
         let promise = fetch_shard.call2(
@@ -311,7 +305,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     llama.fit_tokenizer(&tokenizer).map_err(load_error)?;
     let info = json!({
         "model": model_id,
-        "format": format.name(),
+        "format": llama.weight_formats(),
         "precision": format!("{:?}", llama.precision).to_lowercase(),
         "context": llama.context,
         "weightBytes": llama.weight_bytes(),

@@ -280,6 +280,65 @@ impl std::fmt::Display for GgmlType {
     }
 }
 
+/// Byte offsets of a block's f16 fields (`d`, `dmin`, `m`), for [`synthetic_blocks`].
+fn half_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+            &[0]
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        _ => &[],
+    }
+}
+
+/// `n_blocks` blocks of `ty` with pseudo-random codes and scales from `seed`, as a GGUF file
+/// would hold them (for tests and benchmarks: the formats' decoders see every code and
+/// scale bit pattern). Float types get values in about ±1; a block's f16 scales are in
+/// ±[2^-8, 2^-6] (k-quants, whose sub-block scales multiply them by up to 63: 64 times
+/// less), so weights stay around 1 at most. `Error::Unsupported` for types without a layout
+/// here.
+pub fn synthetic_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Result<Vec<u8>> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut unit = move || (next() >> 40) as f32 / (1u64 << 24) as f32;
+    let size = ty.type_size();
+    let mut out = Vec::with_capacity(n_blocks * size);
+    for _ in 0..n_blocks {
+        match ty {
+            GgmlType::F32 => out.extend((unit() * 2.0 - 1.0).to_le_bytes()),
+            GgmlType::F16 => out.extend(f16::from_f32(unit() * 2.0 - 1.0).to_le_bytes()),
+            GgmlType::BF16 => out.extend(bf16::from_f32(unit() * 2.0 - 1.0).to_le_bytes()),
+            _ if half_fields(ty).is_empty() => {
+                return Err(Error::Unsupported(format!(
+                    "no synthetic blocks of GGML type {ty}"
+                )))
+            }
+            _ => {
+                let start = out.len();
+                out.extend((0..size).map(|_| (unit() * 256.0) as u8));
+                let k_quant = ty.block_size() == QK_K;
+                for &at in half_fields(ty) {
+                    let sign = if unit() < 0.5 { -1.0 } else { 1.0 };
+                    let d = sign * (1.0 + 3.0 * unit()) / if k_quant { 16384.0 } else { 256.0 };
+                    out[start + at..start + at + 2]
+                        .copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Decodes `n_elements` values of type `ty` from `bytes` to f32, in storage order.
 ///
 /// `bytes` must be exactly [`GgmlType::row_bytes`]`(n_elements)` long (`Error::Shape`

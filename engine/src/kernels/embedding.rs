@@ -1,4 +1,4 @@
-//! Embedding lookup `out[t, :] = table[ids[t], :]` from an F16 or quantized table.
+//! Embedding lookup `out[t, :] = table[ids[t], :]` from a table in any weight format.
 
 use super::matmul::weight_access;
 use super::weight::GpuWeight;
@@ -19,7 +19,7 @@ struct Params {
 pub fn source(precision: Precision, format: WeightFormat) -> KernelSource {
     KernelSource {
         label: format!("embedding.{}.{}", format.name(), precision_tag(precision)),
-        source: weight_access(precision, format, &[wgsl::WEIGHTS_COMMON, wgsl::EMBEDDING]),
+        source: weight_access(precision, format, &[], &[wgsl::EMBEDDING]),
         entry: "embed",
         bindings: &[
             Binding::Uniform,
@@ -45,7 +45,7 @@ pub fn embed(
     })?;
     ensure_len("embedding", "ids", ids, n_tokens)?;
     ensure_len("embedding", "out", out, n_tokens * table.cols)?;
-    let kernel = source(out.precision()?, table.format);
+    let precision = out.precision()?;
     let workgroups = grid(groups_for(n_tokens * table.cols, 256));
     table
         .chunks
@@ -58,7 +58,7 @@ pub fn embed(
                 rows: chunk.rows as u32,
             });
             ctx.dispatch(
-                &kernel,
+                &source(precision, chunk.format),
                 &[
                     &params,
                     &ids.buffer,

@@ -205,14 +205,6 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// The kernel for `m` tokens of a `format` weight on `ctx`'s adapter.
-    pub fn pick(ctx: &GpuContext, m: usize, format: WeightFormat) -> Self {
-        match m {
-            1 => Self::decode(ctx, format),
-            _ => Self::prefill(ctx),
-        }
-    }
-
     fn entry(self) -> &'static str {
         match self {
             Self::Gemv => "gemv",
@@ -240,11 +232,13 @@ impl Shape {
 
     /// The decode kernel for a `format` weight on `ctx`'s adapter, whatever the number of
     /// tokens: a batched decode step runs the kernel a lone sequence runs, so its tokens
-    /// come out the same. CPU adapters decode quantized weights with `gemv_rows`, but f16
+    /// come out the same. CPU adapters decode quantized weights with `gemv_rows`, but float
     /// weights with `gemv`, whose 16-byte loads reach 2.5x `gemv_rows`'s bandwidth there
-    /// (lavapipe, benches/RESULTS.md); the quantized ones' unpacking favours `gemv_rows`.
+    /// for f16 (lavapipe, benches/RESULTS.md); the quantized ones' unpacking favours
+    /// `gemv_rows`.
     pub fn decode(ctx: &GpuContext, format: WeightFormat) -> Self {
-        if ctx.is_cpu() && format != WeightFormat::F16 {
+        let float = [WeightFormat::F16, WeightFormat::BF16, WeightFormat::F32].contains(&format);
+        if ctx.is_cpu() && !float {
             Self::GemvRows
         } else {
             Self::Gemv
@@ -262,30 +256,35 @@ impl Shape {
     }
 }
 
-/// WGSL defining `words_per_row`, `word_scale`, `word_weight` and the other word functions
-/// of `format`, followed by `parts`.
-pub(crate) fn weight_access(precision: Precision, format: WeightFormat, parts: &[&str]) -> String {
-    match format.group_spec() {
-        Some(g) => assemble(
-            precision,
-            &[
-                ("BITS", g.bits),
-                ("CODES_PER_WORD", g.codes_per_word as u32),
-                ("GROUP_SIZE", g.group_size as u32),
-                ("MAX_INT", g.max_int),
-                ("WORDS_PER_GROUP", g.words_per_group() as u32),
-            ],
-            &[&[wgsl::WEIGHTS_GROUPED], parts].concat(),
-        ),
-        None => assemble(
-            precision,
-            &[
-                ("CODES_PER_WORD", 2),
-                ("GROUP_SIZE", 2),
-                ("WORDS_PER_GROUP", 1),
-            ],
-            &[&[wgsl::WEIGHTS_F16], parts].concat(),
-        ),
+/// A kernel's WGSL over `format`'s weights: the format's constants and `consts`, the weight
+/// bindings and segment functions (`weights_common.wgsl` and the format's file), then
+/// `parts`.
+pub(crate) fn weight_access(
+    precision: Precision,
+    format: WeightFormat,
+    consts: &[(&str, u32)],
+    parts: &[&str],
+) -> String {
+    let own = format.wgsl();
+    let all: Vec<(&str, u32)> = own
+        .consts
+        .iter()
+        .copied()
+        .chain(consts.iter().copied())
+        .collect();
+    assemble(
+        precision,
+        &all,
+        &[&[wgsl::WEIGHTS_COMMON, own.file], parts].concat(),
+    )
+}
+
+/// The K step of `gemm`'s tiles for `format`: whole segments (32, or q3f16's 40).
+fn gemm_tile_k(format: WeightFormat) -> usize {
+    if 32 % format.seg() == 0 {
+        32
+    } else {
+        format.seg()
     }
 }
 
@@ -304,53 +303,40 @@ pub fn source(
         Epilogue::Add => 1,
         Epilogue::SwiGlu => 2,
     };
-    let fusion = [("NORM", norm as usize), ("EPILOGUE", code(epilogue))];
-    let consts = |shape_consts: &[(&str, usize)]| {
-        fusion
-            .iter()
-            .chain(shape_consts)
-            .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
-            .collect::<String>()
-    };
-    let (consts, kernel_parts): (String, &[&str]) = match shape {
-        Shape::Gemv => (
-            consts(&[
-                ("TOKENS", tokens),
-                ("TEAM", launch.team),
-                ("TEAMS", launch.teams),
-                ("OUTPUTS", launch.outputs(tokens)),
-            ]),
+    let mut consts = vec![("NORM", norm as u32), ("EPILOGUE", code(epilogue))];
+    let kernel_parts: &[&str] = match shape {
+        Shape::Gemv => {
+            consts.extend([
+                ("TOKENS", tokens as u32),
+                ("TEAM", launch.team as u32),
+                ("TEAMS", launch.teams as u32),
+                ("OUTPUTS", launch.outputs(tokens) as u32),
+            ]);
             if launch.subgroup {
                 &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_SUBGROUP]
             } else {
                 &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_WORKGROUP]
-            },
-        ),
+            }
+        }
         _ => {
             let tile = gemv_rows_tile(tokens);
-            let codes_per_word = format.group_spec().map_or(2, |g| g.codes_per_word);
-            let vec4_tile = codes_per_word.is_multiple_of(4);
-            (
-                consts(&[
-                    ("TOKENS", tokens),
-                    ("THREADS", ROWS_PER_WORKGROUP),
-                    ("ROWS_V", ROWS_V),
-                    ("ROWS_W", ROWS_W),
-                    ("ROWS_M", ROWS_M),
-                    ("XS_LEN", tile),
-                    ("XS1_LEN", if vec4_tile { 4 } else { tokens * tile }),
-                    ("XS4_LEN", if vec4_tile { tokens * tile / 4 } else { 1 }),
-                ]),
-                &[
-                    wgsl::REDUCE,
-                    wgsl::WEIGHTS_COMMON,
-                    wgsl::MATMUL_COMMON,
-                    wgsl::MATMUL,
-                ],
-            )
+            let tile_k = gemm_tile_k(format);
+            let units = GEMM_TILE_N * tile_k / format.seg();
+            consts.extend([
+                ("TOKENS", tokens as u32),
+                ("THREADS", ROWS_PER_WORKGROUP as u32),
+                ("ROWS_V", ROWS_V as u32),
+                ("ROWS_W", ROWS_W as u32),
+                ("ROWS_M", ROWS_M as u32),
+                ("XS_LEN", tile as u32),
+                ("XS4_LEN", (tokens * tile / 4) as u32),
+                ("XS_SUM_LEN", (tokens * tile / format.seg()) as u32),
+                ("TILE_K", tile_k as u32),
+                ("PARTS", (256 / units).max(1) as u32),
+            ]);
+            &[wgsl::REDUCE, wgsl::MATMUL_COMMON, wgsl::MATMUL]
         }
     };
-    let parts = [&[consts.as_str()], kernel_parts].concat();
     KernelSource {
         label: format!(
             "matmul.{}.{}.{}{epilogue:?}{}{}",
@@ -372,7 +358,7 @@ pub fn source(
                 _ => String::new(),
             },
         ),
-        source: weight_access(precision, format, &parts),
+        source: weight_access(precision, format, &consts, kernel_parts),
         entry: shape.entry(),
         bindings: BINDINGS,
     }
@@ -424,19 +410,41 @@ pub fn matmul(
     y: &Tensor,
     m: usize,
 ) -> Result<Vec<Dispatch>> {
-    fused(
-        ctx,
-        x,
-        w,
-        y,
-        m,
-        &Fusion::NONE,
-        Shape::pick(ctx, m, w.format),
-    )
+    let kernel = if m == 1 {
+        Kernel::Decode
+    } else {
+        Kernel::Prefill
+    };
+    fused(ctx, x, w, y, m, &Fusion::NONE, kernel)
 }
 
-/// A matmul over `m` rows of `x` with `fusion`'s neighbours, run by the `shape` kernel.
-/// One dispatch per weight chunk.
+/// Which kernel a matmul runs: the decode or prefill kernel the adapter runs best for each
+/// chunk's format, or one shape for every chunk (tests and benchmarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Decode,
+    Prefill,
+    Shape(Shape),
+}
+
+impl From<Shape> for Kernel {
+    fn from(shape: Shape) -> Self {
+        Kernel::Shape(shape)
+    }
+}
+
+impl Kernel {
+    fn shape(self, ctx: &GpuContext, format: WeightFormat) -> Shape {
+        match self {
+            Kernel::Decode => Shape::decode(ctx, format),
+            Kernel::Prefill => Shape::prefill(ctx),
+            Kernel::Shape(shape) => shape,
+        }
+    }
+}
+
+/// A matmul over `m` rows of `x` with `fusion`'s neighbours, run by the `kernel` chosen.
+/// One dispatch per weight chunk, each with its chunk's format.
 pub fn fused(
     ctx: &GpuContext,
     x: &Tensor,
@@ -444,8 +452,9 @@ pub fn fused(
     y: &Tensor,
     m: usize,
     fusion: &Fusion,
-    shape: Shape,
+    kernel: impl Into<Kernel>,
 ) -> Result<Vec<Dispatch>> {
+    let kernel = kernel.into();
     let precision = common_precision("matmul", &[x, y])?;
     ensure_shape(m > 0, || "matmul: no input rows".into())?;
     let pair = fusion.epilogue.rows_per_output();
@@ -472,27 +481,27 @@ pub fn fused(
         // Never read: any buffer fills the binding.
         None => (x, 0.0),
     };
-    // gemv's vector loads need whole vec4s of inputs and whole quads of words per row; a
-    // weight without them (no real model's) takes the kernel that reads words one by one.
-    let shape = match shape {
-        Shape::Gemv if !gemv_fits(w) => Shape::GemvRows,
-        _ => shape,
-    };
-    let tokens = shape.tokens_per_workgroup(m);
     // The launch shape comes from here, so host and shader cannot disagree on it.
     let launch = GemvLaunch::for_context(ctx);
-    let kernel = source(
-        precision,
-        w.format,
-        (fusion.norm.is_some(), fusion.epilogue),
-        shape,
-        tokens,
-        &launch,
-    );
-    let token_blocks = m.div_ceil(tokens) as u32;
     w.chunks
         .iter()
         .map(|chunk| {
+            let shape = match kernel.shape(ctx, chunk.format) {
+                // gemv's vector loads need whole vec4s of inputs; a weight without them (no
+                // real model's) takes the kernel that stages its inputs.
+                Shape::Gemv if !w.cols.is_multiple_of(4) => Shape::GemvRows,
+                shape => shape,
+            };
+            let tokens = shape.tokens_per_workgroup(m);
+            let token_blocks = m.div_ceil(tokens) as u32;
+            let source = source(
+                precision,
+                chunk.format,
+                (fusion.norm.is_some(), fusion.epilogue),
+                shape,
+                tokens,
+                &launch,
+            );
             let chunk_outputs = chunk.rows / pair;
             let params = ctx.uniform(&Params {
                 m_len: m as u32,
@@ -524,7 +533,7 @@ pub fn fused(
                 ],
             };
             ctx.dispatch(
-                &kernel,
+                &source,
                 &[
                     &params,
                     &x.buffer,
@@ -537,15 +546,6 @@ pub fn fused(
             )
         })
         .collect()
-}
-
-/// Whether `gemv` can read `w`: rows of whole vec4s of inputs and whole quads of words,
-/// each quad within one group.
-fn gemv_fits(w: &GpuWeight) -> bool {
-    match w.format.group_spec() {
-        Some(g) => w.cols.is_multiple_of(4) && g.words_per_group().is_multiple_of(4),
-        None => w.cols.is_multiple_of(8),
-    }
 }
 
 /// CPU reference of a fused matmul: `y` holds the output before it (read by

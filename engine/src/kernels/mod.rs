@@ -15,10 +15,13 @@ use crate::gpu::{KernelSource, Precision, Tensor};
 use crate::quant::WeightFormat;
 
 /// The WGSL files, compiled into the crate.
-pub(crate) mod wgsl {
-    pub const WEIGHTS_GROUPED: &str = include_str!("../../../shaders/weights_grouped.wgsl");
-    pub const WEIGHTS_F16: &str = include_str!("../../../shaders/weights_f16.wgsl");
+pub mod wgsl {
     pub const WEIGHTS_COMMON: &str = include_str!("../../../shaders/weights_common.wgsl");
+    pub const WEIGHTS_GROUPED: &str = include_str!("../../../shaders/weights_grouped.wgsl");
+    pub const WEIGHTS_FLOAT: &str = include_str!("../../../shaders/weights_float.wgsl");
+    pub const WEIGHTS_GGML32: &str = include_str!("../../../shaders/weights_ggml32.wgsl");
+    pub const WEIGHTS_Q4_K: &str = include_str!("../../../shaders/weights_q4_k.wgsl");
+    pub const WEIGHTS_Q6_K: &str = include_str!("../../../shaders/weights_q6_k.wgsl");
     pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
     pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
     pub const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");

@@ -32,10 +32,11 @@ use crate::text::Tokenizer;
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// GPU weight format for sources that are not packed already (GGUF and HF tensors are
-    /// decoded and quantized to it); `None`: the source's own format, else Q4F16. A packed
-    /// source (an MLC folder) in another format is an error: glim does not re-quantize
-    /// quantized weights.
+    /// A format to convert every matrix to (decoded and quantized: GGUF blocks are rounded a
+    /// second time); `None` runs each matrix as the source stores it (GGUF blocks, MLC's
+    /// packed weights), and quantizes to [`FALLBACK_FORMAT`] only what no kernel runs as
+    /// stored (Hugging Face and q0 folders' floats). An MLC folder packed in another format
+    /// is an error: its packed weights are all there is.
     pub format: Option<WeightFormat>,
     /// KV-cache length in tokens (prompt plus generated); capped at the model's own.
     pub context: usize,
@@ -193,7 +194,8 @@ enum Op {
 pub struct Llama {
     pub config: LlamaConfig,
     pub precision: Precision,
-    pub format: WeightFormat,
+    /// The weight formats its matrices run in and how many matrices each, most first.
+    pub formats: Vec<(WeightFormat, usize)>,
     pub context: usize,
     /// Sequences the KV cache holds, `context` rows each.
     pub slots: usize,
@@ -214,6 +216,10 @@ pub struct Llama {
     weight_bytes: usize,
 }
 
+/// The format matrices stored as plain floats (Hugging Face folders, MLC's q0 folders) are
+/// quantized to when no format is asked for.
+pub const FALLBACK_FORMAT: WeightFormat = WeightFormat::Q4F16;
+
 /// A decode step of one sequence.
 const ONE_TOKEN: Pass = Pass::Batch { n: 1 };
 
@@ -229,25 +235,21 @@ pub struct LlamaLoader {
     config: LlamaConfig,
     params: LlamaParams,
     precision: Precision,
-    format: WeightFormat,
+    convert: Option<WeightFormat>,
     context: usize,
     slots: usize,
     max_batch: usize,
     matrices: HashMap<String, GpuWeight>,
+    /// Matrices loaded per format.
+    formats: Vec<(WeightFormat, usize)>,
     vectors: HashMap<String, Tensor>,
     rope_factors: Option<Vec<f32>>,
     weight_bytes: usize,
 }
 
 impl LlamaLoader {
-    /// Checks `config` and the adapter's limits and picks the weight format: a source's
-    /// `packed` format (an MLC folder's) or `options.format`, else Q4F16.
-    pub fn new(
-        ctx: GpuContext,
-        config: LlamaConfig,
-        packed: Option<WeightFormat>,
-        options: &LoadOptions,
-    ) -> Result<Self> {
+    /// Checks `config` and the adapter's limits.
+    pub fn new(ctx: GpuContext, config: LlamaConfig, options: &LoadOptions) -> Result<Self> {
         config.validate()?;
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
@@ -276,22 +278,13 @@ impl LlamaLoader {
             .max_batch
             .clamp(1, context)
             .min((limit / logits_row).max(1));
-        let format = match (packed, options.format) {
-            (Some(stored), Some(wanted)) if stored != wanted => {
-                return Err(Error::Unsupported(format!(
-                    "this model's weights are packed as {}; glim does not re-quantize packed weights to {} (quantize the original model instead)",
-                    stored.name(),
-                    wanted.name()
-                )))
-            }
-            (Some(stored), _) => stored,
-            (None, wanted) => wanted.unwrap_or(WeightFormat::Q4F16),
-        };
         let params = LlamaParams::new(&config);
-        // The widest weight row must fit one binding (a matrix is split between rows).
+        // The widest weight row must fit one binding (a matrix is split between rows): in
+        // the format asked for, else in the widest any source stores (f32).
+        let widest = options.format.unwrap_or(WeightFormat::F32);
         for param in params.in_mlc_order() {
             if let Shape::Matrix { cols, .. } = param.shape {
-                GpuWeight::check_row_fits(&ctx, format, cols)?;
+                GpuWeight::check_row_fits(&ctx, widest, cols)?;
             }
         }
         Ok(Self {
@@ -299,19 +292,16 @@ impl LlamaLoader {
             config,
             params,
             precision,
-            format,
+            convert: options.format,
             context,
             slots,
             max_batch,
             matrices: HashMap::new(),
+            formats: Vec::new(),
             vectors: HashMap::new(),
             rope_factors: None,
             weight_bytes: 0,
         })
-    }
-
-    pub fn format(&self) -> WeightFormat {
-        self.format
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -323,12 +313,22 @@ impl LlamaLoader {
         self.params.in_mlc_order().into_iter().cloned().collect()
     }
 
-    /// Makes `param` from `source` (packed as stored, or decoded and quantized) and uploads
-    /// it.
+    /// Makes `param` from `source` (as stored, or converted: decoded and quantized) and
+    /// uploads it.
     pub fn load(&mut self, source: &dyn WeightSource, param: &Param) -> Result<()> {
         match param.shape {
             Shape::Matrix { .. } => {
-                let mut packed = weights::packed_matrix(source, param, self.format)?;
+                let stored = match self.convert {
+                    Some(_) => None,
+                    None => weights::stored_matrix(source, param)?,
+                };
+                let mut parts = match stored {
+                    Some(parts) => parts,
+                    None => {
+                        let format = self.convert.unwrap_or(FALLBACK_FORMAT);
+                        vec![weights::packed_matrix(source, param, format)?]
+                    }
+                };
                 if self
                     .params
                     .layers
@@ -336,14 +336,27 @@ impl LlamaLoader {
                     .any(|l| l.gate_up.name == param.name)
                 {
                     // The SwiGLU matmul reads each gate row next to its up row.
-                    packed = packed.interleave_halves()?;
+                    let [whole] = &parts[..] else {
+                        return Err(Error::Unsupported(format!(
+                            "{}: the gate and up projections are stored in different formats ({}); glim's SwiGLU matmul needs one (--quant converts both)",
+                            param.name,
+                            parts.iter().map(|p| p.format.name()).collect::<Vec<_>>().join(", ")
+                        )));
+                    };
+                    parts = vec![whole.interleave_halves()?];
                 }
-                self.weight_bytes += packed.byte_size();
-                let weight = GpuWeight::upload(&self.ctx, &packed)?;
+                for part in &parts {
+                    self.weight_bytes += part.byte_size();
+                    match self.formats.iter_mut().find(|(f, _)| *f == part.format) {
+                        Some((_, n)) => *n += 1,
+                        None => self.formats.push((part.format, 1)),
+                    }
+                }
+                let weight = GpuWeight::upload_parts(&self.ctx, &parts)?;
                 self.matrices.insert(param.name.clone(), weight);
             }
             Shape::Vector(len) => {
-                let values = weights::vector(source, param)?;
+                let values = weights::vector(source, param, self.convert.is_some())?;
                 self.weight_bytes += len * 4;
                 let tensor = self.ctx.tensor_from_f32(&values, &[len], DType::F32)?;
                 self.vectors.insert(param.name.clone(), tensor);
@@ -386,7 +399,6 @@ impl LlamaLoader {
             config,
             params,
             precision,
-            format,
             context,
             slots,
             max_batch,
@@ -394,7 +406,10 @@ impl LlamaLoader {
             mut vectors,
             rope_factors,
             weight_bytes,
+            mut formats,
+            ..
         } = self;
+        formats.sort_by_key(|&(f, n)| (std::cmp::Reverse(n), f.name()));
         let act = DType::from(precision);
         let (qd, kvd) = (config.q_dim(), config.kv_dim());
         // Every name was checked above.
@@ -476,7 +491,7 @@ impl LlamaLoader {
         Ok(Llama {
             config,
             precision,
-            format,
+            formats,
             context,
             slots,
             max_batch,
@@ -516,7 +531,7 @@ impl Llama {
         options: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let mut loader = LlamaLoader::new(ctx, config, source.packed_format(), options)?;
+        let mut loader = LlamaLoader::new(ctx, config, options)?;
         let params = loader.params();
         let total = params.len() + 1;
         for (done, param) in params.iter().enumerate() {
@@ -535,6 +550,25 @@ impl Llama {
 
     pub fn gpu(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Bits per weight of its matrices on the GPU (codes, scales and padding), the
+    /// embedding table and output head included.
+    pub fn matrix_bits_per_weight(&self) -> f64 {
+        let mut matrices: Vec<&GpuWeight> = vec![&self.embed];
+        matrices.extend(&self.output);
+        for l in &self.layers {
+            matrices.extend([&l.w_qkv, &l.wo, &l.w_gate_up, &l.w_down]);
+        }
+        let bytes: u64 = matrices.iter().map(|m| m.buffer_bytes()).sum();
+        let weights: usize = matrices.iter().map(|m| m.rows * m.cols).sum();
+        bytes as f64 * 8.0 / weights.max(1) as f64
+    }
+
+    /// Its matrices' formats, most used first: `q4_1`, or `q4_K + q6_K`.
+    pub fn weight_formats(&self) -> String {
+        let names: Vec<&str> = self.formats.iter().map(|(f, _)| f.name()).collect();
+        names.join(" + ")
     }
 
     /// Keeps generation to the first `n` vocabulary entries (those a tokenizer can decode).
@@ -681,15 +715,13 @@ impl Llama {
         // RMSNorm and SwiGLU run inside the gate/up matmul, and the down projection adds
         // itself to x. The final RMSNorm runs inside the output head.
         let norm = |weights| Some((weights, c.rms_eps));
-        let shape = |w: &GpuWeight| {
-            if batch {
-                matmul::Shape::decode(ctx, w.format)
-            } else {
-                matmul::Shape::prefill(ctx)
-            }
+        let kernel = if batch {
+            matmul::Kernel::Decode
+        } else {
+            matmul::Kernel::Prefill
         };
         let fused = |x, w, y, fusion: Fusion, ops: &mut Vec<Op>| -> Result<()> {
-            kernels(matmul::fused(ctx, x, w, y, n, &fusion, shape(w))?, ops);
+            kernels(matmul::fused(ctx, x, w, y, n, &fusion, kernel)?, ops);
             Ok(())
         };
         for layer in &self.layers {
@@ -756,8 +788,9 @@ impl Llama {
         let rows = match logits {
             Logits::Last => {
                 ops.push(Op::CopyLastRow);
-                let shape = matmul::Shape::decode(ctx, head.format);
-                let head_ops = matmul::fused(ctx, &b.last, head, &b.logits, 1, &final_norm, shape)?;
+                let decode = matmul::Kernel::Decode;
+                let head_ops =
+                    matmul::fused(ctx, &b.last, head, &b.logits, 1, &final_norm, decode)?;
                 kernels(head_ops, &mut ops);
                 1
             }

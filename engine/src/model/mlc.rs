@@ -204,8 +204,8 @@ pub fn packed_from_records(
     (codes_rec, codes): (&TensorRecord, &[u8]),
     (scales_rec, scales): (&TensorRecord, &[u8]),
 ) -> Result<PackedWeight> {
-    let words = format.words_per_row(cols);
-    let groups = format.scales_per_row(cols);
+    let words = format.code_words_per_row(cols);
+    let groups = format.scale_halves_per_row(cols);
     if codes_rec.dtype != DType::U32 {
         return Err(Error::Invalid(format!(
             "{} is {}, expected uint32",
@@ -222,7 +222,7 @@ pub fn packed_from_records(
         .map(|s| {
             let h = f16::from_f32(s);
             if h.is_finite() {
-                Ok(h)
+                Ok(h.to_bits())
             } else {
                 Err(Error::Invalid(format!(
                     "{} holds a scale of {s}, which f16 cannot hold",
@@ -360,8 +360,8 @@ impl<S: ShardStore> WeightSource for MlcModel<S> {
             .map_err(|e| self.in_shard(&codes_name, e))
     }
 
-    fn packed_format(&self) -> Option<WeightFormat> {
-        self.quant.packed_format()
+    fn packed_only(&self) -> bool {
+        self.quant.packed_format().is_some()
     }
 }
 
@@ -369,6 +369,10 @@ impl<S: ShardStore> WeightSource for MlcModel<S> {
 mod tests {
     use super::*;
     use crate::formats::mlc::{TensorCache, TensorCacheBuilder};
+
+    fn scales_f16(p: &PackedWeight) -> Vec<f16> {
+        p.scales.iter().map(|&b| f16::from_bits(b)).collect()
+    }
 
     /// The browser's path: shards arrive one at a time as bytes, each checked against the
     /// index, and packed matrices are decoded from them; nothing touches a file.
@@ -382,12 +386,15 @@ mod tests {
         let mut builder = TensorCacheBuilder::with_shard_cap(Vec::new(), 4096);
         for (name, format) in [("a", WeightFormat::Q4F16), ("b", WeightFormat::Q3F16)] {
             let p = PackedWeight::quantize(format, &values, rows, cols).unwrap();
-            let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
+            let (words, groups) = (
+                format.code_words_per_row(cols),
+                format.scale_halves_per_row(cols),
+            );
             builder
                 .add_u32(&format!("{name}.q_weight"), &[rows, words], &p.codes)
                 .unwrap();
             builder
-                .add_f16(&format!("{name}.q_scale"), &[rows, groups], &p.scales)
+                .add_f16(&format!("{name}.q_scale"), &[rows, groups], &scales_f16(&p))
                 .unwrap();
             want.push((name, p));
         }

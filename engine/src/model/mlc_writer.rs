@@ -232,14 +232,19 @@ fn write_contents(
             Shape::Matrix { rows, cols } => match quant.packed_format() {
                 Some(format) => {
                     let packed = weights::packed_matrix_with(&*source, param, format, options)?;
-                    let (words, groups) = (format.words_per_row(cols), format.scales_per_row(cols));
+                    let (words, groups) = (
+                        format.code_words_per_row(cols),
+                        format.scale_halves_per_row(cols),
+                    );
                     writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
                     let scale_name = format!("{base}.q_scale");
+                    let scales: Vec<f16> =
+                        packed.scales.iter().map(|&b| f16::from_bits(b)).collect();
                     if quant.f32_model() {
-                        let scales: Vec<f32> = packed.scales.iter().map(|s| s.to_f32()).collect();
+                        let scales: Vec<f32> = scales.iter().map(|s| s.to_f32()).collect();
                         writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
                     } else {
-                        writer.add_f16(&scale_name, &[rows, groups], &packed.scales)?;
+                        writer.add_f16(&scale_name, &[rows, groups], &scales)?;
                     }
                 }
                 None => {
@@ -254,7 +259,7 @@ fn write_contents(
                 }
             },
             Shape::Vector(len) => {
-                let values = weights::vector(&*source, param)?;
+                let values = weights::vector(&*source, param, true)?;
                 add_dense(&mut writer, quant, &base, &[len], &values)?;
             }
         }

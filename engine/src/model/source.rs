@@ -4,6 +4,7 @@
 
 use super::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::GgufFile;
 use crate::quant::{PackedWeight, WeightFormat};
 
@@ -16,16 +17,17 @@ pub trait WeightSource {
     /// are output features; `[len]` for a vector). A different shape is an error.
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
 
-    /// The matrix as the source stores it when that is already a GPU weight format (MLC
-    /// folders); `None` when it must be decoded with [`WeightSource::tensor_f32`] and
-    /// quantized.
+    /// The matrix as the source stores it, every value kept, when the kernels run its
+    /// storage format (MLC folders' packed matrices, GGUF blocks); `None` when it must be
+    /// decoded with [`WeightSource::tensor_f32`] and quantized.
     fn packed(&self, _name: &str, _rows: usize, _cols: usize) -> Result<Option<PackedWeight>> {
         Ok(None)
     }
 
-    /// The format every packed matrix of this source is in, if it stores packed ones.
-    fn packed_format(&self) -> Option<WeightFormat> {
-        None
+    /// Whether the matrices must run in their stored format (MLC folders: their packed
+    /// weights are the model, with no f32 original to quantize again).
+    fn packed_only(&self) -> bool {
+        false
     }
 }
 
@@ -77,24 +79,65 @@ impl<'a> GgufWeights<'a> {
 /// Undoes llama.cpp's Q/K permutation of `[heads * head_dim, cols]` rows: GGUF row
 /// `2i + s` of a head is Hugging Face row `s * head_dim / 2 + i`.
 pub fn unpermute_rows(rows: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let head_dim = rows.len() / cols.max(1) / heads.max(1);
+    let n_rows = rows.len() / cols.max(1);
+    unpermuted_order(n_rows, heads)
+        .iter()
+        .flat_map(|&from| &rows[from * cols..(from + 1) * cols])
+        .copied()
+        .collect()
+}
+
+/// For each Hugging Face row of `heads` permuted heads, the GGUF row it is stored in.
+pub fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
+    let head_dim = rows / heads.max(1);
     let half = head_dim / 2;
-    let mut out = vec![0.0; rows.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for s in 0..2 {
-                let from = (h * head_dim + 2 * i + s) * cols;
-                let to = (h * head_dim + s * half + i) * cols;
-                out[to..to + cols].copy_from_slice(&rows[from..from + cols]);
-            }
-        }
-    }
-    out
+    (0..rows)
+        .map(|to| {
+            let (h, r) = (to / head_dim.max(1), to % head_dim.max(1));
+            let (s, i) = (r / half.max(1), r % half.max(1));
+            h * head_dim + 2 * i + s
+        })
+        .collect()
 }
 
 impl WeightSource for GgufWeights<'_> {
     fn has(&self, name: &str) -> bool {
         self.file.tensor(name).is_some()
+    }
+
+    /// The tensor's blocks repacked for the GPU (llama.cpp's Q/K rows put back in Hugging
+    /// Face order); an `F32` or `BF16` matrix whose values f16 holds exactly runs as f16.
+    fn packed(&self, name: &str, rows: usize, cols: usize) -> Result<Option<PackedWeight>> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
+        let found: Vec<usize> = info.dims().iter().rev().map(|&d| d as usize).collect();
+        check_shape(name, &found, &[rows, cols])?;
+        let ty = info.ggml_type();
+        if WeightFormat::for_ggml(ty).is_none() {
+            return Err(Error::Unsupported(format!(
+                "tensor {name} is stored as GGML type {ty}, which glim's kernels do not run yet"
+            )));
+        }
+        let bytes = self.file.tensor_bytes(info);
+        let mut packed = if matches!(ty, GgmlType::F32 | GgmlType::BF16) {
+            let values = crate::formats::ggml::dequantize(ty, bytes, rows * cols)?;
+            let exact = crate::quant::float::exact_in_f16(&values);
+            let format = if exact {
+                WeightFormat::F16
+            } else {
+                WeightFormat::for_ggml(ty).expect("checked")
+            };
+            PackedWeight::quantize(format, &values, rows, cols)?
+        } else {
+            PackedWeight::from_ggml(ty, bytes, rows, cols)
+                .map_err(|e| Error::Invalid(format!("tensor {name}: {e}")))?
+        };
+        if let Some(heads) = self.permuted_heads(name) {
+            packed = packed.select_rows(&unpermuted_order(rows, heads));
+        }
+        Ok(Some(packed))
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -126,7 +169,7 @@ impl<T: WeightSource + ?Sized> WeightSource for &T {
         (**self).packed(name, rows, cols)
     }
 
-    fn packed_format(&self) -> Option<WeightFormat> {
-        (**self).packed_format()
+    fn packed_only(&self) -> bool {
+        (**self).packed_only()
     }
 }

@@ -1,7 +1,9 @@
 //! The Llama graph's parameters: their names, shapes, and how each one is made from a
-//! [`WeightSource`]. Loading onto the GPU and writing a model folder both go through
+//! [`WeightSource`]: as stored ([`stored_matrix`]: GGUF blocks and MLC's packed weights,
+//! every value kept) or converted ([`packed_matrix`]: decoded and quantized, what `--quant`
+//! asks for). Loading with a conversion and writing a model folder both go through
 //! [`packed_matrix`] and [`vector`], so a folder `glim quantize` writes holds exactly the
-//! bytes glim would upload from its source.
+//! bytes glim would upload from its source converted the same way.
 //!
 //! Names are llama.cpp's (`blk.N.attn_output.weight`), plus the fused matrices the graph
 //! runs: `blk.N.attn_qkv.weight` (rows: Q, then K, then V) and `blk.N.ffn_gate_up.weight`
@@ -151,9 +153,37 @@ fn matrix_shape(param: &Param) -> Result<(usize, usize)> {
     }
 }
 
-/// The matrix `param` in `format`: as the source stores it when it is packed already (an MLC
-/// folder), otherwise decoded — its parts fused when the source keeps them apart — and
-/// quantized with glim's default options.
+/// The matrix `param` as the source stores it, in row ranges of one format each (a fused
+/// matrix whose parts the source stores in different formats keeps each part's), or `None`
+/// when the source stores it in no format the kernels run (Hugging Face tensors are
+/// quantized instead). Neighbouring parts of one format become one matrix.
+pub fn stored_matrix(
+    source: &dyn WeightSource,
+    param: &Param,
+) -> Result<Option<Vec<PackedWeight>>> {
+    let (rows, cols) = matrix_shape(param)?;
+    if param.parts.is_empty() || source.has(&param.name) {
+        return Ok(source.packed(&param.name, rows, cols)?.map(|p| vec![p]));
+    }
+    let mut merged: Vec<PackedWeight> = Vec::new();
+    for part in &param.parts {
+        let (part_rows, _) = matrix_shape(part)?;
+        let Some(packed) = source.packed(&part.name, part_rows, cols)? else {
+            return Ok(None);
+        };
+        match merged.last_mut() {
+            Some(last) if last.format == packed.format => {
+                *last = PackedWeight::stack(&[last.clone(), packed])?
+            }
+            _ => merged.push(packed),
+        }
+    }
+    Ok(Some(merged))
+}
+
+/// The matrix `param` in `format`: as the source stores it when the source holds only
+/// packed weights (an MLC folder, which must be in `format`), otherwise decoded — its parts
+/// fused when the source keeps them apart — and quantized with glim's default options.
 pub fn packed_matrix(
     source: &dyn WeightSource,
     param: &Param,
@@ -170,7 +200,12 @@ pub fn packed_matrix_with(
     options: QuantOptions,
 ) -> Result<PackedWeight> {
     let (rows, cols) = matrix_shape(param)?;
-    if let Some(packed) = source.packed(&param.name, rows, cols)? {
+    let stored = if source.packed_only() {
+        source.packed(&param.name, rows, cols)?
+    } else {
+        None
+    };
+    if let Some(packed) = stored {
         if packed.format != format {
             return Err(Error::Invalid(format!(
                 "{} is stored as {}, not {}",
@@ -199,14 +234,19 @@ pub fn dense_matrix(source: &dyn WeightSource, param: &Param) -> Result<Vec<f32>
     Ok(values)
 }
 
-/// The vector `param` as f32. Norm weights go to the GPU in f32, but hold f16 values: the
-/// packed formats are f16-dtype models in MLC's sense, and a folder stores them as f16, so
-/// every source gives the same numbers.
-pub fn vector(source: &dyn WeightSource, param: &Param) -> Result<Vec<f32>> {
+/// The vector `param` as f32, rounded to f16 values with `round_to_f16`. Norm weights go
+/// to the GPU in f32; a model converted to MLC's formats holds them at f16 values (the
+/// formats are f16-dtype models in MLC's sense, and a folder stores them as f16), so the
+/// model and the folder written from it compute the same numbers. A model run as stored
+/// keeps them as stored.
+pub fn vector(source: &dyn WeightSource, param: &Param, round_to_f16: bool) -> Result<Vec<f32>> {
     let Shape::Vector(len) = param.shape else {
         return Err(Error::Invalid(format!("{} is not a vector", param.name)));
     };
     let values = source.tensor_f32(&param.name, &[len])?;
+    if !round_to_f16 {
+        return Ok(values);
+    }
     Ok(values
         .into_iter()
         .map(|v| f16::from_f32(v).to_f32())
