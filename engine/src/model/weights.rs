@@ -207,8 +207,8 @@ pub fn packed_matrix_with(
     };
     if let Some(packed) = stored {
         if packed.format != format {
-            return Err(Error::Invalid(format!(
-                "{} is stored as {}, not {}",
+            return Err(Error::Unsupported(format!(
+                "{} is packed as {}; glim does not re-quantize packed weights to {} (quantize the original model instead)",
                 param.name,
                 packed.format.name(),
                 format.name()
