@@ -16,7 +16,6 @@ use glim::generate::Session;
 use glim::gpu::{AdapterChoice, GpuContext, Precision};
 use glim::model::llama::{LlamaLoader, LoadOptions};
 use glim::model::mlc::{mlc_text, MlcModel};
-use glim::model::source::WeightSource;
 use glim::model::streamed::{load_streamed, StreamProgress};
 use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde_json::{json, Value};
