@@ -15,7 +15,7 @@ use crate::gpu::{KernelSource, Precision, Tensor};
 use crate::quant::WeightFormat;
 
 /// The WGSL files, compiled into the crate.
-pub mod wgsl {
+pub(crate) mod wgsl {
     pub const WEIGHTS_COMMON: &str = include_str!("../../../shaders/weights_common.wgsl");
     pub const WEIGHTS_GROUPED: &str = include_str!("../../../shaders/weights_grouped.wgsl");
     pub const WEIGHTS_FLOAT: &str = include_str!("../../../shaders/weights_float.wgsl");

@@ -34,17 +34,6 @@ impl GpuWeight {
             .sum()
     }
 
-    /// The formats of its chunks, each once, in row order.
-    pub fn formats(&self) -> Vec<WeightFormat> {
-        let mut all: Vec<WeightFormat> = Vec::new();
-        for c in &self.chunks {
-            if !all.contains(&c.format) {
-                all.push(c.format);
-            }
-        }
-        all
-    }
-
     /// How many `cols`-wide rows in `format` fit one binding; an error when not even one
     /// does.
     pub fn check_row_fits(ctx: &GpuContext, format: WeightFormat, cols: usize) -> Result<usize> {
@@ -78,18 +67,25 @@ impl GpuWeight {
         let mut chunks = Vec::new();
         let mut row_start = 0;
         for part in parts {
+            let (words, halves) = (
+                part.format.code_words_per_row(cols),
+                part.format.scale_halves_per_row(cols),
+            );
             let max_rows = Self::check_row_fits(ctx, part.format, cols)?;
             // An even number, so no chunk splits an interleaved gate/up pair.
             let max_rows = if max_rows > 1 { max_rows / 2 * 2 } else { 1 };
             let mut done = 0;
             while done < part.rows {
                 let rows = max_rows.min(part.rows - done);
-                let piece = part.row_range(done, rows);
-                let codes = ctx.upload_bytes(bytemuck::cast_slice(&piece.codes), "weight codes")?;
-                let scales = if piece.scales.is_empty() {
+                // The chunk's rows, uploaded from the part's planes without copying them.
+                let codes = &part.codes[done * words..(done + rows) * words];
+                let codes = ctx.upload_bytes(bytemuck::cast_slice(codes), "weight codes")?;
+                let scales = if halves == 0 {
                     ctx.upload_bytes(&[0; 4], "no scales")?
                 } else {
-                    ctx.upload_bytes(bytemuck::cast_slice(&piece.scale_words()), "weight scales")?
+                    let chunk = &part.scales[done * halves..(done + rows) * halves];
+                    let words = crate::quant::halves_to_words(chunk);
+                    ctx.upload_bytes(bytemuck::cast_slice(&words), "weight scales")?
                 };
                 chunks.push(WeightChunk {
                     row_start: row_start + done,

@@ -165,20 +165,25 @@ pub fn stored_matrix(
     if param.parts.is_empty() || source.has(&param.name) {
         return Ok(source.packed(&param.name, rows, cols)?.map(|p| vec![p]));
     }
-    let mut merged: Vec<PackedWeight> = Vec::new();
+    // Runs of neighbouring parts in one format, each stacked once.
+    let mut runs: Vec<Vec<PackedWeight>> = Vec::new();
     for part in &param.parts {
         let (part_rows, _) = matrix_shape(part)?;
         let Some(packed) = source.packed(&part.name, part_rows, cols)? else {
             return Ok(None);
         };
-        match merged.last_mut() {
-            Some(last) if last.format == packed.format => {
-                *last = PackedWeight::stack(&[last.clone(), packed])?
-            }
-            _ => merged.push(packed),
+        match runs.last_mut() {
+            Some(run) if run[0].format == packed.format => run.push(packed),
+            _ => runs.push(vec![packed]),
         }
     }
-    Ok(Some(merged))
+    runs.into_iter()
+        .map(|mut run| match run.len() {
+            1 => Ok(run.remove(0)),
+            _ => PackedWeight::stack(&run),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// The matrix `param` in `format`: as the source stores it when the source holds only

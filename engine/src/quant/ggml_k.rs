@@ -160,58 +160,46 @@ impl Format for KFormat {
     }
 
     fn repack_ggml(&self, bytes: &[u8], out: &mut PackedWeight) -> Result<()> {
-        let cols = out.cols;
-        let (words, spr) = (
-            self.code_words_per_row(cols),
-            self.scale_halves_per_row(cols),
-        );
-        let blocks = Self::blocks(cols);
+        let blocks = Self::blocks(out.cols);
         let low_words = blocks * BLOCK / 8;
-        let size = self.ty.type_size();
-        for (r, row) in bytes
-            .chunks_exact((blocks * size).max(1))
-            .enumerate()
-            .take(out.rows)
-        {
-            let row_codes = &mut out.codes[r * words..(r + 1) * words];
-            let row_scales = &mut out.scales[r * spr..(r + 1) * spr];
-            for (i, b) in row.chunks_exact(size).enumerate() {
-                let mut codes = [0u32; BLOCK];
-                self.unpack_codes(b, &mut codes);
-                let (low, high) = row_codes.split_at_mut(low_words);
-                pack_plane(
-                    codes.iter().map(|c| c & 15),
-                    4,
-                    &mut low[i * 32..(i + 1) * 32],
-                );
-                let block_scales = &mut row_scales[i * Self::BLOCK_HALVES..][..Self::BLOCK_HALVES];
-                match self.ty {
-                    GgmlType::Q6_K => {
-                        pack_plane(
-                            codes.iter().map(|c| c >> 4),
-                            2,
-                            &mut high[i * 16..(i + 1) * 16],
-                        );
-                        for (h, pair) in block_scales.iter_mut().zip(b[192..208].chunks_exact(2)) {
-                            *h = u16::from_le_bytes([pair[0], pair[1]]);
-                        }
-                        row_scales[blocks * Self::BLOCK_HALVES + i] = half_bits(b, 208);
-                    }
-                    _ => {
-                        if self.ty == GgmlType::Q5_K {
-                            pack_plane(
-                                codes.iter().map(|c| c >> 4),
-                                1,
-                                &mut high[i * 8..(i + 1) * 8],
-                            );
-                        }
-                        for (h, pair) in block_scales.iter_mut().zip(b[..16].chunks_exact(2)) {
-                            *h = u16::from_le_bytes([pair[0], pair[1]]);
-                        }
-                    }
-                }
+        out.for_each_ggml_block(self.ty, bytes, |i, b, row_codes, row_scales| {
+            let mut codes = [0u32; BLOCK];
+            self.unpack_codes(b, &mut codes);
+            let (low, high) = row_codes.split_at_mut(low_words);
+            pack_plane(
+                codes.iter().map(|c| c & 15),
+                4,
+                &mut low[i * 32..(i + 1) * 32],
+            );
+            // The block's 16 scale bytes as stored: Q6_K's int8 scales, else d, dmin and
+            // the packed 6-bit scales and mins.
+            let stored = match self.ty {
+                GgmlType::Q6_K => &b[192..208],
+                _ => &b[..16],
+            };
+            let block_scales = &mut row_scales[i * Self::BLOCK_HALVES..][..Self::BLOCK_HALVES];
+            for (h, pair) in block_scales.iter_mut().zip(stored.chunks_exact(2)) {
+                *h = u16::from_le_bytes([pair[0], pair[1]]);
             }
-        }
+            match self.ty {
+                GgmlType::Q6_K => {
+                    pack_plane(
+                        codes.iter().map(|c| c >> 4),
+                        2,
+                        &mut high[i * 16..(i + 1) * 16],
+                    );
+                    row_scales[blocks * Self::BLOCK_HALVES + i] = half_bits(b, 208);
+                }
+                GgmlType::Q5_K => {
+                    pack_plane(
+                        codes.iter().map(|c| c >> 4),
+                        1,
+                        &mut high[i * 8..(i + 1) * 8],
+                    );
+                }
+                _ => {}
+            }
+        });
         Ok(())
     }
 }

@@ -175,37 +175,25 @@ impl Format for LegacyFormat {
     }
 
     fn repack_ggml(&self, bytes: &[u8], out: &mut PackedWeight) -> Result<()> {
-        let (cols, words) = (out.cols, self.code_words_per_row(out.cols));
-        let blocks = cols / BLOCK;
         let halves = self.halves_per_block();
-        let spr = self.scale_halves_per_row(cols);
-        let low_words = self.low_words(cols);
-        let row_bytes = blocks * self.ty.type_size();
-        for (r, row) in bytes
-            .chunks_exact(row_bytes.max(1))
-            .enumerate()
-            .take(out.rows)
-        {
-            let codes = &mut out.codes[r * words..(r + 1) * words];
-            let scales = &mut out.scales[r * spr..(r + 1) * spr];
-            for (i, b) in row.chunks_exact(self.ty.type_size()).enumerate() {
-                let mut block = [0u32; BLOCK];
-                self.unpack_block(b, &mut block, &mut scales[i * halves..(i + 1) * halves]);
-                let low_mask = (1u32 << self.low_bits) - 1;
-                let per_block = BLOCK * self.low_bits as usize / 32;
-                pack_plane(
-                    block.iter().map(|c| c & low_mask),
-                    self.low_bits,
-                    &mut codes[i * per_block..(i + 1) * per_block],
-                );
-                if self.fifth_bit {
-                    codes[low_words + i] = block
-                        .iter()
-                        .enumerate()
-                        .fold(0, |acc, (j, c)| acc | (c >> 4) << j);
-                }
+        let low_words = self.low_words(out.cols);
+        let low_mask = (1u32 << self.low_bits) - 1;
+        let per_block = BLOCK * self.low_bits as usize / 32;
+        out.for_each_ggml_block(self.ty, bytes, |i, b, codes, scales| {
+            let mut block = [0u32; BLOCK];
+            self.unpack_block(b, &mut block, &mut scales[i * halves..(i + 1) * halves]);
+            pack_plane(
+                block.iter().map(|c| c & low_mask),
+                self.low_bits,
+                &mut codes[i * per_block..(i + 1) * per_block],
+            );
+            if self.fifth_bit {
+                codes[low_words + i] = block
+                    .iter()
+                    .enumerate()
+                    .fold(0, |acc, (j, c)| acc | (c >> 4) << j);
             }
-        }
+        });
         Ok(())
     }
 }

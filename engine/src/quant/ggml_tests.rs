@@ -109,8 +109,11 @@ fn rows_move_with_their_scales() {
         for (i, &r) in order.iter().enumerate() {
             assert_eq!(row(&picked, i), row(&dense, r), "{ty}");
         }
-        let stacked =
-            PackedWeight::stack(&[packed.row_range(0, 2), packed.row_range(2, 4)]).unwrap();
+        let stacked = PackedWeight::stack(&[
+            packed.select_rows(&[0, 1]),
+            packed.select_rows(&[2, 3, 4, 5]),
+        ])
+        .unwrap();
         assert_eq!(stacked, packed);
     }
     let a = PackedWeight::synthetic(WeightFormat::Q4_0, 2, 64, 1).unwrap();

@@ -314,6 +314,30 @@ impl PackedWeight {
         }
     }
 
+    /// Walks `bytes`, this matrix's rows of GGML blocks of type `ty`, block by block:
+    /// `each(i, block, codes, scales)` gets block `i` of a row and that row's code words
+    /// and scale units, for a format's repacking.
+    pub(crate) fn for_each_ggml_block(
+        &mut self,
+        ty: GgmlType,
+        bytes: &[u8],
+        mut each: impl FnMut(usize, &[u8], &mut [u32], &mut [u16]),
+    ) {
+        let (words, halves) = (
+            self.format.code_words_per_row(self.cols),
+            self.format.scale_halves_per_row(self.cols),
+        );
+        let row_bytes = self.cols / ty.block_size() * ty.type_size();
+        let rows = bytes.chunks_exact(row_bytes.max(1)).take(self.rows);
+        let planes = self.codes.chunks_exact_mut(words.max(1));
+        let scales = self.scales.chunks_exact_mut(halves.max(1));
+        for ((row, codes), scales) in rows.zip(planes).zip(scales) {
+            for (i, block) in row.chunks_exact(ty.type_size()).enumerate() {
+                each(i, block, codes, scales);
+            }
+        }
+    }
+
     /// Weight `(row, k)` as the GPU kernels see it.
     pub fn weight_at(&self, row: usize, k: usize) -> f32 {
         self.format.weight_at(self, row, k)
@@ -388,20 +412,6 @@ impl PackedWeight {
             out.scales.extend_from_slice(self.scale_row(r));
         }
         out
-    }
-
-    /// Rows `start..start + rows`.
-    pub fn row_range(&self, start: usize, rows: usize) -> PackedWeight {
-        let (c, s) = (
-            self.format.code_words_per_row(self.cols),
-            self.format.scale_halves_per_row(self.cols),
-        );
-        PackedWeight {
-            rows,
-            codes: self.codes[start * c..(start + rows) * c].to_vec(),
-            scales: self.scales[start * s..(start + rows) * s].to_vec(),
-            ..*self
-        }
     }
 
     /// Matrices of one format and width stacked by rows.
