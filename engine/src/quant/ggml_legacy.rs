@@ -1,5 +1,5 @@
-//! GGUF's blocks of 32: `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1` and `Q8_0`, run as stored
-//! (`weights_ggml32.wgsl`). The block layouts are in [`crate::formats::ggml`].
+//! GGUF's blocks of 32: `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0` and `IQ4_NL`, run as
+//! stored (`weights_ggml32.wgsl`). The block layouts are in [`crate::formats::ggml`].
 //!
 //! A block is a segment. Its codes are repacked into planes numbered flat along K (a GGUF
 //! block keeps element `j` and `j + 16` in one byte's two nibbles):
@@ -10,12 +10,16 @@
 //!
 //! Scales: the block's f16 `d`, and for `Q4_1`/`Q5_1` its f16 `m` beside it (one word a
 //! block). A weight is `(code - zero) * d` (zero 8, 16, or 0 for `Q8_0`'s signed codes) or
-//! `code * d + m`: the products are exact in f32, so the GPU's value is ggml's whatever
+//! `code * d + m`, or for `IQ4_NL` `d * kvalues[code]` (its 4-bit codes index ggml's
+//! non-linear grid): the products are exact in f32, so the GPU's value is ggml's whatever
 //! the order of the one rounding.
 
-use super::{half_bits, pack_plane, plane_code, whole_quads, Format, FormatWgsl, PackedWeight};
+use super::{
+    half_bits, iq4_grid_consts, pack_plane, plane_code, whole_quads, Format, FormatWgsl,
+    PackedWeight,
+};
 use crate::error::Result;
-use crate::formats::ggml::GgmlType;
+use crate::formats::ggml::{GgmlType, KVALUES_IQ4NL};
 
 /// Weights per block.
 const BLOCK: usize = 32;
@@ -31,6 +35,8 @@ pub struct LegacyFormat {
     has_min: bool,
     /// The code that means 0 (`Q8_0`: its codes are signed, stored as bytes).
     zero: u32,
+    /// Whether codes index [`KVALUES_IQ4NL`] (`IQ4_NL`) rather than count up from `zero`.
+    grid: bool,
 }
 
 pub const Q4_0: LegacyFormat = LegacyFormat {
@@ -39,6 +45,7 @@ pub const Q4_0: LegacyFormat = LegacyFormat {
     fifth_bit: false,
     has_min: false,
     zero: 8,
+    grid: false,
 };
 pub const Q4_1: LegacyFormat = LegacyFormat {
     ty: GgmlType::Q4_1,
@@ -46,6 +53,7 @@ pub const Q4_1: LegacyFormat = LegacyFormat {
     fifth_bit: false,
     has_min: true,
     zero: 0,
+    grid: false,
 };
 pub const Q5_0: LegacyFormat = LegacyFormat {
     ty: GgmlType::Q5_0,
@@ -53,6 +61,7 @@ pub const Q5_0: LegacyFormat = LegacyFormat {
     fifth_bit: true,
     has_min: false,
     zero: 16,
+    grid: false,
 };
 pub const Q5_1: LegacyFormat = LegacyFormat {
     ty: GgmlType::Q5_1,
@@ -60,6 +69,7 @@ pub const Q5_1: LegacyFormat = LegacyFormat {
     fifth_bit: true,
     has_min: true,
     zero: 0,
+    grid: false,
 };
 pub const Q8_0: LegacyFormat = LegacyFormat {
     ty: GgmlType::Q8_0,
@@ -67,6 +77,16 @@ pub const Q8_0: LegacyFormat = LegacyFormat {
     fifth_bit: false,
     has_min: false,
     zero: 0,
+    grid: false,
+};
+
+pub const IQ4_NL: LegacyFormat = LegacyFormat {
+    ty: GgmlType::IQ4_NL,
+    low_bits: 4,
+    fifth_bit: false,
+    has_min: false,
+    zero: 0,
+    grid: true,
 };
 
 impl LegacyFormat {
@@ -136,15 +156,18 @@ impl Format for LegacyFormat {
     }
 
     fn wgsl(&self) -> FormatWgsl {
+        let mut consts = vec![
+            ("SEG", BLOCK as u32),
+            ("LOW_BITS", self.low_bits),
+            ("FIFTH_BIT", self.fifth_bit as u32),
+            ("HAS_MIN", self.has_min as u32),
+            ("ZERO_CODE", self.zero),
+            ("GRID", self.grid as u32),
+        ];
+        consts.extend(iq4_grid_consts());
         FormatWgsl {
             file: crate::kernels::wgsl::WEIGHTS_GGML32,
-            consts: vec![
-                ("SEG", BLOCK as u32),
-                ("LOW_BITS", self.low_bits),
-                ("FIFTH_BIT", self.fifth_bit as u32),
-                ("HAS_MIN", self.has_min as u32),
-                ("ZERO_CODE", self.zero),
-            ],
+            consts,
         }
     }
 
@@ -156,6 +179,9 @@ impl Format for LegacyFormat {
         let d = half::f16::from_bits(scales[0]).to_f32();
         if self.low_bits == 8 {
             return (low as u8 as i8) as f32 * d;
+        }
+        if self.grid {
+            return d * KVALUES_IQ4NL[low as usize] as f32;
         }
         let high = if self.fifth_bit {
             (codes[self.low_words(w.cols) + block] >> j) & 1

@@ -5,7 +5,7 @@ use super::*;
 use crate::formats::ggml::{self, synthetic_blocks};
 
 /// The GGUF block types glim runs as stored, and the widths tested (whole blocks).
-const BLOCK_TYPES: [(GgmlType, usize); 8] = [
+const BLOCK_TYPES: [(GgmlType, usize); 12] = [
     (GgmlType::Q4_0, 96),
     (GgmlType::Q4_1, 96),
     (GgmlType::Q5_0, 160),
@@ -14,6 +14,10 @@ const BLOCK_TYPES: [(GgmlType, usize); 8] = [
     (GgmlType::Q4_K, 512),
     (GgmlType::Q5_K, 768),
     (GgmlType::Q6_K, 768),
+    (GgmlType::Q2_K, 512),
+    (GgmlType::Q3_K, 768),
+    (GgmlType::IQ4_NL, 96),
+    (GgmlType::IQ4_XS, 512),
 ];
 
 fn synthetic(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
@@ -64,6 +68,10 @@ fn planes_hold_the_files_bits() {
         (GgmlType::Q4_K, 4.5),
         (GgmlType::Q6_K, 6.5625),
         (GgmlType::Q4_1, 5.0),
+        (GgmlType::Q2_K, 2.625),
+        (GgmlType::Q3_K, 3.4375),
+        (GgmlType::IQ4_NL, 4.5),
+        (GgmlType::IQ4_XS, 4.25),
     ] {
         let p = PackedWeight::from_ggml(ty, &synthetic(ty, 2, 4096, 3), 2, 4096).unwrap();
         assert_eq!(p.bits_per_weight(), bpw, "{ty}");

@@ -8,8 +8,10 @@
 //! | --- | --- | --- |
 //! | [`mlc_group`] | `q4f16` (`q4f16_1`), `q3f16` (`q3f16_1`) | MLC-LLM's group quantization, or glim's quantizer |
 //! | [`float`] | `f16`, `bf16`, `f32` | plain floats, every value as stored |
-//! | [`ggml_legacy`] | `q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0` | GGUF blocks of 32, repacked |
-//! | [`ggml_k`] | `q4_K`, `q5_K`, `q6_K` | GGUF super-blocks of 256, repacked |
+//! | [`ggml_legacy`] | `q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`, `iq4_nl` | GGUF blocks of 32, repacked |
+//! | [`ggml_k`] | `q4_K`, `q5_K`, `q6_K` | GGUF super-blocks of 256, a scale per 32 |
+//! | [`ggml_k16`] | `q2_K`, `q3_K` | GGUF super-blocks of 256, a scale per 16 |
+//! | [`ggml_iq4_xs`] | `iq4_xs` | GGUF super-blocks of 256, a non-linear 4-bit grid |
 //!
 //! # What a format is to the kernels
 //!
@@ -36,14 +38,16 @@
 //! own bits per weight plus at most a few bytes of padding per row.
 
 pub mod float;
+pub mod ggml_iq4_xs;
 pub mod ggml_k;
+pub mod ggml_k16;
 pub mod ggml_legacy;
 pub mod mlc_group;
 
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::formats::ggml::GgmlType;
+use crate::formats::ggml::{GgmlType, KVALUES_IQ4NL};
 
 pub use mlc_group::{GroupSpec, QuantOptions, ScaleRule, ScaleType};
 
@@ -167,13 +171,17 @@ impl WeightFormat {
     pub const Q4_K: WeightFormat = WeightFormat(&ggml_k::Q4_K);
     pub const Q5_K: WeightFormat = WeightFormat(&ggml_k::Q5_K);
     pub const Q6_K: WeightFormat = WeightFormat(&ggml_k::Q6_K);
+    pub const Q2_K: WeightFormat = WeightFormat(&ggml_k16::Q2_K);
+    pub const Q3_K: WeightFormat = WeightFormat(&ggml_k16::Q3_K);
+    pub const IQ4_NL: WeightFormat = WeightFormat(&ggml_legacy::IQ4_NL);
+    pub const IQ4_XS: WeightFormat = WeightFormat(&ggml_iq4_xs::IQ4_XS);
 
     /// The formats glim packs from f32 values itself (MLC's and f16): `--quant` targets.
     pub const PACKABLE: [WeightFormat; 3] =
         [WeightFormat::Q4F16, WeightFormat::Q3F16, WeightFormat::F16];
 
     /// Every format the kernels run.
-    pub const ALL: [WeightFormat; 13] = [
+    pub const ALL: [WeightFormat; 17] = [
         WeightFormat::Q4F16,
         WeightFormat::Q3F16,
         WeightFormat::F16,
@@ -187,6 +195,10 @@ impl WeightFormat {
         WeightFormat::Q4_K,
         WeightFormat::Q5_K,
         WeightFormat::Q6_K,
+        WeightFormat::Q2_K,
+        WeightFormat::Q3_K,
+        WeightFormat::IQ4_NL,
+        WeightFormat::IQ4_XS,
     ];
 
     /// The format that runs GGML type `ty` as stored, if glim has one.
@@ -451,6 +463,19 @@ pub fn halves_to_words(halves: &[u16]) -> Vec<u32> {
 /// Rounds `n` up to a multiple of 4 (code rows are whole 16-byte quads).
 pub(crate) fn whole_quads(n: usize) -> usize {
     n.div_ceil(4) * 4
+}
+
+/// ggml's IQ4 grid ([`KVALUES_IQ4NL`]) as the WGSL constants `IQ4_GRID0..3`: its signed
+/// bytes four to a word, for the formats whose codes index it.
+pub(crate) fn iq4_grid_consts() -> [(&'static str, u32); 4] {
+    let word =
+        |i: usize| u32::from_le_bytes(std::array::from_fn(|b| KVALUES_IQ4NL[4 * i + b] as u8));
+    [
+        ("IQ4_GRID0", word(0)),
+        ("IQ4_GRID1", word(1)),
+        ("IQ4_GRID2", word(2)),
+        ("IQ4_GRID3", word(3)),
+    ]
 }
 
 /// The little-endian f16 at byte `at` of `b`, as its bits.
