@@ -4,9 +4,11 @@
 Uses llama.cpp through llama-cpp-python (`pip install llama-cpp-python`) on the same GGUF
 glim loads. Writes goldens.json next to this script:
   - greedy: for each raw prompt, its token ids, llama.cpp's 32 greedy tokens, and at each
-    step the margin between the top two logits (so a test can tell a near-tie from a bug);
-  - forced: the ids of text.txt and llama.cpp's top-1 prediction (with margin) after every
-    position, for teacher-forced agreement;
+    step the margin between the top two logits (so a test can tell a near-tie from a bug)
+    and the top TOP_K logits with their ids (a test feeds glim llama.cpp's tokens and
+    compares every step, through the decode kernels, one sequence and several at once);
+  - forced: the ids of text.txt and llama.cpp's top-1 prediction (with margin and the top
+    TOP_K logits) after every position, for teacher-forced agreement;
   - perplexity: llama-perplexity's chunked perplexity of text.txt at a small context,
     computed from the same logits (chunks of `ctx`, BOS first when the model adds one,
     second half of each chunk scored).
@@ -37,6 +39,7 @@ PROMPTS = [
 ]
 STEPS = 32
 PPL_CTX = 128
+TOP_K = 8
 
 
 def top2(logits):
@@ -44,22 +47,34 @@ def top2(logits):
     return int(order[0]), float(logits[order[0]] - logits[order[1]])
 
 
+def top_k(logits):
+    order = np.argsort(-logits, kind="stable")[:TOP_K]
+    return [int(i) for i in order], [round(float(logits[i]), 4) for i in order]
+
+
 def main():
     model_path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_MODEL
     llm = Llama(model_path=model_path, n_ctx=1024, n_batch=512, logits_all=True, n_threads=os.cpu_count(), seed=0, verbose=False)
-    out = {"model": os.path.basename(model_path), "peer": "llama.cpp via llama-cpp-python", "greedy": [], "forced": {}, "perplexity": {}}
+    import llama_cpp
+    out = {"model": os.path.basename(model_path), "peer": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+           "greedy": [], "forced": {}, "perplexity": {}}
 
     for prompt in PROMPTS:
         ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
         llm.reset()
         llm.eval(ids)
-        tokens, margins = [], []
+        tokens, margins, top_ids, top_logits = [], [], [], []
         for _ in range(STEPS):
-            token, margin = top2(np.array(llm.scores[llm.n_tokens - 1]))
+            row = np.array(llm.scores[llm.n_tokens - 1])
+            token, margin = top2(row)
             tokens.append(token)
             margins.append(margin)
+            k_ids, k_logits = top_k(row)
+            top_ids.append(k_ids)
+            top_logits.append(k_logits)
             llm.eval([token])
         out["greedy"].append({"prompt": prompt, "prompt_ids": ids, "tokens": tokens, "margins": margins,
+                              "top_ids": top_ids, "top_logits": top_logits,
                               "text": llm.detokenize(tokens).decode("utf-8", errors="replace")})
 
     text = open(os.path.join(HERE, "text.txt"), encoding="utf-8").read()
@@ -68,7 +83,9 @@ def main():
     llm.eval(ids)
     scores = np.array(llm.scores[: len(ids)])
     preds = [top2(row) for row in scores]
-    out["forced"] = {"ids": ids, "top1": [p[0] for p in preds], "margins": [p[1] for p in preds]}
+    tops = [top_k(row) for row in scores]
+    out["forced"] = {"ids": ids, "top1": [p[0] for p in preds], "margins": [p[1] for p in preds],
+                     "top_ids": [t[0] for t in tops], "top_logits": [t[1] for t in tops]}
 
     add_bos = llm.tokenize(b"a", add_bos=True, special=False)[0] == llm.token_bos()
     total, count = 0.0, 0

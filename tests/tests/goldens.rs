@@ -2,13 +2,19 @@
 //! recorded by `tests/reference/make_goldens.py` (llama.cpp's CPU backend through
 //! llama-cpp-python).
 //!
-//! llama.cpp's CPU path quantizes activations to 8 bits inside its Q4_1 matmuls, so where
-//! its own top-2 logits are within 0.5 of each other the two engines may honestly disagree;
-//! the goldens record that margin at every step and the tests print it at any divergence.
+//! Every position is compared: the logits of llama.cpp's top 8 tokens (the largest
+//! difference is asserted) and the top-1 token. llama.cpp's CPU path quantizes activations
+//! to 8 bits inside its Q4_1 matmuls, so where its own top-2 logits are within 0.5 of each
+//! other the two engines may honestly disagree; the goldens record that margin at every
+//! position, and glim must pick llama.cpp's token wherever it is wider. Tokens reach the
+//! model through every path: a prompt's prefill, single decode steps, and `decode_batch`
+//! with six sequences side by side, each fed llama.cpp's own greedy answer so that one
+//! near-tie does not end the comparison.
 
 use glim::formats::gguf::GgufFile;
 use glim::generate::perplexity::perplexity;
-use glim::model::llama::{Llama, LoadOptions, Logits};
+use glim::gpu::Precision;
+use glim::model::llama::{BatchOutput, BatchToken, Llama, LoadOptions, Logits, NextToken};
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;
 use serde_json::Value;
@@ -39,7 +45,11 @@ fn floats(v: &Value) -> Vec<f64> {
 /// The test model as stored (`None`: its Q4_1 and Q8_0 blocks) or converted to `format`,
 /// run by the kernels built for GPUs where `gpu_kernels` (on lavapipe the CPU ones run
 /// otherwise).
-fn load(format: Option<WeightFormat>, gpu_kernels: bool) -> Option<(Llama, GgufFile)> {
+fn load(
+    format: Option<WeightFormat>,
+    gpu_kernels: bool,
+    precision: Option<Precision>,
+) -> Option<(Llama, GgufFile)> {
     let path = glim_tests::test_model()?;
     let mut ctx = glim_tests::open_gpu()?;
     if gpu_kernels {
@@ -50,40 +60,127 @@ fn load(format: Option<WeightFormat>, gpu_kernels: bool) -> Option<(Llama, GgufF
         format,
         context: 512,
         max_batch: 128,
-        precision: None,
-        slots: 1,
+        precision,
+        // The greedy goldens' prompts decode side by side.
+        slots: 6,
     };
     let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
     Some((model, file))
 }
 
-/// Teacher-forced top-1 agreement over the fixed text: (all positions, positions where
-/// llama.cpp itself is not near a tie).
-fn forced_agreement(model: &mut Llama, g: &Value) -> (f64, f64) {
-    let forced = &g["forced"];
-    let (text_ids, want, margins) = (
-        ids(&forced["ids"]),
-        ids(&forced["top1"]),
-        floats(&forced["margins"]),
-    );
-    let got = model.forward_blocking(&text_ids, 0, Logits::All).unwrap();
-    let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count();
-    let differ: Vec<String> = (0..want.len())
-        .filter(|&i| got[i] != want[i])
-        .map(|i| format!("{i}:{:.2}", margins[i]))
-        .collect();
-    eprintln!(
-        "positions where glim's top-1 differs (position:llama.cpp margin): {}",
-        differ.join(" ")
-    );
-    let clear: Vec<usize> = (0..want.len())
-        .filter(|&i| margins[i] >= NEAR_TIE)
-        .collect();
-    let agree_clear = clear.iter().filter(|&&i| got[i] == want[i]).count();
-    (
-        agree as f64 / want.len() as f64,
-        agree_clear as f64 / clear.len() as f64,
-    )
+/// llama.cpp's view of one position: its top-1 token, the margin to its second, and its
+/// top-k token ids with their logits.
+struct Step {
+    top1: u32,
+    margin: f64,
+    ids: Vec<u32>,
+    logits: Vec<f64>,
+}
+
+/// The steps of a `forced` or `greedy` golden (`top1` or `tokens` is llama.cpp's choice).
+fn steps(v: &Value) -> Vec<Step> {
+    let top1 = ids(v.get("top1").unwrap_or(&v["tokens"]));
+    let margins = floats(&v["margins"]);
+    let top_ids = v["top_ids"].as_array().unwrap();
+    let top_logits = v["top_logits"].as_array().unwrap();
+    (0..top1.len())
+        .map(|i| Step {
+            top1: top1[i],
+            margin: margins[i],
+            ids: ids(&top_ids[i]),
+            logits: floats(&top_logits[i]),
+        })
+        .collect()
+}
+
+/// How one run's logits compare with llama.cpp's, step by step.
+#[derive(Default)]
+struct Comparison {
+    steps: usize,
+    agree: usize,
+    /// Steps where llama.cpp's margin is at least [`NEAR_TIE`], and how many of them agree.
+    clear: usize,
+    agree_clear: usize,
+    /// The largest |glim's logit - llama.cpp's| over llama.cpp's top-k tokens, and where.
+    max_delta: f64,
+    worst: String,
+    /// Clear steps where glim picks another token (position:margin).
+    misses: Vec<String>,
+}
+
+impl Comparison {
+    /// Adds one position: glim's logits `row` against llama.cpp's `want`; `at` names it.
+    fn add(&mut self, row: &[f32], want: &Step, at: &str) {
+        let top1 = argmax(row);
+        self.steps += 1;
+        self.agree += (top1 == want.top1) as usize;
+        if want.margin >= NEAR_TIE {
+            self.clear += 1;
+            if top1 == want.top1 {
+                self.agree_clear += 1;
+            } else {
+                self.misses.push(format!("{at}:{:.2}", want.margin));
+            }
+        }
+        for (&id, &logit) in want.ids.iter().zip(&want.logits) {
+            let delta = (row[id as usize] as f64 - logit).abs();
+            if delta > self.max_delta {
+                self.max_delta = delta;
+                self.worst = format!("{at}, token {id}");
+            }
+        }
+    }
+
+    /// Adds `rows` (row-major, one per step) against `want`, the steps from `first` on.
+    fn add_rows(&mut self, rows: &[f32], want: &[Step], what: &str) {
+        let vocab = rows.len() / want.len();
+        for (i, (row, step)) in rows.chunks_exact(vocab).zip(want).enumerate() {
+            self.add(row, step, &format!("{what}{i}"));
+        }
+    }
+
+    fn agreement(&self) -> f64 {
+        self.agree as f64 / self.steps as f64
+    }
+
+    /// Prints the figures and asserts glim agrees wherever llama.cpp is confident and no
+    /// logit of llama.cpp's top-k is further than `max_delta` from llama.cpp's.
+    fn check(&self, what: &str, max_delta: f64) {
+        eprintln!(
+            "{what}: top-1 agreement with llama.cpp {:.2}% of {} positions ({}/{} where its margin >= {NEAR_TIE}); max |Δlogit| over its top-{} {:.3} ({})",
+            self.agreement() * 100.0,
+            self.steps,
+            self.agree_clear,
+            self.clear,
+            TOP_K,
+            self.max_delta,
+            self.worst
+        );
+        assert!(
+            self.misses.is_empty(),
+            "{what}: glim picks another token where llama.cpp is confident (position:margin): {}",
+            self.misses.join(" ")
+        );
+        assert!(
+            self.max_delta <= max_delta,
+            "{what}: a logit differs from llama.cpp's by {:.3} at {} (bound {max_delta})",
+            self.max_delta,
+            self.worst
+        );
+    }
+}
+
+/// Tokens in the goldens' top-k.
+const TOP_K: usize = 8;
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
@@ -97,107 +194,166 @@ fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
     report.perplexity
 }
 
-/// Teacher-forced top-1 through the decode kernels, one token at a time: the prediction
-/// after each of the text's first `n` tokens, as a generation step makes it.
-fn forced_decode_top1(model: &mut Llama, text_ids: &[u32], n: usize) -> Vec<u32> {
-    (0..n.min(text_ids.len()))
-        .map(|pos| {
-            model
-                .forward_blocking(&text_ids[pos..pos + 1], pos, Logits::Last)
-                .unwrap()[0]
-        })
-        .collect()
+/// The fixed text teacher-forced through the prefill kernels (every position in passes of
+/// `max_batch`).
+fn text_by_prefill(model: &mut Llama, g: &Value) -> Comparison {
+    let want = steps(&g["forced"]);
+    let text_ids = ids(&g["forced"]["ids"]);
+    let rows = model
+        .forward_logits_blocking(&text_ids, 0, Logits::All)
+        .unwrap();
+    let mut c = Comparison::default();
+    c.add_rows(&rows, &want, "text ");
+    c
 }
 
-/// Teacher-forced agreement (prefill kernels) and the greedy answers (decode kernels) of a
-/// model that computes what llama.cpp computes (as stored, or at f16) against llama.cpp's.
-fn check_against_llama_cpp(model: &mut Llama, g: &Value, what: &str) {
-    let (all, clear) = forced_agreement(model, g);
-    eprintln!("{what}: teacher-forced top-1 agreement with llama.cpp: {:.2}% ({:.2}% where llama.cpp's margin >= {NEAR_TIE})", all * 100.0, clear * 100.0);
-    // Wherever llama.cpp is not itself near a tie, glim must pick the same token. Overall,
-    // 161 of the text's 451 positions are near-ties for llama.cpp (a 135M model on prose),
-    // where its 8-bit activations decide as much as the model: 96.7% agree there.
-    assert_eq!(
-        clear, 1.0,
-        "{what}: glim differs from llama.cpp where llama.cpp is confident"
-    );
-    assert!(all >= 0.95, "{what}: agreement {all} below 95%");
+/// The text's first `n` positions teacher-forced through the decode kernels, one token at
+/// a time as a generation step runs it.
+fn text_by_decode(model: &mut Llama, g: &Value, n: usize) -> Comparison {
+    let want = steps(&g["forced"]);
+    let text_ids = ids(&g["forced"]["ids"]);
+    let mut c = Comparison::default();
+    for pos in 0..n.min(text_ids.len()) {
+        let row = model
+            .forward_logits_blocking(&text_ids[pos..pos + 1], pos, Logits::Last)
+            .unwrap();
+        c.add(&row, &want[pos], &format!("text {pos}"));
+    }
+    c
+}
 
-    for case in g["greedy"].as_array().unwrap() {
+/// llama.cpp's greedy answers fed back to glim (prompt, then llama.cpp's tokens), every
+/// step compared: through the prefill kernels, and through the decode kernels with all the
+/// prompts side by side in one `decode_batch` (each sequence at its own position).
+fn greedy_paths(model: &mut Llama, g: &Value) -> (Comparison, Comparison) {
+    let cases = g["greedy"].as_array().unwrap();
+    let mut prefilled = Comparison::default();
+    for (n, case) in cases.iter().enumerate() {
+        let (prompt, tokens) = (ids(&case["prompt_ids"]), ids(&case["tokens"]));
+        let fed = [&prompt[..], &tokens[..tokens.len() - 1]].concat();
+        let rows = model.forward_logits_blocking(&fed, 0, Logits::All).unwrap();
+        let vocab = rows.len() / fed.len();
+        prefilled.add_rows(
+            &rows[(prompt.len() - 1) * vocab..],
+            &steps(case),
+            &format!("prompt {n} step "),
+        );
+    }
+
+    let mut batched = Comparison::default();
+    let mut positions = Vec::new();
+    for (slot, case) in cases.iter().enumerate() {
         let prompt = ids(&case["prompt_ids"]);
-        let (want, margins) = (ids(&case["tokens"]), floats(&case["margins"]));
-        // Compare up to (and including) the first step where llama.cpp faces a near-tie.
-        let steps = margins
-            .iter()
-            .position(|&m| m < NEAR_TIE)
-            .map_or(want.len(), |i| i + 1);
-        let mut got = model.forward_blocking(&prompt, 0, Logits::Last).unwrap();
-        while got.len() < steps {
-            let pos = prompt.len() + got.len() - 1;
-            got.push(
-                model
-                    .forward_blocking(&[*got.last().unwrap()], pos, Logits::Last)
-                    .unwrap()[0],
+        let first = pollster::block_on(model.prefill(slot, &prompt, 0, NextToken::Logits));
+        let BatchOutput::Logits(row) = first.unwrap() else {
+            panic!("prefill gave no logits")
+        };
+        batched.add(&row, &steps(case)[0], &format!("prompt {slot} step 0"));
+        positions.push(prompt.len());
+    }
+    let answers: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["tokens"])).collect();
+    let wants: Vec<Vec<Step>> = cases.iter().map(steps).collect();
+    for step in 1..answers[0].len() {
+        let batch: Vec<BatchToken> = (0..cases.len())
+            .map(|slot| BatchToken {
+                slot,
+                token: answers[slot][step - 1],
+                position: positions[slot] + step - 1,
+                next: NextToken::Logits,
+            })
+            .collect();
+        let outputs = pollster::block_on(model.decode_batch(&batch)).unwrap();
+        for (slot, out) in outputs.into_iter().enumerate() {
+            let BatchOutput::Logits(row) = out else {
+                panic!("decode_batch gave no logits")
+            };
+            batched.add(
+                &row,
+                &wants[slot][step],
+                &format!("prompt {slot} step {step}"),
             );
         }
-        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
-        match first_diff {
-            Some(i) if margins[i] >= NEAR_TIE => panic!(
-                "{what}: {:?}: step {i}: glim chose {} where llama.cpp chose {} with a top-2 margin of {:.3}",
-                case["prompt"], got[i], want[i], margins[i]
-            ),
-            Some(i) => eprintln!("{what}: {:?}: equal for {i} tokens, then a near-tie (llama.cpp margin {:.3})", case["prompt"], margins[i]),
-            None => eprintln!("{what}: {:?}: equal for all {steps} compared tokens", case["prompt"]),
-        }
     }
+    (prefilled, batched)
+}
+
+/// A model that computes what llama.cpp computes (as stored, or at f16) against llama.cpp,
+/// through every path a token takes: the text by prefill, its first `decode_positions` by
+/// the decode kernels one token at a time, and llama.cpp's greedy answers by prefill and by
+/// batched decode. Wherever llama.cpp is not near a tie glim must pick its token, and every
+/// logit of llama.cpp's top-k must be within `max_delta` of llama.cpp's.
+fn check_against_llama_cpp(
+    model: &mut Llama,
+    g: &Value,
+    what: &str,
+    decode_positions: usize,
+    max_delta: f64,
+) {
+    let text = text_by_prefill(model, g);
+    text.check(&format!("{what}, text by prefill"), max_delta);
+    // 160 of the text's 451 positions are near-ties for llama.cpp (a 135M model on prose,
+    // where its 8-bit activations decide as much as the model).
+    assert!(
+        text.agreement() >= 0.95,
+        "{what}: agreement {} below 95%",
+        text.agreement()
+    );
+    if decode_positions > 0 {
+        text_by_decode(model, g, decode_positions)
+            .check(&format!("{what}, text by decode steps"), max_delta);
+    }
+    let (prefilled, batched) = greedy_paths(model, g);
+    prefilled.check(
+        &format!("{what}, llama.cpp's answers by prefill"),
+        max_delta,
+    );
+    batched.check(
+        &format!("{what}, llama.cpp's answers by decode_batch (6 sequences)"),
+        max_delta,
+    );
 }
 
 /// The GGUF as stored (Q4_1 matrices, a Q8_0 embedding and head, f32 norms): the same
 /// numbers llama.cpp's weights hold, so it must agree with llama.cpp wherever llama.cpp is
 /// confident, through the prefill kernels and through the decode kernels one token at a
-/// time, and its perplexity must be within 2 % of llama.cpp's.
+/// time and batched, with its logits close to llama.cpp's, and its perplexity within 2 %
+/// of llama.cpp's.
 #[test]
 fn as_stored_matches_llama_cpp() {
-    let Some((mut model, _)) = load(None, false) else {
+    let Some((mut model, _)) = load(None, false, None) else {
         return;
     };
     assert_eq!(model.weight_formats(), "q4_1 + q8_0");
     let g = goldens();
-    check_against_llama_cpp(&mut model, &g, "as stored");
+    check_against_llama_cpp(&mut model, &g, "as stored", 160, MAX_DELTA);
+    check_perplexity(&mut model, &g, "as stored");
+}
 
-    let forced = &g["forced"];
-    let (text_ids, want, margins) = (
-        ids(&forced["ids"]),
-        ids(&forced["top1"]),
-        floats(&forced["margins"]),
-    );
-    let n = 160;
-    let got = forced_decode_top1(&mut model, &text_ids, n);
-    let differ: Vec<String> = (0..n)
-        .filter(|&i| got[i] != want[i])
-        .map(|i| format!("{i}:{:.2}", margins[i]))
-        .collect();
-    eprintln!(
-        "as stored, decode kernels: top-1 differs from llama.cpp at {} of {n} positions (position:margin): {}",
-        differ.len(),
-        differ.join(" ")
-    );
-    for i in 0..n {
-        assert!(
-            got[i] == want[i] || margins[i] < NEAR_TIE,
-            "as stored, decode kernels: position {i}: glim predicts {} where llama.cpp predicts {} with a margin of {:.3}",
-            got[i],
-            want[i],
-            margins[i]
-        );
-    }
+/// The same with f32 activations, as browsers without shader-f16 run it.
+#[test]
+fn f32_activations_match_llama_cpp() {
+    let Some((mut model, _)) = load(None, false, Some(Precision::F32)) else {
+        return;
+    };
+    let g = goldens();
+    check_against_llama_cpp(&mut model, &g, "as stored, f32 activations", 0, MAX_DELTA);
+    check_perplexity(&mut model, &g, "as stored, f32 activations");
+}
 
-    let ppl = glim_perplexity(&mut model, &g);
+/// The largest |Δlogit| allowed against llama.cpp on its top-k tokens, for weights it holds
+/// too: llama.cpp's CPU backend rounds activations to 8 bits inside its matmuls, glim to
+/// f16 (or not at all). Measured (llama-cpp-python 0.3.36, lavapipe): 1.02 at most, on the
+/// code prompt's 26th step, 0.57 over the prose text, and the same with f32 activations:
+/// the difference is llama.cpp's rounding.
+const MAX_DELTA: f64 = 1.25;
+
+fn check_perplexity(model: &mut Llama, g: &Value, what: &str) {
+    let ppl = glim_perplexity(model, g);
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
-    eprintln!("as stored: perplexity {ppl:.3} vs llama.cpp {peer:.3}");
+    eprintln!("{what}: perplexity {ppl:.3} vs llama.cpp {peer:.3}");
     assert!(
         (ppl / peer - 1.0).abs() < 0.02,
-        "as stored: perplexity {ppl} is not within 2 % of llama.cpp's {peer}"
+        "{what}: perplexity {ppl} is not within 2 % of llama.cpp's {peer}"
     );
 }
 
@@ -205,11 +361,12 @@ fn as_stored_matches_llama_cpp() {
 /// like llama.cpp.
 #[test]
 fn f16_matches_llama_cpp() {
-    let Some((mut model, file)) = load(Some(WeightFormat::F16), false) else {
+    let Some((mut model, file)) = load(Some(WeightFormat::F16), false, None) else {
         return;
     };
     let g = goldens();
-    check_against_llama_cpp(&mut model, &g, "f16");
+    // Q4_1's weights are nearly all exact in f16: the text by prefill is enough here.
+    text_by_prefill(&mut model, &g).check("f16, text by prefill", MAX_DELTA);
 
     let ppl = glim_perplexity(&mut model, &g);
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
@@ -248,10 +405,14 @@ fn quantized_formats_agreement_and_perplexity() {
     let g = goldens();
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
     for format in [WeightFormat::Q4F16, WeightFormat::Q3F16] {
-        let Some((mut model, _)) = load(Some(format), false) else {
+        let Some((mut model, _)) = load(Some(format), false, None) else {
             return;
         };
-        let (all, clear) = forced_agreement(&mut model, &g);
+        let text = text_by_prefill(&mut model, &g);
+        let (all, clear) = (
+            text.agreement(),
+            text.agree_clear as f64 / text.clear as f64,
+        );
         let ppl = glim_perplexity(&mut model, &g);
         eprintln!(
             "{}: weights {:.1} MiB, top-1 agreement {:.2}% ({:.2}% clear), perplexity {ppl:.3} (llama.cpp Q4_1: {peer:.3})",
@@ -261,12 +422,12 @@ fn quantized_formats_agreement_and_perplexity() {
             clear * 100.0
         );
         // Regression floors just under what MLC's own max-abs scales give here (q4f16
-        // 53.9 = 1.38x, q3f16 603 = 15.4x llama.cpp's 39.1): glim's minimum-error scales
-        // (51.1 = 1.31x, 577 = 14.7x) must keep their gain.
+        // 53.9 = 1.356x, q3f16 603 = 15.16x llama.cpp's 39.79): glim's minimum-error scales
+        // (51.1 = 1.28x, 577 = 14.5x) must keep their gain.
         let floor = if format == WeightFormat::Q4F16 {
-            1.35
+            1.33
         } else {
-            15.2
+            14.9
         };
         assert!(
             ppl.is_finite() && ppl < peer * floor,
@@ -281,8 +442,14 @@ fn quantized_formats_agreement_and_perplexity() {
 /// quantized weights with the CPU adapters' kernels.
 #[test]
 fn gpu_kernels_match_llama_cpp() {
-    let Some((mut model, _)) = load(None, true) else {
+    let Some((mut model, _)) = load(None, true, None) else {
         return;
     };
-    check_against_llama_cpp(&mut model, &goldens(), "as stored, GPU kernels");
+    check_against_llama_cpp(
+        &mut model,
+        &goldens(),
+        "as stored, GPU kernels",
+        32,
+        MAX_DELTA,
+    );
 }
