@@ -393,6 +393,9 @@ enum SynthType {
     /// 32 4-bit codes, an f16 scale and an f16 minimum per block (5 bits/weight)
     #[value(name = "q4_1")]
     Q4_1,
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the head and some attn_v and ffn_down (about 4.8 bits/weight)
+    #[value(name = "q4_K_M")]
+    Q4_K_M,
 }
 
 #[derive(Args, Debug)]
@@ -401,7 +404,7 @@ struct SynthArgs {
     #[arg(value_name = "OUT")]
     output: PathBuf,
 
-    /// Model shape: llama2-7b (32 layers, d 4096, FFN 11008, 32 heads, vocabulary 32000) or tiny
+    /// Model shape: llama2-7b (32 layers, d 4096, FFN 11008, 32 heads, vocabulary 32000), small (4 layers, d 512) or tiny
     #[arg(long, value_name = "NAME", default_value = "llama2-7b")]
     shape: String,
 

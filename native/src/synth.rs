@@ -6,17 +6,21 @@ use std::fs::File;
 use std::io::BufWriter;
 
 use glim::formats::ggml::GgmlType;
-use glim::model::synthetic::{write_random_llama, LlamaShape};
+use glim::model::synthetic::{write_random_llama, LlamaShape, Mix};
 
 use crate::{bail, model, CliError, CliResult, SynthArgs, SynthType};
 
 pub fn synth(args: SynthArgs) -> CliResult<()> {
     let Some(shape) = LlamaShape::named(&args.shape) else {
-        bail!("unknown shape {:?}: use llama2-7b or tiny", args.shape);
+        bail!(
+            "unknown shape {:?}: use llama2-7b, small or tiny",
+            args.shape
+        );
     };
-    let ty = match args.r#type {
-        SynthType::Q4_0 => GgmlType::Q4_0,
-        SynthType::Q4_1 => GgmlType::Q4_1,
+    let mix = match args.r#type {
+        SynthType::Q4_0 => Mix::All(GgmlType::Q4_0),
+        SynthType::Q4_1 => Mix::All(GgmlType::Q4_1),
+        SynthType::Q4_K_M => Mix::Q4KM,
     };
     // Never overwrite: the path may be a real model.
     let file = File::options()
@@ -24,11 +28,11 @@ pub fn synth(args: SynthArgs) -> CliResult<()> {
         .create_new(true)
         .open(&args.output)
         .map_err(|e| CliError(format!("cannot create {}: {e}", args.output.display())))?;
-    let bar = model::tensor_bar(format!("writing {} random {}", args.shape, ty.name()));
+    let bar = model::tensor_bar(format!("writing {} random {}", args.shape, mix.name()));
     let written = write_random_llama(
         BufWriter::new(file),
         &shape,
-        ty,
+        mix,
         args.seed,
         &mut |done, total| {
             bar.set_length(total as u64);

@@ -12,7 +12,7 @@ use std::io::Write;
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::formats::ggml::GgmlType;
+use crate::formats::ggml::{synthetic_blocks, GgmlType};
 use crate::formats::gguf::{Array, Value};
 use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
 use crate::generate::sampler::Rng;
@@ -52,10 +52,23 @@ impl LlamaShape {
         context: 256,
     };
 
+    /// A small model whose sizes are whole k-quant blocks (256), for dry runs of the
+    /// benchmarks (`benches/gpu-check.sh --small`).
+    pub const SMALL: Self = Self {
+        layers: 4,
+        dim: 512,
+        ffn_dim: 1536,
+        heads: 8,
+        kv_heads: 4,
+        vocab: 2048,
+        context: 1024,
+    };
+
     /// The shape a name on the command line stands for.
     pub fn named(name: &str) -> Option<Self> {
         match name {
             "llama2-7b" => Some(Self::LLAMA2_7B),
+            "small" => Some(Self::SMALL),
             "tiny" => Some(Self::TINY),
             _ => None,
         }
@@ -151,20 +164,75 @@ fn vocabulary(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     (tokens, scores, types)
 }
 
-/// Writes a Llama model of `shape` with random `ty` (Q4_0 or Q4_1) matrices to `out`;
+/// The block types of a random model's matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// Every matrix in one type: Q4_0 or Q4_1.
+    All(GgmlType),
+    /// llama.cpp's `Q4_K_M` recipe for Llama: Q4_K, but Q6_K for the output head and for
+    /// `attn_v` and `ffn_down` in the layers where it spends more bits (the first and last
+    /// eighth, and every third layer between).
+    Q4KM,
+}
+
+impl Mix {
+    /// The name of the mix, as in GGUF file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::All(ty) => ty.name(),
+            Mix::Q4KM => "Q4_K_M",
+        }
+    }
+
+    /// `general.file_type` (llama.cpp's `llama_ftype`).
+    fn file_type(self) -> u32 {
+        match self {
+            Mix::All(GgmlType::Q4_0) => 2,
+            Mix::All(_) => 3,
+            Mix::Q4KM => 15,
+        }
+    }
+
+    /// The type of matrix `what` (`attn_q`, `output`, ...) of layer `layer` of `layers`.
+    fn matrix_type(self, what: &str, layer: usize, layers: usize) -> GgmlType {
+        match self {
+            Mix::All(ty) => ty,
+            Mix::Q4KM => {
+                let eighth = layers / 8;
+                let more_bits = layer < eighth
+                    || layer >= 7 * layers / 8
+                    || (layer - eighth) % 3 == 2;
+                match what {
+                    "output" => GgmlType::Q6_K,
+                    "attn_v" | "ffn_down" if more_bits => GgmlType::Q6_K,
+                    _ => GgmlType::Q4_K,
+                }
+            }
+        }
+    }
+}
+
+/// Writes a Llama model of `shape` with random matrices in `mix` to `out`;
 /// `progress(done, total)` is called per tensor.
 pub fn write_random_llama(
     out: impl Write,
     shape: &LlamaShape,
-    ty: GgmlType,
+    mix: Mix,
     seed: u64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     shape.check()?;
-    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) {
-        return Err(Error::Unsupported(format!(
-            "random models are written as Q4_0 or Q4_1, not {}",
-            ty.name()
+    if let Mix::All(ty) = mix {
+        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) {
+            return Err(Error::Unsupported(format!(
+                "random models are written as Q4_0, Q4_1 or Q4_K_M, not {}",
+                ty.name()
+            )));
+        }
+    }
+    if mix == Mix::Q4KM && !(shape.dim.is_multiple_of(256) && shape.ffn_dim.is_multiple_of(256)) {
+        return Err(Error::Invalid(format!(
+            "Q4_K_M's blocks of 256 need d and FFN sizes that are multiples of 256: {shape:?}"
         )));
     }
     let s = shape;
@@ -172,14 +240,13 @@ pub fn write_random_llama(
     let kv_dim = head_dim * s.kv_heads;
     let (tokens, scores, types) = vocabulary(s.vocab);
     let u32v = |v: usize| Value::U32(v as u32);
-    let file_type = if ty == GgmlType::Q4_0 { 2 } else { 3 };
     let metadata = [
         ("general.architecture", Value::String("llama".into())),
         (
             "general.name",
             Value::String(format!("random llama {}L d{}", s.layers, s.dim)),
         ),
-        ("general.file_type", Value::U32(file_type)),
+        ("general.file_type", Value::U32(mix.file_type())),
         ("llama.context_length", u32v(s.context)),
         ("llama.embedding_length", u32v(s.dim)),
         ("llama.block_count", u32v(s.layers)),
@@ -198,44 +265,52 @@ pub fn write_random_llama(
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
     ];
-    // (name, rows, cols); a vector has rows 0.
-    let mut tensors: Vec<(String, usize, usize)> =
-        vec![("token_embd.weight".into(), s.vocab, s.dim)];
+    // (name, rows, cols, type); a vector has rows 0.
+    let matrix = |what: &str, layer: usize, rows: usize, cols: usize| {
+        let name = if what == "output" || what == "token_embd" {
+            format!("{what}.weight")
+        } else {
+            format!("blk.{layer}.{what}.weight")
+        };
+        (name, rows, cols, mix.matrix_type(what, layer, s.layers))
+    };
+    let vector = |name: String| (name, 0, s.dim, GgmlType::F32);
+    let mut tensors = vec![matrix("token_embd", 0, s.vocab, s.dim)];
     for l in 0..s.layers {
-        let name = |what: &str| format!("blk.{l}.{what}.weight");
         tensors.extend([
-            (name("attn_norm"), 0, s.dim),
-            (name("attn_q"), s.dim, s.dim),
-            (name("attn_k"), kv_dim, s.dim),
-            (name("attn_v"), kv_dim, s.dim),
-            (name("attn_output"), s.dim, s.dim),
-            (name("ffn_norm"), 0, s.dim),
-            (name("ffn_gate"), s.ffn_dim, s.dim),
-            (name("ffn_up"), s.ffn_dim, s.dim),
-            (name("ffn_down"), s.dim, s.ffn_dim),
+            vector(format!("blk.{l}.attn_norm.weight")),
+            matrix("attn_q", l, s.dim, s.dim),
+            matrix("attn_k", l, kv_dim, s.dim),
+            matrix("attn_v", l, kv_dim, s.dim),
+            matrix("attn_output", l, s.dim, s.dim),
+            vector(format!("blk.{l}.ffn_norm.weight")),
+            matrix("ffn_gate", l, s.ffn_dim, s.dim),
+            matrix("ffn_up", l, s.ffn_dim, s.dim),
+            matrix("ffn_down", l, s.dim, s.ffn_dim),
         ]);
     }
-    tensors.push(("output_norm.weight".into(), 0, s.dim));
-    tensors.push(("output.weight".into(), s.vocab, s.dim));
+    tensors.push(vector("output_norm.weight".into()));
+    tensors.push(matrix("output", 0, s.vocab, s.dim));
     let specs: Vec<TensorSpec> = tensors
         .iter()
-        .map(|(name, rows, cols)| TensorSpec {
+        .map(|(name, rows, cols, ty)| TensorSpec {
             name: name.clone(),
             dims: if *rows == 0 {
                 vec![*cols as u64]
             } else {
                 vec![*cols as u64, *rows as u64]
             },
-            ggml_type: if *rows == 0 { GgmlType::F32 } else { ty },
+            ggml_type: *ty,
         })
         .collect();
     let mut writer = GgufWriter::new(out, &metadata, &specs)?;
     let mut rng = Rng(seed);
-    for (i, (_, rows, cols)) in tensors.iter().enumerate() {
-        let bytes = if *rows == 0 {
-            f32_bytes(std::iter::repeat_n(1.0, *cols))
-        } else {
-            random_blocks(ty, *rows, *cols, &mut rng)
+    for (i, (_, rows, cols, ty)) in tensors.iter().enumerate() {
+        let bytes = match ty {
+            GgmlType::F32 => f32_bytes(std::iter::repeat_n(1.0, *cols)),
+            GgmlType::Q4_0 | GgmlType::Q4_1 => random_blocks(*ty, *rows, *cols, &mut rng),
+            // k-quants: random codes and sub-block scales under small f16 super-block scales.
+            _ => synthetic_blocks(*ty, rows * cols / ty.block_size(), rng.next_u64())?,
         };
         writer.write_tensor(&bytes)?;
         progress(i + 1, tensors.len());
@@ -255,7 +330,14 @@ mod tests {
     fn a_random_model_reads_back_as_a_llama() {
         let mut bytes = Vec::new();
         let shape = LlamaShape::TINY;
-        write_random_llama(&mut bytes, &shape, GgmlType::Q4_1, 7, &mut |_, _| {}).unwrap();
+        write_random_llama(
+            &mut bytes,
+            &shape,
+            Mix::All(GgmlType::Q4_1),
+            7,
+            &mut |_, _| {},
+        )
+        .unwrap();
         let file = GgufFile::from_bytes(bytes.clone()).unwrap();
         let config = LlamaConfig::from_gguf(&file).unwrap();
         assert_eq!(
@@ -281,9 +363,45 @@ mod tests {
         );
         // The seed decides the file.
         let mut again = Vec::new();
-        write_random_llama(&mut again, &shape, GgmlType::Q4_1, 7, &mut |_, _| {}).unwrap();
+        write_random_llama(
+            &mut again,
+            &shape,
+            Mix::All(GgmlType::Q4_1),
+            7,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(again, bytes);
-        assert!(write_random_llama(Vec::new(), &shape, GgmlType::F32, 7, &mut |_, _| {}).is_err());
+        let f32s = Mix::All(GgmlType::F32);
+        assert!(write_random_llama(Vec::new(), &shape, f32s, 7, &mut |_, _| {}).is_err());
+        // The tiny shape's d of 128 cannot hold blocks of 256.
+        assert!(write_random_llama(Vec::new(), &shape, Mix::Q4KM, 7, &mut |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn q4_k_m_follows_llama_cpps_recipe() {
+        let shape = LlamaShape {
+            layers: 8,
+            ..LlamaShape::SMALL
+        };
+        let mut bytes = Vec::new();
+        write_random_llama(&mut bytes, &shape, Mix::Q4KM, 3, &mut |_, _| {}).unwrap();
+        let file = GgufFile::from_bytes(bytes).unwrap();
+        let ty = |name: &str| file.tensor(name).unwrap().ggml_type();
+        assert_eq!(ty("token_embd.weight"), GgmlType::Q4_K);
+        assert_eq!(ty("output.weight"), GgmlType::Q6_K);
+        // 8 layers: more bits in layer 0 (first eighth), 3 (every third after it) and 7.
+        for l in 0..8 {
+            let want = if [0, 3, 6, 7].contains(&l) {
+                GgmlType::Q6_K
+            } else {
+                GgmlType::Q4_K
+            };
+            assert_eq!(ty(&format!("blk.{l}.attn_v.weight")), want, "layer {l}");
+            assert_eq!(ty(&format!("blk.{l}.ffn_down.weight")), want, "layer {l}");
+            assert_eq!(ty(&format!("blk.{l}.attn_q.weight")), GgmlType::Q4_K);
+        }
+        assert!(LlamaConfig::from_gguf(&file).is_ok());
     }
 
     #[test]
