@@ -243,7 +243,7 @@ def parse_glim(stdout, engines):
         engine.device = f"{row.get('adapter', '?')}" + (f" ({detail})" if detail else "")
         engine.weight_bytes = row.get("weight_bytes")
         engine.read_bytes = row.get("decode_bytes_per_token")
-        engine.bits = GLIM_BITS.get(fmt.split("_")[0])
+        engine.bits = row.get("bits_per_weight") or GLIM_BITS.get(fmt.split("_")[0])
         engine.prefill += tok_s_samples(row.get("prefill_tok_s"))
         engine.decode += tok_s_samples(row.get("decode_tok_s"))
     if seen == 0:
@@ -294,7 +294,7 @@ def notes(peers, glims, args, glim_error):
     out.append("Read per decode token: for llama.cpp its model_size, since every weight is read once per token; "
                "the KV cache of a context this short is small beside it."
                + (" For glim, its own count of weight and KV bytes read." if glims else ""))
-    bits = ", ".join(f"{g.label} {g.bits:.1f}" for g in glims if g.bits is not None)
+    bits = ", ".join(f"{g.label} {g.bits:.2f}" for g in glims if g.bits is not None)
     if bits:
         out.append(f"Bits per weight: {bits}; GGUF Q4_1 5.0 (32 4-bit codes + an f16 scale and an f16 min).")
     for p in peers:
@@ -359,13 +359,13 @@ def main():
     ap.add_argument("--gen", type=int, default=64, help="tokens generated for decode (default 64)")
     ap.add_argument("--glim", help="the glim binary (default: target/release/glim, built if missing)")
     ap.add_argument("--quant", action="append", default=None,
-                    help="glim weight format; repeat for several (default q4f16)")
+                    help="convert glim's weights to this format; repeat for several (default: the GGUF as stored)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the results as a markdown table")
     ap.add_argument("--skip-build", action="store_true", help="fail instead of building llama.cpp")
     ap.add_argument("--peer-only", action="store_true", help="run llama.cpp only, not glim")
     ap.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     args = ap.parse_args()
-    args.quant = args.quant or ["q4f16"]
+    args.quant = args.quant or []
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
 
@@ -422,7 +422,7 @@ def main():
                 print(show(cmd))
             else:
                 try:
-                    with progress(r, args.rounds, f"glim {' '.join(args.quant)}"):
+                    with progress(r, args.rounds, f"glim {' '.join(args.quant) or 'as stored'}"):
                         parse_glim(run(cmd), glims)
                 except StepError as e:
                     glim_error = str(e)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, llama-simple and llama-perplexity: the peer engine that
-# benches/side-by-side.py compares glim with. The source is the llama.cpp that PyPI's
+# Builds llama.cpp's llama-bench, llama-simple, llama-perplexity and llama-quantize: the
+# peer engine that benches/side-by-side.py and benches/accuracy.py compare glim with. The source is the llama.cpp that PyPI's
 # llama-cpp-python==0.3.36 source package vendors (PyPI is reachable wherever glim's model
 # is, GitHub not always). The Vulkan backend is built where the machine has glslc and the
 # Vulkan headers, else the CPU backend only.
@@ -23,8 +23,9 @@ log="$peer/build-llamacpp-$version.log"
 
 say() { echo "build-llamacpp: $*" >&2; }
 
-# A build stopped midway may have linked some of the tools only: require all three.
-if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-simple" ] && [ -x "$bin/llama-perplexity" ]; then
+# A build stopped midway may have linked some of the tools only: require them all.
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-simple" ] && [ -x "$bin/llama-perplexity" ] &&
+    [ -x "$bin/llama-quantize" ]; then
     echo "$bin"
     exit 0
 fi
@@ -120,7 +121,7 @@ if ! {
     nice -n 10 cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
         -DGGML_VULKAN="$vulkan" -DLLAMA_CURL=OFF &&
         nice -n 10 cmake --build "$src/build" -j"$(nproc)" \
-            --target llama-bench llama-simple llama-perplexity
+            --target llama-bench llama-simple llama-perplexity llama-quantize
 } >"$log" 2>&1; then
     say "build failed; the last lines of $log:"
     tail -n 40 "$log" >&2

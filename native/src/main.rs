@@ -307,8 +307,8 @@ struct BenchArgs {
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
 
-    /// Weight format on the GPU; repeat for several (one row each) [default: q4f16, or a
-    /// model folder's own format]
+    /// Convert the weights to this format; repeat for several (one row each) [default: a
+    /// GGUF as stored, a model folder in its own format, a Hugging Face folder as q4f16]
     #[arg(long, value_enum, value_name = "FORMAT")]
     quant: Vec<Quant>,
 
