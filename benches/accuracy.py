@@ -12,6 +12,7 @@ measured on that same file by llama.cpp's `llama-perplexity` (CPU backend) and b
 `glim ppl` (as stored, on the adapter GLIM_ADAPTER picks). Prints one markdown table:
 the tensor types glim loaded, bits per weight, both perplexities and their ratio.
 
+`--vulkan` adds llama.cpp's Vulkan backend (GPU offload; on lavapipe minutes a file).
 Requantizing from Q4_1 rounds a second time, so the perplexities rise with fewer bits;
 what this measures is whether glim computes what llama.cpp computes on each file.
 llama.cpp is built once by benches/peer/build-llamacpp.sh. Python standard library only.
@@ -25,8 +26,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TYPES = ["Q4_1", "Q4_0", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M",
-         "Q6_K", "IQ4_NL", "IQ4_XS"]
+# A type, or TYPE/TENSOR=TYPE... for llama-quantize's --tensor-type overrides (SmolLM2's Q2_K
+# mix keeps its only 256-divisible matrix, ffn_down, in Q3_K: the override puts it in Q2_K).
+TYPES = ["Q4_1", "Q4_0", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q2_K/ffn_down=q2_K", "Q3_K_M", "Q4_K_M",
+         "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS"]
 PPL = re.compile(r"Final estimate: PPL = ([0-9.]+)")
 
 
@@ -43,6 +46,9 @@ def main():
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--glim", default=str(REPO / "target" / "release" / "glim"))
     ap.add_argument("--markdown")
+    ap.add_argument("--vulkan", action="store_true",
+                    help="also llama-perplexity on llama.cpp's Vulkan backend (its activations are not "
+                         "rounded to 8 bits as its CPU backend's are; minutes a file on lavapipe)")
     args = ap.parse_args()
 
     peer = Path(run([REPO / "benches" / "peer" / "build-llamacpp.sh"]).stdout.strip().splitlines()[-1])
@@ -55,27 +61,39 @@ def main():
     env = dict(os.environ, LD_LIBRARY_PATH=str(peer))
 
     rows = []
-    for ty in args.types.split(","):
-        path = source if ty == "Q4_1" else work / f"{source.name.split('.')[0]}.{ty}.gguf"
+    for spec in args.types.split(","):
+        ty, *overrides = spec.split("/")
+        tag = "-".join([ty] + [o.replace("=", "-") for o in overrides])
+        path = source if spec == "Q4_1" else work / f"{source.name.split('.')[0]}.{tag}.gguf"
         if not path.exists():
             part = path.with_suffix(".part")
-            run([peer / "llama-quantize", "--allow-requantize", source, part, ty], env=env)
+            extra = [a for o in overrides for a in ("--tensor-type", o)]
+            run([peer / "llama-quantize", "--allow-requantize", *extra, source, part, ty], env=env)
             part.rename(path)
         peer_out = run([peer / "llama-perplexity", "-m", path, "-f", text, "-c", args.ctx,
                         "-b", args.ctx, "-ngl", "0", "-dev", "none", "-t", os.cpu_count()], env=env)
         peer_ppl = float(PPL.search(peer_out.stdout + peer_out.stderr).group(1))
+        vk_ppl = None
+        if args.vulkan:
+            # GGML_VK_VISIBLE_DEVICES: without it ggml skips a Vulkan device of CPU type (lavapipe).
+            vk_out = run([peer / "llama-perplexity", "-m", path, "-f", text, "-c", args.ctx,
+                          "-b", args.ctx, "-ngl", "99"], env=dict(env, GGML_VK_VISIBLE_DEVICES="0"))
+            vk_ppl = float(PPL.search(vk_out.stdout + vk_out.stderr).group(1))
         glim_out = run([args.glim, "ppl", path, text, "--ctx", args.ctx])
         glim_ppl = float(PPL.search(glim_out.stdout).group(1))
         load = re.search(r": (.+) weights, ([0-9.]+) MiB", glim_out.stderr)
         formats, mib = (load.group(1), load.group(2)) if load else ("?", "?")
         bits = path.stat().st_size * 8 / 134515008  # SmolLM2-135M's parameters
-        rows.append((ty, formats, f"{bits:.2f}", mib, f"{peer_ppl:.2f}", f"{glim_ppl:.2f}",
-                     f"{(glim_ppl / peer_ppl - 1) * 100:+.1f} %"))
-        print(f"{ty}: llama.cpp {peer_ppl:.3f}, glim {glim_ppl:.3f} ({formats})", file=sys.stderr)
+        row = [spec.replace("/", " with "), formats, f"{bits:.2f}", mib, f"{peer_ppl:.2f}"]
+        if args.vulkan:
+            row.append(f"{vk_ppl:.2f}")
+        rows.append(row + [f"{glim_ppl:.2f}", f"{(glim_ppl / peer_ppl - 1) * 100:+.1f} %"])
+        print(f"{spec}: llama.cpp {peer_ppl:.3f}, glim {glim_ppl:.3f} ({formats})", file=sys.stderr)
 
+    vk = " llama.cpp Vulkan perplexity |" if args.vulkan else ""
     lines = ["| file (llama-quantize type) | tensor formats glim runs | file bits/weight | glim weights MiB "
-             "| llama.cpp perplexity | glim perplexity | glim vs llama.cpp |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             f"| llama.cpp CPU perplexity |{vk} glim perplexity | glim vs llama.cpp CPU |",
+             "| --- " * (8 if args.vulkan else 7) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
     print(table)
