@@ -199,9 +199,8 @@ impl Mix {
             Mix::All(ty) => ty,
             Mix::Q4KM => {
                 let eighth = layers / 8;
-                let more_bits = layer < eighth
-                    || layer >= 7 * layers / 8
-                    || (layer - eighth) % 3 == 2;
+                let more_bits =
+                    layer < eighth || layer >= 7 * layers / 8 || (layer - eighth) % 3 == 2;
                 match what {
                     "output" => GgmlType::Q6_K,
                     "attn_v" | "ffn_down" if more_bits => GgmlType::Q6_K,
