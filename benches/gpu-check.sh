@@ -29,14 +29,17 @@ if [ "${1:-}" = --prepare ]; then
     peer=$(benches/peer/build-llamacpp.sh | tail -1)
     stage=$(mktemp -d)
     trap 'rm -rf "$stage"' EXIT
-    mkdir -p "$stage/bin" "$stage/peer"
+    mkdir -p "$stage/bin" "$stage/peer" "$stage/fallback"
     cp target/release/glim target/release/kernel-bench "$stage/bin/"
     cp "$peer/llama-bench" "$stage/peer/"
-    # llama-bench's own shared libraries (libllama, libggml*), found next to it.
-    ldd "$peer/llama-bench" | awk '/=> \// {print $3}' | while read -r lib; do
-        case "$lib" in "$(dirname "$peer")"/*) cp "$lib" "$stage/peer/" ;; esac
+    # llama-bench's own shared libraries (libllama, libggml*) from the build, and the
+    # system ones a bare machine may lack (used there only where its own are missing).
+    ldd "$peer/llama-bench" | awk '/=> \// {print $1, $3}' | while read -r name lib; do
+        case "$lib" in
+            "$(dirname "$peer")"/*) cp "$lib" "$stage/peer/$name" ;;
+            */libvulkan.so.1 | */libgomp.so.1) cp "$lib" "$stage/fallback/$name" ;;
+        esac
     done
-    cp "$(dirname "$peer")"/*/libggml*.so* "$stage/peer/" 2>/dev/null || true
     strip "$stage/bin/"* "$stage/peer/"* 2>/dev/null || true
     git rev-parse --short HEAD >"$stage/COMMIT"
     tar -cJf "$kit" -C "$stage" .
@@ -50,7 +53,12 @@ if [ "${1:-}" = --prepare ]; then
 fi
 
 shape=llama2-7b
-if [ "${1:-}" = --small ]; then shape=small; fi
+if [ "${1:-}" = --small ]; then
+    shape=small
+    # llama.cpp skips Vulkan devices of CPU type (lavapipe) unless named; a real GPU needs
+    # no such help.
+    export GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0}
+fi
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -73,6 +81,15 @@ if [ -f "$kit" ]; then
     tar -xJf "$kit" -C "$work"
     glim=$work/bin/glim kbench=$work/bin/kernel-bench llama_bench=$work/peer/llama-bench
     export LD_LIBRARY_PATH="$work/peer${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # The kit's Vulkan loader and OpenMP runtime, only where this machine has none.
+    for lib in "$work"/fallback/*; do
+        [ -e "$lib" ] || continue
+        if ! ldconfig -p 2>/dev/null | grep -q "$(basename "$lib")"; then
+            mkdir -p "$work/missing" && ln -sf "$lib" "$work/missing/"
+            say "using the kit's $(basename "$lib")"
+        fi
+    done
+    if [ -d "$work/missing" ]; then export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$work/missing"; fi
     say "kit built at commit $(cat "$work/COMMIT"), this tree is at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 else
     say "no $kit (run --prepare first); using this tree's target/release and the peer build"
@@ -118,7 +135,7 @@ for mix in ("q4_K_M", "q4_0"):
         dec = g["decode_tok_s"]["median"]
         gbs = g["decode_bytes_per_token"] * dec / 1e9
         rows.append((f"glim {g['format']}", mix, f"{g['bits_per_weight']:.2f}", f"{g['weight_bytes'] / 2**20:.0f}",
-                     f"{g['prefill_tok_s']['median']:.1f}", f"{dec:.1f}", f"{gbs:.0f}",
+                     f"{g['prefill_tok_s']['median']:.1f}", f"{dec:.1f}", f"{gbs:.3g}",
                      f"{gbs / copy:.0%}" if copy else "?", g["adapter"]))
     except Exception as e:  # a step that failed or ran out of time
         rows.append((f"glim", mix, "", "", "", "", "", "", f"no result ({e.__class__.__name__})"))
@@ -129,7 +146,7 @@ for mix in ("q4_K_M", "q4_0"):
         gbs = tg["model_size"] * tg["avg_ts"] / 1e9
         rows.append(("llama.cpp Vulkan", mix, f"{tg['model_size'] * 8 / tg['model_n_params']:.2f}",
                      f"{tg['model_size'] / 2**20:.0f}", f"{pp['avg_ts']:.1f}", f"{tg['avg_ts']:.1f}",
-                     f"{gbs:.0f}", f"{gbs / copy:.0%}" if copy else "?", tg.get("gpu_info", "")))
+                     f"{gbs:.3g}", f"{gbs / copy:.0%}" if copy else "?", tg.get("gpu_info", "")))
     except Exception as e:
         rows.append(("llama.cpp Vulkan", mix, "", "", "", "", "", "", f"no result ({e.__class__.__name__})"))
 
