@@ -131,7 +131,8 @@ impl Comparison {
         }
     }
 
-    /// Adds `rows` (row-major, one per step) against `want`, the steps from `first` on.
+    /// Adds `rows` (row-major, one per step) against `want`'s steps in order; `what` names
+    /// them.
     fn add_rows(&mut self, rows: &[f32], want: &[Step], what: &str) {
         let vocab = rows.len() / want.len();
         for (i, (row, step)) in rows.chunks_exact(vocab).zip(want).enumerate() {

@@ -7,7 +7,10 @@
 //! f16 `d`, the u16 `scales_h` and the 4 bytes `scales_l`), 2 words. Weight
 //! `d * (scale - 32) * kvalues[code]`: both products are exact in f32.
 
-use super::{iq4_grid_consts, pack_plane, plane_code, Format, FormatWgsl, PackedWeight};
+use super::{
+    bytes_to_halves, halves_to_bytes, iq4_grid_consts, pack_plane, plane_code, Format, FormatWgsl,
+    PackedWeight,
+};
 use crate::error::Result;
 use crate::formats::ggml::{scale_iq4_xs, GgmlType, KVALUES_IQ4NL};
 
@@ -59,9 +62,8 @@ impl Format for Iq4XsFormat {
     fn weight_at(&self, w: &PackedWeight, row: usize, k: usize) -> f32 {
         let stored = &w.scale_row(row)[(k / BLOCK) * BLOCK_HALVES..][..BLOCK_HALVES];
         let d = half::f16::from_bits(stored[0]).to_f32();
-        let [l0, l1] = stored[2].to_le_bytes();
-        let [l2, l3] = stored[3].to_le_bytes();
-        let scale = scale_iq4_xs((k % BLOCK) / SUB, stored[1], &[l0, l1, l2, l3]);
+        let bytes: [u8; 8] = halves_to_bytes(stored);
+        let scale = scale_iq4_xs((k % BLOCK) / SUB, stored[1], &bytes[4..]);
         let dl = d * (scale as i32 - 32) as f32;
         dl * KVALUES_IQ4NL[plane_code(w.code_row(row), 4, k) as usize] as f32
     }
@@ -83,12 +85,10 @@ impl Format for Iq4XsFormat {
                 4,
                 &mut codes[i * BLOCK / 8..(i + 1) * BLOCK / 8],
             );
-            for (h, pair) in scales[i * BLOCK_HALVES..(i + 1) * BLOCK_HALVES]
-                .iter_mut()
-                .zip(b[..8].chunks_exact(2))
-            {
-                *h = u16::from_le_bytes([pair[0], pair[1]]);
-            }
+            bytes_to_halves(
+                &b[..8],
+                &mut scales[i * BLOCK_HALVES..(i + 1) * BLOCK_HALVES],
+            );
         });
         Ok(())
     }

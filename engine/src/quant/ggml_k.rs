@@ -15,7 +15,10 @@
 //! `d * sc` and `dmin * m` are exact in f32 (11 + 8 bits at most), so every weight is one
 //! rounding of the same exact value on the GPU as in ggml.
 
-use super::{half_bits, pack_plane, plane_code, Format, FormatWgsl, PackedWeight};
+use super::{
+    bytes_to_halves, half_bits, halves_to_bytes, pack_plane, plane_code, Format, FormatWgsl,
+    PackedWeight,
+};
 use crate::error::Result;
 use crate::formats::ggml::{scale_min_k4, GgmlType};
 
@@ -131,13 +134,8 @@ impl Format for KFormat {
         let low = plane_code(codes, 4, k);
         let low_words = Self::blocks(w.cols) * BLOCK / 8;
         let f16 = |bits: u16| half::f16::from_bits(bits).to_f32();
-        let mut bytes = [0u8; 16];
-        for (pair, h) in bytes
-            .chunks_exact_mut(2)
-            .zip(&scales[block * Self::BLOCK_HALVES..(block + 1) * Self::BLOCK_HALVES])
-        {
-            pair.copy_from_slice(&h.to_le_bytes());
-        }
+        let bytes: [u8; 16] =
+            halves_to_bytes(&scales[block * Self::BLOCK_HALVES..(block + 1) * Self::BLOCK_HALVES]);
         if self.ty == GgmlType::Q6_K {
             let high = plane_code(&codes[low_words..], 2, k);
             let d_at = Self::blocks(w.cols) * Self::BLOCK_HALVES + block;
@@ -177,10 +175,10 @@ impl Format for KFormat {
                 GgmlType::Q6_K => &b[192..208],
                 _ => &b[..16],
             };
-            let block_scales = &mut row_scales[i * Self::BLOCK_HALVES..][..Self::BLOCK_HALVES];
-            for (h, pair) in block_scales.iter_mut().zip(stored.chunks_exact(2)) {
-                *h = u16::from_le_bytes([pair[0], pair[1]]);
-            }
+            bytes_to_halves(
+                stored,
+                &mut row_scales[i * Self::BLOCK_HALVES..][..Self::BLOCK_HALVES],
+            );
             match self.ty {
                 GgmlType::Q6_K => {
                     pack_plane(

@@ -13,7 +13,10 @@
 //! `d * scale` and `dmin * min` are exact in f32, so every weight is one rounding of the
 //! same exact value on the GPU as in ggml (none at all for `Q3_K`).
 
-use super::{half_bits, pack_plane, plane_code, Format, FormatWgsl, PackedWeight};
+use super::{
+    bytes_to_halves, half_bits, halves_to_bytes, pack_plane, plane_code, Format, FormatWgsl,
+    PackedWeight,
+};
 use crate::error::Result;
 use crate::formats::ggml::{k2_code, scale_k3, GgmlType};
 
@@ -94,7 +97,7 @@ impl Format for K16Format {
         let sub = (k % BLOCK) / 16;
         let f16 = |bits: u16| half::f16::from_bits(bits).to_f32();
         let stored = &scales[block * self.block_halves()..(block + 1) * self.block_halves()];
-        let bytes: Vec<u8> = stored.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let bytes: [u8; 20] = halves_to_bytes(stored);
         let low = plane_code(codes, 2, k);
         if self.third_bit() {
             let third = plane_code(&codes[blocks * LOW_WORDS..], 1, k);
@@ -128,9 +131,7 @@ impl Format for K16Format {
                 &mut low[i * LOW_WORDS..(i + 1) * LOW_WORDS],
             );
             let block_scales = &mut row_scales[i * halves..(i + 1) * halves];
-            for (h, pair) in block_scales.iter_mut().zip(stored.chunks_exact(2)) {
-                *h = u16::from_le_bytes([pair[0], pair[1]]);
-            }
+            bytes_to_halves(stored, block_scales);
             if self.third_bit() {
                 let hmask = &b[..32];
                 pack_plane(

@@ -478,6 +478,23 @@ pub(crate) fn iq4_grid_consts() -> [(&'static str, u32); 4] {
     ]
 }
 
+/// A block's stored scale bytes kept as 16-bit scale units (little-endian pairs), as the
+/// GGUF formats' scale planes hold them.
+pub(crate) fn bytes_to_halves(bytes: &[u8], out: &mut [u16]) {
+    for (h, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *h = u16::from_le_bytes([pair[0], pair[1]]);
+    }
+}
+
+/// The bytes a block stored, back from its scale units ([`bytes_to_halves`]'s inverse).
+pub(crate) fn halves_to_bytes<const N: usize>(halves: &[u16]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    for (pair, h) in bytes.chunks_exact_mut(2).zip(halves) {
+        pair.copy_from_slice(&h.to_le_bytes());
+    }
+    bytes
+}
+
 /// The little-endian f16 at byte `at` of `b`, as its bits.
 pub(crate) fn half_bits(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
