@@ -12,7 +12,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let t = row / p.n_heads;
     let h = row % p.n_heads;
-    let st = attend_range(t, h, 0u, places[t].x + 1u, tid);
+    let pos = places[t].x;
+    let st = attend_range(t, h, first_key(pos), pos + 1u, tid);
     for (var i = 0u; i < DIMS_PER_THREAD; i++) {
         let d = tid + i * THREADS;
         if (d < p.head_dim) {

@@ -1,10 +1,13 @@
 // Causal grouped-query attention over a KV cache, shared by the one-pass kernel (prefill)
 // and the split-sequence kernel (decode). Query token t sits at places[t] = (position in
-// its sequence, cache row where its sequence starts) and sees its sequence's keys
-// 0..=position, cache rows start..=start + position. Layouts, all row-major:
+// its sequence, the sequence's slot) and sees its sequence's keys
+// first_key(position)..=position: all of them, or the last `window` in a sliding-window
+// layer. Key j is in cache row slot * ring + j % ring (each sequence has `ring` rows; a
+// sliding-window layer's keeps only its last `ring` positions). Layouts, all row-major:
 //   q, out: [n_tokens, n_heads, head_dim]      k_cache, v_cache: [rows, n_kv_heads, head_dim]
 // Query head h reads KV head h / (n_heads / n_kv_heads). Softmax is computed online (running
-// max and sum, rescaled per tile of keys) so no score row is ever stored whole.
+// max and sum, rescaled per tile of keys) so no score row is ever stored whole. Scores are
+// q.k * scale, then softcap * tanh(score / softcap) where softcap > 0 (Gemma 2).
 
 struct Params {
     n_tokens: u32,
@@ -14,7 +17,11 @@ struct Params {
     n_splits: u32,
     split_len: u32,  // keys per split (split kernel only)
     scale: f32,      // usually 1 / sqrt(head_dim)
-    _pad: u32,
+    window: u32,     // keys a query sees; 0: all before it
+    ring: u32,       // cache rows per sequence
+    softcap: f32,    // 0: none
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,6 +37,15 @@ const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> q_s: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, THREADS>;
+var<workgroup> key_rows: array<u32, THREADS>;
+
+// The first key a query at `position` sees.
+fn first_key(position: u32) -> u32 {
+    if (p.window == 0u || position < p.window) {
+        return 0u;
+    }
+    return position + 1u - p.window;
+}
 
 // Running softmax state of one thread: its output dims are tid + i * THREADS.
 struct Partial {
@@ -44,7 +60,7 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
     let hd = p.head_dim;
     let kvh = h / (p.n_heads / p.n_kv_heads);
     let q_base = (t * p.n_heads + h) * hd;
-    let start = places[t].y;
+    let start = places[t].y * p.ring;
     for (var d = tid; d < hd; d += THREADS) {
         q_s[d] = f32(q[q_base + d]) * p.scale;
     }
@@ -56,10 +72,15 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
         let key = tile + tid;
         var s = NEG_BIG;
         if (key < end) {
-            let k_base = ((start + key) * p.n_kv_heads + kvh) * hd;
+            let key_row = start + key % p.ring;
+            key_rows[tid] = key_row;
+            let k_base = (key_row * p.n_kv_heads + kvh) * hd;
             s = 0.0;
             for (var d = 0u; d < hd; d++) {
                 s += q_s[d] * f32(k_cache[k_base + d]);
+            }
+            if (p.softcap > 0.0) {
+                s = p.softcap * tanh(clamp(s / p.softcap, -10.0, 10.0));
             }
         }
         let new_m = max(st.m, reduce(s, tid, true));
@@ -68,7 +89,7 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
             e = exp(s - new_m);
         }
         probs[tid] = e;
-        let tile_sum = reduce(e, tid, false);  // its barriers also publish probs
+        let tile_sum = reduce(e, tid, false);  // its barriers also publish probs and key_rows
         let correction = exp(st.m - new_m);
         st.l = st.l * correction + tile_sum;
         st.m = new_m;
@@ -78,7 +99,7 @@ fn attend_range(t: u32, h: u32, begin: u32, end: u32, tid: u32) -> Partial {
             if (d < hd) {
                 var a = st.acc[i] * correction;
                 for (var j = 0u; j < n_keys; j++) {
-                    a += probs[j] * f32(v_cache[((start + tile + j) * p.n_kv_heads + kvh) * hd + d]);
+                    a += probs[j] * f32(v_cache[(key_rows[j] * p.n_kv_heads + kvh) * hd + d]);
                 }
                 st.acc[i] = a;
             }

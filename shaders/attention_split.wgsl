@@ -1,5 +1,6 @@
 // Decode attention, split over the sequence (flash-decoding): workgroup (token, head, split)
-// attends to keys [split * split_len, (split + 1) * split_len) and stores its unnormalized
+// attends to keys [first + split * split_len, first + (split + 1) * split_len) of those
+// the query sees (first_key(position)..=position) and stores its unnormalized
 // output with its running max and sum; `attention_combine` merges the splits. Long contexts
 // then spread over many workgroups instead of one.
 // partial: [n_tokens, n_heads, n_splits, head_dim + 2] f32 (acc..., max, sum).
@@ -19,7 +20,7 @@ fn attend_split(@builtin(workgroup_id) wid: vec3<u32>,
     let t = row / p.n_heads;
     let h = row % p.n_heads;
     let kv_len = places[t].x + 1u;
-    let begin = min(split * p.split_len, kv_len);
+    let begin = min(first_key(places[t].x) + split * p.split_len, kv_len);
     let end = min(begin + p.split_len, kv_len);
     let st = attend_range(t, h, begin, end, tid);
     let base = idx * (p.head_dim + 2u);

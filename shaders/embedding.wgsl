@@ -1,4 +1,5 @@
-// out[t, :] = table[ids[t], :], dequantizing the row. One dispatch per chunk of the table;
+// out[t, :] = table[ids[t], :] * scale, dequantizing the row (Gemma scales its embeddings
+// by sqrt(d_model); the residual stream `out` is f32 in the model). One dispatch per chunk of the table;
 // it writes only the tokens whose id falls in [row_start, row_start + rows). The table is
 // in any weight format (weights_common.wgsl declares its bindings, 2 and 3).
 
@@ -7,6 +8,10 @@ struct Params {
     dim: u32,
     row_start: u32,
     rows: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,5 +32,5 @@ fn embed(@builtin(workgroup_id) wid: vec3<u32>,
     if (id < p.row_start || id >= p.row_start + p.rows) {
         return;
     }
-    out[i] = act(weight_at(id - p.row_start, k, p.dim));
+    out[i] = act(weight_at(id - p.row_start, k, p.dim) * p.scale);
 }

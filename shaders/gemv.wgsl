@@ -18,7 +18,7 @@
 // the batch, so a sequence decodes to the same bits alone or batched.
 // The host only picks this kernel where K is a multiple of 4 (whole vec4s of inputs).
 
-@group(0) @binding(1) var<storage, read> x4: array<vec4<act>>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<in_t>>;
 @group(0) @binding(5) var<storage, read> norm4: array<vec4<f32>>;  // read only when NORM = 1
 
 const THREADS: u32 = TEAM * TEAMS;

@@ -5,7 +5,7 @@
 // workgroup), ROWS_V (rows of W per gemv_rows thread: each input load serves all of them),
 // ROWS_W and ROWS_M (rows of W per gemm_rows thread and tokens per gemm_rows workgroup).
 
-@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(1) var<storage, read> x: array<in_t>;
 @group(0) @binding(5) var<storage, read> norm: array<f32>;  // read only when NORM = 1
 
 // Input k of row m as the matmul multiplies it (before the RMSNorm scale).

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use glim::model::llama::{Llama, LoadOptions, Logits, MemoryUse};
+use glim::model::graph::{LoadOptions, Logits, MemoryUse, Model};
 use glim::quant::WeightFormat;
 use serde_json::json;
 
@@ -182,7 +182,7 @@ fn bench_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
+fn measure(model: &mut Model, args: &BenchArgs) -> CliResult<Row> {
     let vocab = model.output_vocab();
     let prompt = bench_tokens(args.prompt_len, vocab, 1);
     let mut host_peak = host_anon_bytes();
@@ -255,7 +255,7 @@ fn measure(model: &mut Llama, args: &BenchArgs) -> CliResult<Row> {
 const PROFILED_PASSES: usize = 5;
 
 /// GPU time per token by kernel family, for passes over `tokens` from `position`.
-fn profile(model: &mut Llama, tokens: &[u32], position: usize) -> CliResult<Vec<KernelShare>> {
+fn profile(model: &mut Model, tokens: &[u32], position: usize) -> CliResult<Vec<KernelShare>> {
     let mut passes = Vec::new();
     for i in 0..PROFILED_PASSES {
         // Decode steps walk forward; prefill passes repeat.

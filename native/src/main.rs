@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use glim::generate::SamplingParams;
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 use glim::quant::WeightFormat;
 
 /// Run large language models on your GPU through WebGPU.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use glim::gpu::{GpuContext, Precision};
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 use glim::model::loader::{self, LoadedModel, DEFAULT_MODEL_FILE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

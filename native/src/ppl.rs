@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use glim::generate::perplexity::perplexity;
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 
 use crate::{bail, model, CliError, CliResult, PplArgs};
 

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use glim::generate::{GenerationParams, GenerationStats, SamplingParams, Session};
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 use glim::text::{ChatTemplate, Message};
 
 use crate::{bail, chat, model, CliError, CliResult, RunArgs};

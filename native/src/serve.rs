@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use futures_util::{stream, Stream, StreamExt};
 use glim::api::{Defaults, Prepared, Protocol, Request, UnknownFields};
 use glim::generate::{Batcher, Event, Listener};
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};

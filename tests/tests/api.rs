@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use glim::api::{ChatEngine, Request, UnknownFields};
 use glim::generate::Session;
-use glim::model::llama::LoadOptions;
+use glim::model::graph::LoadOptions;
 use glim::model::loader;
 use glim::Error;
 use serde_json::{json, Value};

@@ -9,12 +9,12 @@ use glim::formats::mlc::{
     MlcFolder, ResidentShards, ShardStore, TensorCache, INDEX_FILE, LEGACY_INDEX_FILE,
 };
 use glim::generate::{GenerationParams, Session};
-use glim::model::llama::{LlamaLoader, LoadOptions};
+use glim::model::graph::{LoadOptions, ModelLoader};
 use glim::model::loader::{self, ModelFile, OpenedModel};
 use glim::model::mlc::{mlc_text, MlcModel, MlcQuant};
 use glim::model::mlc_writer::write_folder;
 use glim::model::streamed::load_streamed;
-use glim::model::weights::{self, LlamaParams, Shape};
+use glim::model::weights::{self, ModelParams, Shape};
 use glim::quant::{ScaleType, WeightFormat};
 use glim::Error;
 use serde_json::Value;
@@ -83,7 +83,7 @@ fn folder_holds_the_bytes_glim_uploads() {
     assert!(matches!(folder.file, ModelFile::Mlc(_)));
     assert_eq!(folder.config, opened.config);
     let (from_gguf, from_folder) = (opened.weights(), folder.weights());
-    let params = LlamaParams::new(&opened.config);
+    let params = ModelParams::new(&opened.config);
     for param in params.in_mlc_order() {
         match param.shape {
             Shape::Matrix { .. } => {
@@ -203,7 +203,7 @@ fn streamed_load_gives_the_folders_tokens() {
 
     let stream = |model: &mut MlcModel<ResidentShards>, corrupt: &dyn Fn(usize, bool) -> bool| {
         let ctx = glim_tests::open_gpu().unwrap();
-        let loader = LlamaLoader::new(ctx, model.config.clone(), &options(None)).unwrap();
+        let loader = ModelLoader::new(ctx, model.config.clone(), &options(None)).unwrap();
         let mut fetched = Vec::new();
         let mut reports = Vec::new();
         let fetch = |n: usize, fresh: bool| {
@@ -291,7 +291,7 @@ fn q3f16_q4f32_and_q0f16_folders() {
     );
     // The folder's scales are exactly glim's bf16-typed choice, exact in f16 too.
     let from_folder = loader::open(&q4f32).unwrap();
-    let param = &LlamaParams::new(&opened.config).layers[0].attn_output;
+    let param = &ModelParams::new(&opened.config).layers[0].attn_output;
     let want = weights::packed_matrix_with(
         &*opened.weights(),
         param,

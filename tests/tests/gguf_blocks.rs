@@ -48,7 +48,7 @@ fn gpu_rows(ctx: &GpuContext, packed: &PackedWeight) -> Vec<f32> {
     let out = ctx
         .zeros(&[ids.len(), packed.cols], Precision::F32.into())
         .unwrap();
-    let ops = embedding::embed(ctx, &ids_t, &table, &out, ids.len()).unwrap();
+    let ops = embedding::embed(ctx, &ids_t, &table, &out, ids.len(), 1.0).unwrap();
     let mut rec = ctx.recorder();
     for op in &ops {
         rec.dispatch(op);

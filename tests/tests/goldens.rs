@@ -14,7 +14,7 @@
 use glim::formats::gguf::GgufFile;
 use glim::generate::perplexity::perplexity;
 use glim::gpu::Precision;
-use glim::model::llama::{BatchOutput, BatchToken, Llama, LoadOptions, Logits, NextToken};
+use glim::model::graph::{BatchOutput, BatchToken, LoadOptions, Logits, Model, NextToken};
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;
 use serde_json::Value;
@@ -49,7 +49,7 @@ fn load(
     format: Option<WeightFormat>,
     gpu_kernels: bool,
     precision: Option<Precision>,
-) -> Option<(Llama, GgufFile)> {
+) -> Option<(Model, GgufFile)> {
     let path = glim_tests::test_model()?;
     let mut ctx = glim_tests::open_gpu()?;
     if gpu_kernels {
@@ -64,7 +64,7 @@ fn load(
         // The greedy goldens' prompts decode side by side.
         slots: 6,
     };
-    let model = Llama::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
+    let model = Model::from_gguf(ctx, &file, &options, &mut |_, _| {}).unwrap();
     Some((model, file))
 }
 
@@ -184,7 +184,7 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
+fn glim_perplexity(model: &mut Model, g: &Value) -> f64 {
     let p = &g["perplexity"];
     let ctx = p["ctx"].as_u64().unwrap() as usize;
     let bos = p["bos"].as_bool().unwrap().then_some(1);
@@ -197,7 +197,7 @@ fn glim_perplexity(model: &mut Llama, g: &Value) -> f64 {
 
 /// The fixed text teacher-forced through the prefill kernels (every position in passes of
 /// `max_batch`).
-fn text_by_prefill(model: &mut Llama, g: &Value) -> Comparison {
+fn text_by_prefill(model: &mut Model, g: &Value) -> Comparison {
     let want = steps(&g["forced"]);
     let text_ids = ids(&g["forced"]["ids"]);
     let rows = model
@@ -210,7 +210,7 @@ fn text_by_prefill(model: &mut Llama, g: &Value) -> Comparison {
 
 /// The text's first `n` positions teacher-forced through the decode kernels, one token at
 /// a time as a generation step runs it.
-fn text_by_decode(model: &mut Llama, g: &Value, n: usize) -> Comparison {
+fn text_by_decode(model: &mut Model, g: &Value, n: usize) -> Comparison {
     let want = steps(&g["forced"]);
     let text_ids = ids(&g["forced"]["ids"]);
     let mut c = Comparison::default();
@@ -226,7 +226,7 @@ fn text_by_decode(model: &mut Llama, g: &Value, n: usize) -> Comparison {
 /// llama.cpp's greedy answers fed back to glim (prompt, then llama.cpp's tokens), every
 /// step compared: through the prefill kernels, and through the decode kernels with all the
 /// prompts side by side in one `decode_batch` (each sequence at its own position).
-fn greedy_paths(model: &mut Llama, g: &Value) -> (Comparison, Comparison) {
+fn greedy_paths(model: &mut Model, g: &Value) -> (Comparison, Comparison) {
     let cases = g["greedy"].as_array().unwrap();
     let mut prefilled = Comparison::default();
     for (n, case) in cases.iter().enumerate() {
@@ -284,7 +284,7 @@ fn greedy_paths(model: &mut Llama, g: &Value) -> (Comparison, Comparison) {
 /// batched decode. Wherever llama.cpp is not near a tie glim must pick its token, and every
 /// logit of llama.cpp's top-k must be within `max_delta` of llama.cpp's.
 fn check_against_llama_cpp(
-    model: &mut Llama,
+    model: &mut Model,
     g: &Value,
     what: &str,
     decode_positions: usize,
@@ -348,7 +348,7 @@ fn f32_activations_match_llama_cpp() {
 /// the difference is llama.cpp's rounding.
 const MAX_DELTA: f64 = 1.25;
 
-fn check_perplexity(model: &mut Llama, g: &Value, what: &str) {
+fn check_perplexity(model: &mut Model, g: &Value, what: &str) {
     let ppl = glim_perplexity(model, g);
     let peer = g["perplexity"]["ppl"].as_f64().unwrap();
     eprintln!("{what}: perplexity {ppl:.3} vs llama.cpp {peer:.3}");

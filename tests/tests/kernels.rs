@@ -2,12 +2,12 @@
 //! f16-activation and f32-activation variants, at small, odd and real model shapes.
 
 use glim::gpu::{DType, GpuContext, Precision, Tensor};
-use glim::kernels::attention::{self, AttentionInputs, AttentionShape};
+use glim::kernels::attention::{self, AttentionInputs, AttentionShape, Scores};
 use glim::kernels::matmul::{self, Epilogue, Fusion, GemvLaunch, Shape};
-use glim::kernels::rope::{self, QkvOutputs, QkvShape, RopeMode};
+use glim::kernels::rope::{self, QkvFusion, QkvOutputs, QkvShape, RopeMode};
 use glim::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use glim::kernels::weight::GpuWeight;
-use glim::kernels::{argmax, embedding, Place};
+use glim::kernels::{argmax, embedding, norm, Place};
 use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
 
@@ -66,10 +66,11 @@ struct Variant {
 
 impl Variant {
     const PLAIN: [Epilogue; 1] = [Epilogue::Store];
-    const ALL: [Epilogue; 3] = [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu];
+    const ALL: [Epilogue; 4] = Epilogue::ALL;
 
     /// Every kernel for `m` rows with each of `epilogues`, with and without the norm
-    /// (SwiGLU only where `n` is even). A few rows go through the decode kernels too (a
+    /// (the gated epilogues only where `n` is even; GeGLU only after the norm, as the graph
+    /// runs it: the gate code is SwiGLU's). A few rows go through the decode kernels too (a
     /// batched decode step), and one row through the prefill kernels too (a prompt's
     /// last token left after a cached prefix).
     fn each(m: usize, n: usize, epilogues: &[Epilogue]) -> Vec<Variant> {
@@ -80,10 +81,14 @@ impl Variant {
         let mut all = Vec::new();
         for &shape in shapes {
             for &epilogue in epilogues {
-                if epilogue == Epilogue::SwiGlu && !n.is_multiple_of(2) {
+                let gated = matches!(epilogue, Epilogue::SwiGlu | Epilogue::GeGlu);
+                if gated && !n.is_multiple_of(2) {
                     continue;
                 }
                 for norm in [false, true] {
+                    if epilogue == Epilogue::GeGlu && !norm {
+                        continue;
+                    }
                     all.push(Variant {
                         norm,
                         epilogue,
@@ -129,19 +134,23 @@ fn check_matmul_variant(
     let w = random_vec(&mut r, n * k, 0.5);
     let packed = weight_in(format, &w, (n, k), seed);
     let weight = GpuWeight::upload(ctx, &packed).unwrap();
-    let x = as_stored(&random_vec(&mut r, m * k, 1.0), precision);
-    let xt = upload(ctx, &x, precision);
+    // As the graph runs them: a normalized input is the f32 residual stream, and Add adds
+    // to it; the other sides are activations.
+    let x_precision = if v.norm { Precision::F32 } else { precision };
+    let y_precision = if v.epilogue == Epilogue::Add {
+        Precision::F32
+    } else {
+        precision
+    };
+    let x = as_stored(&random_vec(&mut r, m * k, 1.0), x_precision);
+    let xt = upload(ctx, &x, x_precision);
     let norm_weights = random_vec(&mut r, k, 1.0);
     let nt = ctx
         .tensor_from_f32(&norm_weights, &[k], DType::F32)
         .unwrap();
-    let outputs = if v.epilogue == Epilogue::SwiGlu {
-        n / 2
-    } else {
-        n
-    };
-    let before = as_stored(&random_vec(&mut r, m * outputs, 1.0), precision);
-    let y = upload(ctx, &before, precision);
+    let outputs = n / epilogue_rows(v.epilogue);
+    let before = as_stored(&random_vec(&mut r, m * outputs, 1.0), y_precision);
+    let y = upload(ctx, &before, y_precision);
     let eps = 1e-5;
     let fusion = Fusion {
         norm: v.norm.then_some((&nt, eps)),
@@ -164,7 +173,7 @@ fn check_matmul_variant(
         v.epilogue,
         weight.chunks.len()
     );
-    assert_close(&what, &got, &want, abs, rel_tol(precision));
+    assert_close(&what, &got, &want, abs, rel_tol(y_precision));
 }
 
 /// Every kernel and fusion for `m` rows of an `n x k` matmul with `epilogues`; `gemv`
@@ -322,12 +331,18 @@ fn check_any_pass(ctx: &GpuContext, precision: Precision, format: WeightFormat, 
             norm: norm.then_some((&nt, 1e-5)),
             epilogue,
         };
+        // The normalized input is the f32 residual stream; Add adds to it.
+        let (x_precision, y_precision) = if norm {
+            (Precision::F32, precision)
+        } else {
+            (precision, Precision::F32)
+        };
         let outputs = n / epilogue_rows(epilogue);
         let y_len = |rows: usize| rows * outputs;
         let run_rows = |rows: std::ops::Range<usize>| {
-            let xt = upload(ctx, &x[rows.start * k..rows.end * k], precision);
+            let xt = upload(ctx, &x[rows.start * k..rows.end * k], x_precision);
             let y_before = &before[y_len(rows.start)..y_len(rows.end)];
-            let yt = upload(ctx, y_before, precision);
+            let yt = upload(ctx, y_before, y_precision);
             let ops = matmul::fused(ctx, &xt, &weight, &yt, rows.len(), &fusion, shape).unwrap();
             run(ctx, &ops.iter().collect::<Vec<_>>());
             ctx.read_f32_blocking(&yt).unwrap()
@@ -353,7 +368,7 @@ fn check_any_pass(ctx: &GpuContext, precision: Precision, format: WeightFormat, 
 }
 
 fn epilogue_rows(e: Epilogue) -> usize {
-    if e == Epilogue::SwiGlu {
+    if matches!(e, Epilogue::SwiGlu | Epilogue::GeGlu) {
         2
     } else {
         1
@@ -421,9 +436,9 @@ fn weights_split_across_bindings() {
         let ids = [0u32, 999, 500, 77, 998, 1];
         let ids_t = ctx.tensor_from_u32(&ids, &[ids.len()]).unwrap();
         let out = ctx.zeros(&[ids.len(), dim], precision.into()).unwrap();
-        let ops = embedding::embed(&ctx, &ids_t, &gpu_table, &out, ids.len()).unwrap();
+        let ops = embedding::embed(&ctx, &ids_t, &gpu_table, &out, ids.len(), 1.0).unwrap();
         run(&ctx, &ops.iter().collect::<Vec<_>>());
-        let want = as_stored(&embedding::reference(&ids, &table), precision);
+        let want = as_stored(&embedding::reference(&ids, &table, 1.0), precision);
         assert_close(
             &format!("split embedding {format:?}"),
             &ctx.read_f32_blocking(&out).unwrap(),
@@ -451,12 +466,14 @@ fn embedding_lookup() {
             let ids: Vec<u32> = (0..17).map(|i| (i * 37 % vocab) as u32).collect();
             let ids_t = ctx.tensor_from_u32(&ids, &[ids.len()]).unwrap();
             let out = ctx.zeros(&[ids.len(), dim], precision.into()).unwrap();
-            let ops = embedding::embed(ctx, &ids_t, &gpu_table, &out, ids.len()).unwrap();
+            // Gemma's scale: sqrt(d_model).
+            let scale = (dim as f32).sqrt();
+            let ops = embedding::embed(ctx, &ids_t, &gpu_table, &out, ids.len(), scale).unwrap();
             run(ctx, &ops.iter().collect::<Vec<_>>());
             // The GPU decodes every weight to the CPU reference's f32 (for GGUF's formats,
-            // ggml's; tested bit for bit against it in the engine): only the store to f16
-            // rounds.
-            let want = as_stored(&embedding::reference(&ids, &table), precision);
+            // ggml's; tested bit for bit against it in the engine) and scales it in f32:
+            // only the store to f16 rounds.
+            let want = as_stored(&embedding::reference(&ids, &table, scale), precision);
             assert_close(
                 &format!("embedding {format:?} {precision:?}"),
                 &ctx.read_f32_blocking(&out).unwrap(),
@@ -468,80 +485,143 @@ fn embedding_lookup() {
     }
 }
 
+/// RoPE in both pairings, at Llama, Qwen and Gemma shapes, plain and after a Q/K/V bias
+/// (Qwen2) and per-head Q/K norms (Qwen3, Gemma 3); the Gemma shape stores its keys in a
+/// ring of 100 rows per sequence (a sliding-window layer), so positions wrap around it.
 #[test]
 fn rope_qkv_both_layouts() {
     let Some(ctx) = gpu() else { return };
     for precision in precisions(ctx) {
         for mode in [RopeMode::Interleaved, RopeMode::Halves] {
-            for (n_tokens, n_heads, n_kv_heads, head_dim, base) in [
-                (5, 9, 3, 64, 100_000.0),
-                (3, 3, 3, 128, 10_000.0),
-                (1, 32, 8, 128, 500_000.0),
+            for (n_tokens, n_heads, n_kv_heads, head_dim, base, ring) in [
+                (5, 9, 3, 64, 100_000.0, 2048),
+                (3, 3, 3, 128, 10_000.0, 2048),
+                (1, 32, 8, 128, 500_000.0, 2048),
+                (6, 4, 1, 256, 1_000_000.0, 100),
             ] {
-                let shape = QkvShape {
-                    n_tokens,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                };
-                let cache_rows = 4096;
-                let kv_len = cache_rows * n_kv_heads * head_dim;
-                let mut r = rng(head_dim as u64);
-                let qkv = as_stored(
-                    &random_vec(&mut r, n_tokens * shape.row_len(), 2.0),
-                    precision,
-                );
-                let mut k_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
-                let mut v_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
-                // Two sequences sharing the cache, 2048 rows each.
-                let places: Vec<Place> = (0..n_tokens as u32)
-                    .map(|t| Place {
-                        position: t * 997 % 2048,
-                        cache_start: t % 2 * 2048,
-                    })
-                    .collect();
-                let freqs = rope::inv_freq(head_dim, base, None);
-                let qkv_t = upload(ctx, &qkv, precision);
-                let (k_t, v_t) = (
-                    upload(ctx, &k_want, precision),
-                    upload(ctx, &v_want, precision),
-                );
-                let q_t = ctx
-                    .zeros(&[n_tokens * n_heads * head_dim], precision.into())
-                    .unwrap();
-                let pt = places_tensor(ctx, &places);
-                let ft = ctx
-                    .tensor_from_f32(&freqs, &[freqs.len()], DType::F32)
-                    .unwrap();
-                let out = QkvOutputs {
-                    q: &q_t,
-                    k_cache: &k_t,
-                    v_cache: &v_t,
-                };
-                let op = rope::rope_qkv(ctx, &qkv_t, &pt, &ft, &out, &shape, mode).unwrap();
-                run(ctx, &[&op]);
-                let q_want = rope::reference(
-                    &qkv,
-                    &places,
-                    &freqs,
-                    &shape,
-                    mode,
-                    &mut k_want,
-                    &mut v_want,
-                );
-                let what = format!("rope {precision:?} {mode:?} hd={head_dim} kv={n_kv_heads}");
-                // Angles reach thousands of radians: f32 angle rounding dominates (~2e-4).
-                for (name, t, want) in [("q", &q_t, &q_want), ("k", &k_t, &k_want)] {
-                    assert_close(
-                        &format!("{what} {name}"),
-                        &ctx.read_f32_blocking(t).unwrap(),
-                        want,
-                        2e-3,
-                        rel_tol(precision),
+                for (bias, qk_norm) in [(false, false), (true, true), (false, true)] {
+                    let shape = QkvShape {
+                        n_tokens,
+                        n_heads,
+                        n_kv_heads,
+                        head_dim,
+                        ring,
+                    };
+                    let what = format!(
+                        "rope {precision:?} {mode:?} hd={head_dim} kv={n_kv_heads} ring={ring} bias={bias} qk_norm={qk_norm}"
                     );
+                    check_rope(ctx, precision, mode, base, &shape, (bias, qk_norm), &what);
                 }
-                assert_eq!(ctx.read_f32_blocking(&v_t).unwrap(), v_want, "{what} v");
             }
+        }
+    }
+}
+
+fn check_rope(
+    ctx: &GpuContext,
+    precision: Precision,
+    mode: RopeMode,
+    base: f32,
+    shape: &QkvShape,
+    (bias, qk_norm): (bool, bool),
+    what: &str,
+) {
+    let (n_tokens, n_heads, head_dim) = (shape.n_tokens, shape.n_heads, shape.head_dim);
+    let cache_rows = 4096;
+    let kv_len = cache_rows * shape.n_kv_heads * head_dim;
+    let mut r = rng(head_dim as u64);
+    let qkv = as_stored(
+        &random_vec(&mut r, n_tokens * shape.row_len(), 2.0),
+        precision,
+    );
+    let mut k_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
+    let mut v_want = as_stored(&random_vec(&mut r, kv_len, 1.0), precision);
+    let bias_values = random_vec(&mut r, shape.row_len(), 0.5);
+    let norm_values = random_vec(&mut r, 2 * head_dim, 1.0);
+    // Two sequences sharing the cache, in slots 0 and 1.
+    let places: Vec<Place> = (0..n_tokens as u32)
+        .map(|t| Place {
+            position: t * 997 % 2048,
+            slot: t % 2,
+        })
+        .collect();
+    let freqs = rope::inv_freq(head_dim, base, None);
+    let qkv_t = upload(ctx, &qkv, precision);
+    let (k_t, v_t) = (
+        upload(ctx, &k_want, precision),
+        upload(ctx, &v_want, precision),
+    );
+    let q_t = ctx
+        .zeros(&[n_tokens * n_heads * head_dim], precision.into())
+        .unwrap();
+    let pt = places_tensor(ctx, &places);
+    let f32s = |v: &[f32]| ctx.tensor_from_f32(v, &[v.len()], DType::F32).unwrap();
+    let (ft, bias_t, norm_t) = (f32s(&freqs), f32s(&bias_values), f32s(&norm_values));
+    let out = QkvOutputs {
+        q: &q_t,
+        k_cache: &k_t,
+        v_cache: &v_t,
+    };
+    let eps = 1e-6;
+    let fusion = QkvFusion {
+        bias: bias.then_some(&bias_t),
+        qk_norm: qk_norm.then_some((&norm_t, eps)),
+    };
+    let op = rope::rope_qkv(ctx, &qkv_t, &pt, &ft, &out, shape, mode, &fusion).unwrap();
+    run(ctx, &[&op]);
+    let reference_fusion = rope::ReferenceFusion {
+        bias: bias.then_some(bias_values.as_slice()),
+        qk_norm: qk_norm.then_some((norm_values.as_slice(), eps)),
+    };
+    let q_want = rope::reference(
+        &qkv,
+        &places,
+        &freqs,
+        shape,
+        mode,
+        reference_fusion,
+        &mut k_want,
+        &mut v_want,
+    );
+    // Angles reach thousands of radians: f32 angle rounding dominates (~2e-4).
+    for (name, t, want) in [("q", &q_t, &q_want), ("k", &k_t, &k_want)] {
+        assert_close(
+            &format!("{what} {name}"),
+            &ctx.read_f32_blocking(t).unwrap(),
+            want,
+            2e-3,
+            rel_tol(precision),
+        );
+    }
+    // V is copied (with its bias added in f32, then stored): the same bits.
+    let v_want = as_stored(&v_want, precision);
+    assert_eq!(ctx.read_f32_blocking(&v_t).unwrap(), v_want, "{what} v");
+}
+
+/// Gemma's post-norms: `x += RMSNorm(y) * w` into the f32 residual stream, from either
+/// activation precision, at an odd width and Gemma 3 270M's.
+#[test]
+fn norm_add_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    for precision in precisions(ctx) {
+        for (n_tokens, dim) in [(1, 100), (7, 640)] {
+            let mut r = rng(dim as u64);
+            let y = as_stored(&random_vec(&mut r, n_tokens * dim, 30.0), precision);
+            let weights = random_vec(&mut r, dim, 1.0);
+            let mut want = random_vec(&mut r, n_tokens * dim, 100.0);
+            let xt = upload(ctx, &want, Precision::F32);
+            let yt = upload(ctx, &y, precision);
+            let wt = ctx.tensor_from_f32(&weights, &[dim], DType::F32).unwrap();
+            let op = norm::norm_add(ctx, &yt, &wt, 1e-6, &xt, n_tokens).unwrap();
+            run(ctx, &[&op]);
+            norm::reference(&y, &weights, 1e-6, &mut want);
+            assert_close(
+                &format!("norm_add {precision:?} {n_tokens}x{dim}"),
+                &ctx.read_f32_blocking(&xt).unwrap(),
+                &want,
+                1e-4,
+                1e-5,
+            );
         }
     }
 }
@@ -755,6 +835,7 @@ fn sampling_follows_the_distribution() {
 struct AttentionCase {
     shape: AttentionShape,
     places: Vec<Place>,
+    softcap: Option<f32>,
 }
 
 /// Places of one sequence at cache row 0.
@@ -777,10 +858,9 @@ fn check_attention(
     let rows = case
         .places
         .iter()
-        .map(|p| p.cache_row() + 1)
+        .map(|p| p.slot_start(s.ring) + s.ring)
         .max()
-        .unwrap_or(0)
-        .max(s.context);
+        .unwrap_or(0);
     let cache_len = rows * s.n_kv_heads * s.head_dim;
     let k = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
     let v = as_stored(&random_vec(&mut r, cache_len, 1.0), precision);
@@ -800,17 +880,23 @@ fn check_attention(
         places: &pt,
         out: &out,
     };
-    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let scores = Scores {
+        scale: 1.0 / (s.head_dim as f32).sqrt(),
+        softcap: case.softcap,
+    };
     match n_splits {
-        None => run(ctx, &[&attention::prefill(ctx, &inputs, s, scale).unwrap()]),
+        None => run(
+            ctx,
+            &[&attention::prefill(ctx, &inputs, s, scores).unwrap()],
+        ),
         Some(splits) => {
             let partial = ctx.zeros(&[s.partial_len(splits)], DType::F32).unwrap();
-            let [a, b] = attention::decode(ctx, &inputs, &partial, s, scale, splits).unwrap();
+            let [a, b] = attention::decode(ctx, &inputs, &partial, s, scores, splits).unwrap();
             run(ctx, &[&a, &b]);
         }
     }
-    let want = attention::reference(&q, &k, &v, &case.places, s, scale);
-    let what = format!("attention {precision:?} {s:?} splits {n_splits:?}");
+    let want = attention::reference(&q, &k, &v, &case.places, s, scores);
+    let what = format!("attention {precision:?} {s:?} {scores:?} splits {n_splits:?}");
     assert_close(
         &what,
         &ctx.read_f32_blocking(&out).unwrap(),
@@ -829,6 +915,8 @@ fn attention_prefill() {
         n_kv_heads: 3,
         head_dim,
         context,
+        window: None,
+        ring: context,
     };
     for precision in precisions(ctx) {
         let cases = [
@@ -836,23 +924,28 @@ fn attention_prefill() {
             AttentionCase {
                 shape: shape(1, 64, 1),
                 places: alone([0]),
+                softcap: None,
             },
             AttentionCase {
                 shape: shape(70, 64, 70),
                 places: alone(0..70),
+                softcap: None,
             },
             // A prompt continuing a cache of 100 tokens.
             AttentionCase {
                 shape: shape(37, 64, 137),
                 places: alone(100..137),
+                softcap: None,
             },
             AttentionCase {
                 shape: shape(3, 256, 10),
                 places: alone([7, 8, 9]),
+                softcap: None,
             },
             AttentionCase {
                 shape: shape(5, 80, 2048),
                 places: alone([0, 511, 1024, 2000, 2047]),
+                softcap: None,
             },
         ];
         for case in &cases {
@@ -879,6 +972,8 @@ fn attention_decode_split() {
                     n_kv_heads: 3,
                     head_dim,
                     context,
+                    window: None,
+                    ring: context,
                 };
                 check_attention(
                     ctx,
@@ -886,6 +981,7 @@ fn attention_decode_split() {
                     &AttentionCase {
                         shape,
                         places: alone([pos]),
+                        softcap: None,
                     },
                     Some(splits),
                 );
@@ -898,6 +994,8 @@ fn attention_decode_split() {
             n_kv_heads: 8,
             head_dim: 64,
             context: 300,
+            window: None,
+            ring: 300,
         };
         check_attention(
             ctx,
@@ -905,18 +1003,73 @@ fn attention_decode_split() {
             &AttentionCase {
                 shape,
                 places: alone([3, 100, 250, 299]),
+                softcap: None,
             },
             Some(3),
         );
         // A batched decode step: one query from each of four sequences sharing the cache,
         // 300 rows each.
-        let places = [(3, 0), (100, 300), (250, 900), (299, 600)]
-            .map(|(position, cache_start)| Place {
-                position,
-                cache_start,
-            })
+        let places = [(3, 0), (100, 1), (250, 3), (299, 2)]
+            .map(|(position, slot)| Place { position, slot })
             .to_vec();
-        check_attention(ctx, precision, &AttentionCase { shape, places }, Some(3));
+        let case = AttentionCase {
+            shape,
+            places,
+            softcap: None,
+        };
+        check_attention(ctx, precision, &case, Some(3));
+    }
+}
+
+/// Sliding-window layers (Gemma 3): a query sees its last `window` keys, kept in a ring of
+/// `window` + a prefill pass rows per sequence, through both kernels; and scores capped
+/// by tanh (Gemma 2).
+#[test]
+fn attention_sliding_window_and_softcap() {
+    let Some(ctx) = gpu() else { return };
+    for precision in precisions(ctx) {
+        let shape = |n_tokens, window, ring| AttentionShape {
+            n_tokens,
+            n_heads: 4,
+            n_kv_heads: 1,
+            head_dim: 256,
+            context: 2048,
+            window,
+            ring,
+        };
+        // A prompt pass of 24 tokens past the window (16 keys; ring 16 + 24), and the start
+        // of a sequence shorter than its window.
+        let prefill = [
+            (shape(24, Some(16), 40), alone(70..94)),
+            (shape(5, Some(16), 40), alone(0..5)),
+        ];
+        for (shape, places) in prefill {
+            let case = AttentionCase {
+                shape,
+                places,
+                softcap: None,
+            };
+            check_attention(ctx, precision, &case, None);
+        }
+        // Decode steps of two sequences (slots 1 and 0) at Gemma 3's window and ring.
+        let places = [(1500, 1), (600, 0)]
+            .map(|(position, slot)| Place { position, slot })
+            .to_vec();
+        let case = AttentionCase {
+            shape: shape(2, Some(512), 640),
+            places,
+            softcap: None,
+        };
+        check_attention(ctx, precision, &case, Some(8));
+        // Gemma 2's attention soft-cap, global attention, both kernels.
+        for splits in [None, Some(4)] {
+            let case = AttentionCase {
+                shape: shape(3, None, 2048),
+                places: alone([5, 300, 1999]),
+                softcap: Some(2.0),
+            };
+            check_attention(ctx, precision, &case, splits);
+        }
     }
 }
 
@@ -939,7 +1092,7 @@ fn bad_shapes_are_errors_not_panics() {
     let short_y = matmul::fused(ctx, &f32s(256), &weight, &f32s(192), 4, &plain, Shape::Gemm);
     assert!(matches!(short_y, Err(Error::Shape(_))));
     let ids = f32s(4); // ids must be u32
-    assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4).is_err());
+    assert!(embedding::embed(ctx, &ids, &weight, &f32s(4 * 64), 4, 1.0).is_err());
     assert!(argmax::argmax(ctx, &f32s(10), &f32s(1), 1, 10, 10).is_err());
     let ids = ctx.zeros(&[1], DType::U32).unwrap();
     assert!(argmax::argmax(ctx, &f32s(10), &ids, 1, 11, 10).is_err());
@@ -966,11 +1119,12 @@ fn bad_shapes_are_errors_not_panics() {
     };
     let odd_pairs = matmul::fused(ctx, &f32s(64), &odd, &f32s(2), 1, &swiglu, Shape::Gemv);
     assert!(matches!(odd_pairs, Err(Error::Shape(_))));
-    if ctx.supports_f16() {
-        let h = ctx.zeros(&[64], DType::F16).unwrap();
-        let mixed = matmul::fused(ctx, &f32s(64), &weight, &h, 1, &plain, Shape::Gemv);
-        assert!(matches!(mixed, Err(Error::Shape(_))));
-    }
+    let u32_y = ctx.zeros(&[64], DType::U32).unwrap();
+    let not_float = matmul::fused(ctx, &f32s(64), &weight, &u32_y, 1, &plain, Shape::Gemv);
+    assert!(not_float.is_err(), "a u32 output");
+    // The post-norm add writes the f32 residual stream only.
+    assert!(norm::norm_add(ctx, &f32s(64), &f32s(64), 1e-6, &u32_y, 1).is_err());
+    assert!(norm::norm_add(ctx, &f32s(64), &f32s(64), 1e-6, &f32s(32), 1).is_err());
 
     let places = ctx.tensor_from_u32(&[0, 0], &[1, 2]).unwrap();
     let t = f32s(1 << 16);
@@ -987,17 +1141,36 @@ fn bad_shapes_are_errors_not_panics() {
         n_kv_heads: 3,
         head_dim: 64,
         context: 4,
+        window: None,
+        ring: 4,
     };
     assert!(matches!(
         attention::prefill(ctx, &inputs, &uneven, 1.0),
         Err(Error::Shape(_))
     ));
+    for (window, ring) in [(Some(0), 4), (None, 0), (None, 5)] {
+        let bad_ring = AttentionShape {
+            n_heads: 9,
+            window,
+            ring,
+            ..uneven
+        };
+        assert!(
+            matches!(
+                attention::prefill(ctx, &inputs, &bad_ring, 1.0),
+                Err(Error::Shape(_))
+            ),
+            "window {window:?} ring {ring}"
+        );
+    }
     let too_wide = AttentionShape {
         n_tokens: 1,
         n_heads: 4,
         n_kv_heads: 4,
         head_dim: 512,
         context: 4,
+        window: None,
+        ring: 4,
     };
     assert!(attention::prefill(ctx, &inputs, &too_wide, 1.0).is_err());
     let long_context = AttentionShape {
@@ -1006,6 +1179,8 @@ fn bad_shapes_are_errors_not_panics() {
         n_kv_heads: 4,
         head_dim: 64,
         context: 1 << 20,
+        window: None,
+        ring: 1 << 20,
     };
     assert!(attention::decode(ctx, &inputs, &t, &long_context, 1.0, 4).is_err());
 

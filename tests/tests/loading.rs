@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use glim::formats::gguf::GgufFile;
 use glim::generate::{GenerationParams, Session};
-use glim::model::config::LlamaConfig;
-use glim::model::llama::LoadOptions;
+use glim::model::config::ModelConfig;
+use glim::model::graph::LoadOptions;
 use glim::model::loader::{self, load, LoadedModel};
 use glim::model::mlc::MlcQuant;
 use glim::model::mlc_writer::write_folder;
-use glim::model::weights::{self, LlamaParams};
+use glim::model::weights::{self, ModelParams};
 use glim::quant::WeightFormat;
 use glim::text::Tokenizer;
 use glim::Error;
@@ -71,11 +71,11 @@ fn unpermute(rows: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<
 
 /// Writes the GGUF model as an HF folder in two safetensors shards (f32 weights).
 fn write_hf_folder(file: &GgufFile, dir: &Path) {
-    let c = LlamaConfig::from_gguf(file).unwrap();
+    let c = ModelConfig::from_gguf(file).unwrap();
     let config = serde_json::json!({
         "model_type": "llama", "num_hidden_layers": c.n_layers, "hidden_size": c.dim,
         "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
-        "intermediate_size": c.ffn_dim, "vocab_size": c.vocab_size, "rope_theta": c.rope_base,
+        "intermediate_size": c.ffn_dim, "vocab_size": c.vocab_size, "rope_theta": c.layers[0].rope.base,
         "rms_norm_eps": c.rms_eps, "max_position_embeddings": c.context_length, "tie_word_embeddings": true,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
@@ -228,7 +228,7 @@ fn hf_folder_gives_the_gguf_tokens() {
     write_folder(&from_hf, MlcQuant::Q4F16, &out, &mut |_, _| {}).unwrap();
     let folder = loader::open(&out).unwrap();
     let from_gguf = loader::open(&gguf).unwrap();
-    let params = LlamaParams::new(&from_gguf.config);
+    let params = ModelParams::new(&from_gguf.config);
     for param in [
         &params.embed,
         &params.layers[7].qkv,

@@ -7,16 +7,16 @@
 //! after four tokens: see goldens.json's margins).
 
 use glim::formats::gguf::GgufFile;
-use glim::model::llama::{Llama, LoadOptions, Logits};
+use glim::model::graph::{LoadOptions, Logits, Model};
 use glim::quant::WeightFormat;
 
 /// The default model loaded with `options` on the test adapter, with its GGUF file (for
 /// the tokenizer and vocabulary); `None`, and the test skips, without a model or adapter.
-fn load(options: &LoadOptions) -> Option<(Llama, GgufFile)> {
+fn load(options: &LoadOptions) -> Option<(Model, GgufFile)> {
     let path = glim_tests::test_model()?;
     let ctx = glim_tests::open_gpu()?;
     let file = GgufFile::open(&path).unwrap();
-    let model = Llama::from_gguf(ctx, &file, options, &mut |_, _| {}).unwrap();
+    let model = Model::from_gguf(ctx, &file, options, &mut |_, _| {}).unwrap();
     Some((model, file))
 }
 
@@ -160,7 +160,7 @@ fn sampled_generation_is_seeded() {
 #[test]
 fn batched_decoding_equals_decoding_alone() {
     use glim::kernels::sample::SampleSettings;
-    use glim::model::llama::{BatchOutput, BatchToken, NextToken};
+    use glim::model::graph::{BatchOutput, BatchToken, NextToken};
     let options = LoadOptions {
         context: 64,
         slots: 3,
@@ -281,7 +281,7 @@ fn batched_decoding_equals_decoding_alone() {
 /// bit, wherever the split falls, so a greedy answer does not depend on what a slot held.
 #[test]
 fn prefilling_after_a_cached_prefix_is_bitwise_a_whole_prefill() {
-    use glim::model::llama::NextToken;
+    use glim::model::graph::NextToken;
     let options = LoadOptions {
         context: 128,
         slots: 2,

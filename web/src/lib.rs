@@ -14,7 +14,7 @@ use glim::api::{ChatEngine, Defaults, Request, UnknownFields};
 use glim::formats::mlc::{ResidentShards, TensorCache, INDEX_FILE};
 use glim::generate::Session;
 use glim::gpu::{AdapterChoice, GpuContext, Precision};
-use glim::model::llama::{LlamaLoader, LoadOptions};
+use glim::model::graph::{LoadOptions, ModelLoader};
 use glim::model::mlc::{mlc_text, MlcModel};
 use glim::model::streamed::{load_streamed, StreamProgress};
 use js_sys::{Function, Promise, Reflect, Uint8Array};
@@ -263,7 +263,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         ..LoadOptions::default()
     };
     let loader =
-        LlamaLoader::new(ctx, model.config.clone(), &options_for_load).map_err(load_error)?;
+        ModelLoader::new(ctx, model.config.clone(), &options_for_load).map_err(load_error)?;
     let window = get_usize(&options, "parallelFetches").unwrap_or(DEFAULT_PARALLEL_FETCHES);
     let fetch = |n: usize, fresh: bool| {
         let promise = fetch_shard.call2(

@@ -8,7 +8,7 @@
 //!
 //! A sequence gets the very tokens it would get alone through [`Session`]: prompts are
 //! prefilled in the same chunks, and a token's arithmetic does not depend on the batch it
-//! is in (see [`Llama::decode_batch`]).
+//! is in (see [`Model::decode_batch`]).
 //!
 //! [`Session`]: super::Session
 
@@ -18,7 +18,7 @@ use super::{
     check_request, reusable_prefix, Continuation, GenerationParams, GenerationStats, StopReason,
 };
 use crate::error::{Error, Result};
-use crate::model::llama::{BatchToken, Llama};
+use crate::model::graph::{BatchToken, Model};
 use crate::text::Tokenizer;
 
 /// What a request hears while it is generated.
@@ -73,14 +73,14 @@ struct Slot {
 
 /// A model generating for several requests at once.
 pub struct Batcher {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     slots: Vec<Slot>,
 }
 
 impl Batcher {
     /// A batcher over every slot of `model` (see `LoadOptions::slots`).
-    pub fn new(model: Llama, tokenizer: Tokenizer) -> Self {
+    pub fn new(model: Model, tokenizer: Tokenizer) -> Self {
         let slots = (0..model.slots).map(|_| Slot::default()).collect();
         Self {
             model,

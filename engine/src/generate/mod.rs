@@ -17,7 +17,7 @@ use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kernels::sample::SampleSettings;
-use crate::model::llama::{BatchOutput, Llama, NextToken};
+use crate::model::graph::{BatchOutput, Model, NextToken};
 use crate::text::{StreamDecoder, Tokenizer};
 
 /// What to generate and when to stop.
@@ -81,7 +81,7 @@ impl GenerationStats {
 
 /// A model, its tokenizer and the tokens its KV cache currently holds.
 pub struct Session {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     cached: Vec<u32>,
 }
@@ -263,7 +263,7 @@ pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
 }
 
 impl Session {
-    pub fn new(model: Llama, tokenizer: Tokenizer) -> Self {
+    pub fn new(model: Model, tokenizer: Tokenizer) -> Self {
         Self {
             model,
             tokenizer,

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::argmax::argmax_row;
-use crate::model::llama::{Llama, Logits};
+use crate::model::graph::{Logits, Model};
 
 /// The result of [`perplexity`].
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
 
 /// Scores `tokens` in chunks of `ctx`; `on_chunk(done, total, running_ppl)` reports progress.
 pub async fn perplexity(
-    model: &mut Llama,
+    model: &mut Model,
     tokens: &[u32],
     ctx: usize,
     bos: Option<u32>,

@@ -13,8 +13,10 @@ use crate::gpu::{
 /// Largest head dimension the kernels hold in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Sizes of one attention call. A sequence holds at most `context` positions; the KV cache
-/// holds at least `context` rows (more when several sequences share it).
+/// Sizes of one attention call. A sequence holds at most `context` positions, of which a
+/// query sees the last `window` (all, with none); its keys are in `ring` cache rows (at
+/// most `context`: position p in row `p % ring`), and the KV cache holds at least `ring`
+/// rows (more when several sequences share it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
     pub n_tokens: usize,
@@ -22,6 +24,26 @@ pub struct AttentionShape {
     pub n_kv_heads: usize,
     pub head_dim: usize,
     pub context: usize,
+    pub window: Option<usize>,
+    pub ring: usize,
+}
+
+/// How attention scores are made from `q . k`: times `scale`, then capped to
+/// `cap * tanh(score / cap)` with a `softcap` (Gemma 2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    pub scale: f32,
+    pub softcap: Option<f32>,
+}
+
+impl From<f32> for Scores {
+    /// Scaled scores, uncapped.
+    fn from(scale: f32) -> Self {
+        Scores {
+            scale,
+            softcap: None,
+        }
+    }
 }
 
 impl AttentionShape {
@@ -41,7 +63,16 @@ impl AttentionShape {
                 "attention: head dim {} outside 1..={MAX_HEAD_DIM}",
                 self.head_dim
             )
-        })
+        })?;
+        ensure_shape(
+            self.ring > 0 && self.ring <= self.context && self.window != Some(0),
+            || format!("attention: a ring of {} rows for {self:?}", self.ring),
+        )
+    }
+
+    /// The most keys one query sees.
+    pub fn span(&self) -> usize {
+        self.window.map_or(self.context, |w| w.min(self.context))
     }
 
     /// f32 values the split kernel's partial-result buffer needs.
@@ -60,7 +91,10 @@ struct Params {
     n_splits: u32,
     split_len: u32,
     scale: f32,
-    _pad: u32,
+    window: u32,
+    ring: u32,
+    softcap: f32,
+    _pad: [u32; 2],
 }
 
 const QKV_BINDINGS: [Binding; 6] = [
@@ -107,7 +141,7 @@ pub fn sources(precision: Precision) -> [KernelSource; 3] {
 
 /// The tensors of one attention call: `q` and `out` are `[n_tokens, n_heads, head_dim]`,
 /// the caches `[rows, n_kv_heads, head_dim]`, `places` a [`Place`] per token (positions
-/// below `context`; the kernel reads the sequence's keys `0..=position`).
+/// below `context`; the kernel reads the keys of the sequence the shape's window shows).
 pub struct AttentionInputs<'a> {
     pub q: &'a Tensor,
     pub k_cache: &'a Tensor,
@@ -130,13 +164,13 @@ fn check(inputs: &AttentionInputs, shape: &AttentionShape) -> Result<Precision> 
     ensure_len("attention", "q", q, rows)?;
     ensure_len("attention", "out", out, rows)?;
     ensure_places("attention", places, shape.n_tokens)?;
-    let cache = shape.context * shape.n_kv_heads * shape.head_dim;
+    let cache = shape.ring * shape.n_kv_heads * shape.head_dim;
     ensure_len("attention", "k_cache", k_cache, cache)?;
     ensure_len("attention", "v_cache", v_cache, cache)?;
     Ok(precision)
 }
 
-fn params(shape: &AttentionShape, n_splits: usize, split_len: usize, scale: f32) -> Params {
+fn params(shape: &AttentionShape, n_splits: usize, split_len: usize, scores: Scores) -> Params {
     Params {
         n_tokens: shape.n_tokens as u32,
         n_heads: shape.n_heads as u32,
@@ -144,8 +178,11 @@ fn params(shape: &AttentionShape, n_splits: usize, split_len: usize, scale: f32)
         head_dim: shape.head_dim as u32,
         n_splits: n_splits as u32,
         split_len: split_len as u32,
-        scale,
-        _pad: 0,
+        scale: scores.scale,
+        window: shape.window.unwrap_or(0) as u32,
+        ring: shape.ring as u32,
+        softcap: scores.softcap.unwrap_or(0.0),
+        _pad: [0; 2],
     }
 }
 
@@ -154,11 +191,11 @@ pub fn prefill(
     ctx: &GpuContext,
     inputs: &AttentionInputs,
     shape: &AttentionShape,
-    scale: f32,
+    scores: impl Into<Scores>,
 ) -> Result<Dispatch> {
     let precision = check(inputs, shape)?;
     let [kernel, _, _] = sources(precision);
-    let uniform = ctx.uniform(&params(shape, 1, shape.context, scale));
+    let uniform = ctx.uniform(&params(shape, 1, shape.context, scores.into()));
     let i = inputs;
     ctx.dispatch(
         &kernel,
@@ -174,9 +211,9 @@ pub fn prefill(
     )
 }
 
-/// Keys per split so that `n_splits` ranges cover the whole context.
-pub fn split_len(context: usize, n_splits: usize) -> usize {
-    context.div_ceil(n_splits.max(1)).max(1)
+/// Keys per split so that `n_splits` ranges cover the `span` keys a query sees.
+pub fn split_len(span: usize, n_splits: usize) -> usize {
+    span.div_ceil(n_splits.max(1)).max(1)
 }
 
 /// Split-sequence attention (the decode kernel) and the merge of its splits. `partial` is
@@ -186,7 +223,7 @@ pub fn decode(
     inputs: &AttentionInputs,
     partial: &Tensor,
     shape: &AttentionShape,
-    scale: f32,
+    scores: impl Into<Scores>,
     n_splits: usize,
 ) -> Result<[Dispatch; 2]> {
     let precision = check(inputs, shape)?;
@@ -199,8 +236,8 @@ pub fn decode(
     let uniform = ctx.uniform(&params(
         shape,
         n_splits,
-        split_len(shape.context, n_splits),
-        scale,
+        split_len(shape.span(), n_splits),
+        scores.into(),
     ));
     let i = inputs;
     let rows = shape.n_tokens * shape.n_heads;
@@ -232,24 +269,31 @@ pub fn reference(
     v: &[f32],
     places: &[Place],
     shape: &AttentionShape,
-    scale: f32,
+    scores: impl Into<Scores>,
 ) -> Vec<f32> {
+    let Scores { scale, softcap } = scores.into();
     let (hd, nkv) = (shape.head_dim, shape.n_kv_heads);
     let group = shape.n_heads / nkv;
     let mut out = vec![0.0; shape.n_tokens * shape.n_heads * hd];
     for (t, place) in places.iter().enumerate().take(shape.n_tokens) {
-        let (pos, start) = (place.position as usize, place.cache_start as usize);
+        let pos = place.position as usize;
+        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let row = |j: usize| place.slot_start(shape.ring) + j % shape.ring;
         for h in 0..shape.n_heads {
             let qv = &q[(t * shape.n_heads + h) * hd..][..hd];
             let kvh = h / group;
-            let scores: Vec<f64> = (0..=pos)
+            let keys = first..=pos;
+            let scores: Vec<f64> = keys
+                .clone()
                 .map(|j| {
-                    let kv = &k[((start + j) * nkv + kvh) * hd..][..hd];
-                    qv.iter()
+                    let kv = &k[(row(j) * nkv + kvh) * hd..][..hd];
+                    let s = qv
+                        .iter()
                         .zip(kv)
                         .map(|(&a, &b)| a as f64 * b as f64)
                         .sum::<f64>()
-                        * scale as f64
+                        * scale as f64;
+                    softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
                 })
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -259,8 +303,8 @@ pub fn reference(
             for (d, od) in o.iter_mut().enumerate() {
                 let acc: f64 = weights
                     .iter()
-                    .enumerate()
-                    .map(|(j, w)| w * v[((start + j) * nkv + kvh) * hd + d] as f64)
+                    .zip(keys.clone())
+                    .map(|(w, j)| w * v[(row(j) * nkv + kvh) * hd + d] as f64)
                     .sum();
                 *od = (acc / total) as f32;
             }

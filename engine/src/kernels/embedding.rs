@@ -1,4 +1,4 @@
-//! Embedding lookup `out[t, :] = table[ids[t], :]` from a table in any weight format.
+//! Embedding lookup `out[t, :] = table[ids[t], :] * scale` from a table in any weight format.
 
 use super::matmul::weight_access;
 use super::weight::GpuWeight;
@@ -14,6 +14,8 @@ struct Params {
     dim: u32,
     row_start: u32,
     rows: u32,
+    scale: f32,
+    _pad: [u32; 3],
 }
 
 pub fn source(precision: Precision, format: WeightFormat) -> KernelSource {
@@ -31,14 +33,16 @@ pub fn source(precision: Precision, format: WeightFormat) -> KernelSource {
     }
 }
 
-/// Looks up `n_tokens` ids (a `U32` tensor) into `out` (`[n_tokens, table.cols]`). Ids are
-/// checked on the host by the caller; an id past the table leaves its output row untouched.
+/// Looks up `n_tokens` ids (a `U32` tensor) into `out` (`[n_tokens, table.cols]`), each
+/// row times `scale`. Ids are checked on the host by the caller; an id past the table leaves
+/// its output row untouched.
 pub fn embed(
     ctx: &GpuContext,
     ids: &Tensor,
     table: &GpuWeight,
     out: &Tensor,
     n_tokens: usize,
+    scale: f32,
 ) -> Result<Vec<Dispatch>> {
     ensure_shape(ids.dtype == DType::U32, || {
         "embedding: ids must be u32".into()
@@ -56,6 +60,8 @@ pub fn embed(
                 dim: table.cols as u32,
                 row_start: chunk.row_start as u32,
                 rows: chunk.rows as u32,
+                scale,
+                _pad: [0; 3],
             });
             ctx.dispatch(
                 &source(precision, chunk.format),
@@ -73,8 +79,8 @@ pub fn embed(
 }
 
 /// CPU reference.
-pub fn reference(ids: &[u32], table: &PackedWeight) -> Vec<f32> {
+pub fn reference(ids: &[u32], table: &PackedWeight, scale: f32) -> Vec<f32> {
     ids.iter()
-        .flat_map(|&id| (0..table.cols).map(move |k| table.weight_at(id as usize, k)))
+        .flat_map(|&id| (0..table.cols).map(move |k| table.weight_at(id as usize, k) * scale))
         .collect()
 }

@@ -4,7 +4,7 @@
 //! it reads. Accumulation is f32 whatever the activation precision.
 
 use super::weight::GpuWeight;
-use super::{common_precision, ensure_len, precision_tag, wgsl};
+use super::{ensure_len, precision_tag, wgsl};
 use crate::error::{ensure_shape, Result};
 use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
@@ -163,15 +163,88 @@ pub enum Epilogue {
     /// SwiGLU on interleaved gate/up rows (see [`PackedWeight::interleave_halves`]):
     /// `y[i] = silu(W[2i] x) * W[2i + 1] x`, so `y` is half as wide as `W` is tall.
     SwiGlu,
+    /// GeGLU, the same with the tanh approximation of GELU (Gemma's `gelu_pytorch_tanh`):
+    /// `y[i] = gelu(W[2i] x) * W[2i + 1] x`.
+    GeGlu,
 }
 
 impl Epilogue {
     /// Rows of W behind one output.
     fn rows_per_output(self) -> usize {
         match self {
-            Self::SwiGlu => 2,
+            Self::SwiGlu | Self::GeGlu => 2,
             _ => 1,
         }
+    }
+
+    /// Every epilogue, for tests.
+    pub const ALL: [Epilogue; 4] = [Self::Store, Self::Add, Self::SwiGlu, Self::GeGlu];
+
+    /// matmul_common.wgsl's EPILOGUE code.
+    fn code(self) -> u32 {
+        match self {
+            Self::Store => 0,
+            Self::Add => 1,
+            Self::SwiGlu => 2,
+            Self::GeGlu => 3,
+        }
+    }
+}
+
+/// The tanh approximation of GELU, as the GeGLU epilogue computes it.
+pub fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// The element types a matmul reads and writes: the residual stream is f32 whatever the
+/// activation precision, so a matmul reading it (through an RMSNorm) or adding to it has an
+/// f32 side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Io {
+    pub input: DType,
+    pub output: DType,
+}
+
+impl Io {
+    /// Both sides in `precision`'s activation type.
+    pub fn uniform(precision: Precision) -> Self {
+        let t = DType::from(precision);
+        Io {
+            input: t,
+            output: t,
+        }
+    }
+
+    /// The precision a kernel with these sides is built in: f16 where either side is.
+    fn precision(self) -> Precision {
+        if self.input == DType::F16 || self.output == DType::F16 {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// WGSL aliases `in_t` and `out_t`.
+    fn wgsl(self) -> String {
+        let name = |t: DType| if t == DType::F16 { "f16" } else { "f32" };
+        format!(
+            "alias in_t = {};\nalias out_t = {};\n",
+            name(self.input),
+            name(self.output)
+        )
+    }
+
+    /// A label part where a side differs from the kernel's precision.
+    fn tag(self) -> String {
+        let act = DType::from(self.precision());
+        let side = |t: DType, what: &str| {
+            if t != act {
+                format!(".{what}32")
+            } else {
+                String::new()
+            }
+        };
+        format!("{}{}", side(self.input, "in"), side(self.output, "out"))
     }
 }
 
@@ -291,19 +364,16 @@ fn gemm_tile_k(format: WeightFormat) -> usize {
 /// The matmul kernel of `shape` for one precision, weight format and fusion, its decode
 /// workgroups taking `tokens` tokens (1 for the GEMMs); `gemv` is built for `launch`.
 pub fn source(
-    precision: Precision,
+    io: Io,
     format: WeightFormat,
     (norm, epilogue): (bool, Epilogue),
     shape: Shape,
     tokens: usize,
     launch: &GemvLaunch,
 ) -> KernelSource {
-    let code = |e| match e {
-        Epilogue::Store => 0,
-        Epilogue::Add => 1,
-        Epilogue::SwiGlu => 2,
-    };
-    let mut consts = vec![("NORM", norm as u32), ("EPILOGUE", code(epilogue))];
+    let precision = io.precision();
+    let aliases = io.wgsl();
+    let mut consts = vec![("NORM", norm as u32), ("EPILOGUE", epilogue.code())];
     let kernel_parts: &[&str] = match shape {
         Shape::Gemv => {
             consts.extend([
@@ -313,9 +383,19 @@ pub fn source(
                 ("OUTPUTS", launch.outputs(tokens) as u32),
             ]);
             if launch.subgroup {
-                &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_SUBGROUP]
+                &[
+                    &aliases,
+                    wgsl::MATMUL_COMMON,
+                    wgsl::GEMV,
+                    wgsl::GEMV_SUBGROUP,
+                ]
             } else {
-                &[wgsl::MATMUL_COMMON, wgsl::GEMV, wgsl::GEMV_WORKGROUP]
+                &[
+                    &aliases,
+                    wgsl::MATMUL_COMMON,
+                    wgsl::GEMV,
+                    wgsl::GEMV_WORKGROUP,
+                ]
             }
         }
         _ => {
@@ -334,14 +414,15 @@ pub fn source(
                 ("TILE_K", tile_k as u32),
                 ("PARTS", (256 / units).max(1) as u32),
             ]);
-            &[wgsl::REDUCE, wgsl::MATMUL_COMMON, wgsl::MATMUL]
+            &[&aliases, wgsl::REDUCE, wgsl::MATMUL_COMMON, wgsl::MATMUL]
         }
     };
     KernelSource {
         label: format!(
-            "matmul.{}.{}.{}{epilogue:?}{}{}",
+            "matmul.{}.{}{}.{}{epilogue:?}{}{}",
             format.name(),
             precision_tag(precision),
+            io.tag(),
             if norm { "norm." } else { "" },
             if tokens > 1 {
                 format!(".x{tokens}")
@@ -365,7 +446,8 @@ pub fn source(
 }
 
 /// Every matmul variant, for the shader-translation test: `gemv` with both launches and
-/// both reductions.
+/// both reductions, between activations of `precision` and, for f16, reading or adding to
+/// the f32 residual stream.
 pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> {
     let launches = [GemvLaunch::GPU, GemvLaunch::CPU].map(|launch| GemvLaunch {
         subgroup: launch == GemvLaunch::GPU,
@@ -373,7 +455,15 @@ pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> 
     });
     let mut all = Vec::new();
     for norm in [false, true] {
-        for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+        for epilogue in Epilogue::ALL {
+            let mut io = Io::uniform(precision);
+            // The graph's f32 sides: an RMSNorm reads the residual, Add writes it.
+            if norm {
+                io.input = DType::F32;
+            }
+            if epilogue == Epilogue::Add {
+                io.output = DType::F32;
+            }
             for shape in [Shape::Gemv, Shape::GemvRows, Shape::Gemm, Shape::GemmRows] {
                 for m in [1, 4, MAX_DECODE_TOKENS] {
                     let tokens = shape.tokens_per_workgroup(m);
@@ -386,14 +476,7 @@ pub fn sources(precision: Precision, format: WeightFormat) -> Vec<KernelSource> 
                         &launches[..1]
                     };
                     for launch in each_launch {
-                        all.push(source(
-                            precision,
-                            format,
-                            (norm, epilogue),
-                            shape,
-                            tokens,
-                            launch,
-                        ));
+                        all.push(source(io, format, (norm, epilogue), shape, tokens, launch));
                     }
                 }
             }
@@ -455,14 +538,20 @@ pub fn fused(
     kernel: impl Into<Kernel>,
 ) -> Result<Vec<Dispatch>> {
     let kernel = kernel.into();
-    let precision = common_precision("matmul", &[x, y])?;
+    // Each side is f16 or f32 on its own (the residual stream is f32).
+    x.precision()?;
+    y.precision()?;
+    let io = Io {
+        input: x.dtype,
+        output: y.dtype,
+    };
     ensure_shape(m > 0, || "matmul: no input rows".into())?;
     let pair = fusion.epilogue.rows_per_output();
     ensure_shape(
         w.rows.is_multiple_of(pair) && w.chunks.iter().all(|c| c.row_start.is_multiple_of(pair)),
         || {
             format!(
-                "matmul: SwiGLU needs gate/up row pairs, got {} rows",
+                "matmul: a gated epilogue needs gate/up row pairs, got {} rows",
                 w.rows
             )
         },
@@ -495,7 +584,7 @@ pub fn fused(
             let tokens = shape.tokens_per_workgroup(m);
             let token_blocks = m.div_ceil(tokens) as u32;
             let source = source(
-                precision,
+                io,
                 chunk.format,
                 (fusion.norm.is_some(), fusion.epilogue),
                 shape,
@@ -581,6 +670,10 @@ pub fn reference_fused(
                 Epilogue::SwiGlu => {
                     let (g, u) = (row[2 * o] as f64, row[2 * o + 1] as f64);
                     (g / (1.0 + (-g).exp()) * u) as f32
+                }
+                Epilogue::GeGlu => {
+                    let (g, u) = (row[2 * o] as f64, row[2 * o + 1] as f64);
+                    (gelu_tanh(g) * u) as f32
                 }
             };
         }

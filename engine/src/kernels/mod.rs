@@ -6,6 +6,7 @@ pub mod argmax;
 pub mod attention;
 pub mod embedding;
 pub mod matmul;
+pub mod norm;
 pub mod rope;
 pub mod sample;
 pub mod weight;
@@ -31,6 +32,7 @@ pub(crate) mod wgsl {
     pub const GEMV_SUBGROUP: &str = include_str!("../../../shaders/gemv_subgroup.wgsl");
     pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
     pub const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
+    pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
     pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
     pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
     pub const ATTENTION_SPLIT: &str = include_str!("../../../shaders/attention_split.wgsl");
@@ -42,27 +44,31 @@ pub(crate) mod wgsl {
 
 /// Where a token of a pass sits. Sequences share one KV cache, each in its own range of
 /// rows: the token has `position` in its sequence (its RoPE angle; it attends to the
-/// sequence's keys `0..=position`) and its sequence's position 0 is cache row
-/// `cache_start`. The kernels read a tensor of these as `array<vec2<u32>>`.
+/// sequence's keys up to `position`) and its sequence lives in `slot`: a layer whose cache
+/// keeps `ring` rows per sequence stores it in rows `slot * ring ..`, position p in row
+/// `p % ring` of them. The kernels read a tensor of these as `array<vec2<u32>>`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Place {
     pub position: u32,
-    pub cache_start: u32,
+    pub slot: u32,
 }
 
 impl Place {
-    /// Token `position` of the one sequence that starts at cache row 0.
+    /// Token `position` of the one sequence in slot 0.
     pub fn alone(position: u32) -> Self {
-        Self {
-            position,
-            cache_start: 0,
-        }
+        Self { position, slot: 0 }
     }
 
-    /// The cache row holding this token's keys and values.
-    pub fn cache_row(&self) -> usize {
-        self.cache_start as usize + self.position as usize
+    /// The first cache row of this token's sequence in a cache of `ring` rows per sequence.
+    pub fn slot_start(&self, ring: usize) -> usize {
+        self.slot as usize * ring
+    }
+
+    /// The cache row holding this token's keys and values in a cache of `ring` rows per
+    /// sequence (positions wrap around it).
+    pub fn cache_row(&self, ring: usize) -> usize {
+        self.slot_start(ring) + self.position as usize % ring.max(1)
     }
 }
 
@@ -84,7 +90,8 @@ pub fn all_sources() -> Vec<KernelSource> {
             all.extend(matmul::sources(precision, format));
             all.push(embedding::source(precision, format));
         }
-        all.push(rope::source(precision));
+        all.extend(rope::sources(precision));
+        all.push(norm::source(precision));
         all.extend(attention::sources(precision));
         all.push(argmax::source(precision));
         all.push(sample::source(precision));

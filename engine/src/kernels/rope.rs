@@ -1,7 +1,8 @@
-//! Rotary position embedding, Llama style, by absolute position: applied to fused QKV rows,
-//! together with storing the new K and V rows into the KV cache.
+//! Rotary position embedding by absolute position, applied to fused QKV rows together with
+//! what comes before it in the attention block (Q/K/V bias, per-head Q/K RMSNorm) and with
+//! storing the new K and V rows into the KV cache.
 
-use super::{common_precision, ensure_len, ensure_places, groups_for, precision_tag, wgsl, Place};
+use super::{common_precision, ensure_len, ensure_places, precision_tag, wgsl, Place};
 use crate::error::{ensure_shape, Result};
 use crate::gpu::{
     assemble, grid, Binding, DType, Dispatch, GpuContext, KernelSource, Precision, Tensor,
@@ -57,13 +58,31 @@ struct Params {
     head_dim: u32,
     mode: u32,
     cache_rows: u32,
-    _pad: [u32; 2],
+    ring: u32,
+    eps: f32,
 }
 
-pub fn source(precision: Precision) -> KernelSource {
+/// Threads per workgroup (one workgroup per head of a token).
+const THREADS: u32 = 64;
+
+/// The kernel, adding a bias and normalizing Q/K heads where `bias` and `qk_norm` say.
+pub fn source(precision: Precision, bias: bool, qk_norm: bool) -> KernelSource {
     KernelSource {
-        label: format!("rope.{}", precision_tag(precision)),
-        source: assemble(precision, &[], &[wgsl::ROPE]),
+        label: format!(
+            "rope.{}{}{}",
+            precision_tag(precision),
+            if bias { ".bias" } else { "" },
+            if qk_norm { ".qk_norm" } else { "" }
+        ),
+        source: assemble(
+            precision,
+            &[
+                ("THREADS", THREADS),
+                ("BIAS", bias as u32),
+                ("QK_NORM", qk_norm as u32),
+            ],
+            &[wgsl::REDUCE, wgsl::ROPE],
+        ),
         entry: "rope_qkv",
         bindings: &[
             Binding::Uniform,
@@ -73,8 +92,17 @@ pub fn source(precision: Precision) -> KernelSource {
             Binding::ReadWrite,
             Binding::ReadWrite,
             Binding::ReadWrite,
+            Binding::Read,
+            Binding::Read,
         ],
     }
+}
+
+/// Every variant, for the shader-translation test.
+pub fn sources(precision: Precision) -> Vec<KernelSource> {
+    [(false, false), (true, false), (false, true), (true, true)]
+        .map(|(bias, qk_norm)| source(precision, bias, qk_norm))
+        .to_vec()
 }
 
 /// Head counts of fused QKV rows: `[q (n_heads) | k (n_kv_heads) | v (n_kv_heads)]` heads of
@@ -85,6 +113,18 @@ pub struct QkvShape {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Cache rows per sequence: position p is stored in row `p % ring` of its sequence's
+    /// range (a sliding-window layer keeps only its last `ring` positions).
+    pub ring: usize,
+}
+
+/// What [`rope_qkv`] does before rotating: add a bias to the fused rows (f32, one row long),
+/// RMS-normalize each Q and K head with weights `[q weights | k weights]` (f32, `head_dim`
+/// each) and epsilon.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QkvFusion<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub qk_norm: Option<(&'a Tensor, f32)>,
 }
 
 impl QkvShape {
@@ -103,9 +143,10 @@ pub struct QkvOutputs<'a> {
 }
 
 /// Rotates the Q and K heads of fused `qkv` rows by each token's position (`places`, a
-/// [`Place`] per token) with the `head_dim / 2` frequencies `inv_freq` (f32); writes Q to
-/// `out.q` and K, V to the caches at each token's cache row. Rows past the caches are
-/// skipped, never written out of bounds.
+/// [`Place`] per token) with the `head_dim / 2` frequencies `inv_freq` (f32), after
+/// `fusion`'s bias and norm; writes Q to `out.q` and K, V to the caches at each token's
+/// cache row. Rows past the caches are skipped, never written out of bounds.
+#[allow(clippy::too_many_arguments)]
 pub fn rope_qkv(
     ctx: &GpuContext,
     qkv: &Tensor,
@@ -114,6 +155,7 @@ pub fn rope_qkv(
     out: &QkvOutputs,
     shape: &QkvShape,
     mode: RopeMode,
+    fusion: &QkvFusion,
 ) -> Result<Dispatch> {
     let precision = common_precision("rope", &[qkv, out.q, out.k_cache, out.v_cache])?;
     ensure_shape(shape.head_dim == inv_freq.len() * 2, || {
@@ -138,6 +180,19 @@ pub fn rope_qkv(
         out.q,
         shape.n_tokens * shape.n_heads * shape.head_dim,
     )?;
+    ensure_shape(shape.ring > 0, || "rope: a cache ring of no rows".into())?;
+    if let Some(bias) = fusion.bias {
+        ensure_shape(bias.dtype == DType::F32, || {
+            "rope: the bias must be f32".into()
+        })?;
+        ensure_len("rope", "bias", bias, shape.row_len())?;
+    }
+    if let Some((weights, _)) = fusion.qk_norm {
+        ensure_shape(weights.dtype == DType::F32, || {
+            "rope: Q/K norm weights must be f32".into()
+        })?;
+        ensure_len("rope", "Q/K norm weights", weights, 2 * shape.head_dim)?;
+    }
     let params = ctx.uniform(&Params {
         n_tokens: shape.n_tokens as u32,
         n_heads: shape.n_heads as u32,
@@ -145,11 +200,15 @@ pub fn rope_qkv(
         head_dim: shape.head_dim as u32,
         mode: (mode == RopeMode::Halves) as u32,
         cache_rows: (out.k_cache.len() / kv_row) as u32,
-        _pad: [0; 2],
+        ring: shape.ring.min(u32::MAX as usize) as u32,
+        eps: fusion.qk_norm.map_or(0.0, |(_, eps)| eps),
     });
-    let pairs = shape.n_tokens * (shape.n_heads + shape.n_kv_heads) * shape.head_dim / 2;
+    // Bindings a variant never reads still need a buffer.
+    let bias = fusion.bias.unwrap_or(inv_freq);
+    let qk_norm = fusion.qk_norm.map_or(inv_freq, |(w, _)| w);
+    let heads = shape.n_tokens * (shape.n_heads + shape.n_kv_heads);
     ctx.dispatch(
-        &source(precision),
+        &source(precision, fusion.bias.is_some(), fusion.qk_norm.is_some()),
         &[
             &params,
             &places.buffer,
@@ -158,9 +217,20 @@ pub fn rope_qkv(
             &out.q.buffer,
             &out.k_cache.buffer,
             &out.v_cache.buffer,
+            &qk_norm.buffer,
+            &bias.buffer,
         ],
-        grid(groups_for(pairs, 256)),
+        grid(heads.max(1) as u32),
     )
+}
+
+/// RMS-normalizes a head in place with `weights`.
+fn rms_norm(head: &mut [f32], weights: &[f32], eps: f32) {
+    let mean_square = head.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / head.len() as f64;
+    let s = 1.0 / (mean_square + eps as f64).sqrt();
+    for (v, &w) in head.iter_mut().zip(weights) {
+        *v = (*v as f64 * s * w as f64) as f32;
+    }
 }
 
 /// Rotates the pairs of one head in place.
@@ -179,14 +249,23 @@ fn rotate(head: &mut [f32], pos: u32, inv_freq: &[f32], mode: RopeMode) {
     }
 }
 
+/// The CPU reference's [`QkvFusion`]: a bias row, and Q/K norm weights with epsilon.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceFusion<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub qk_norm: Option<(&'a [f32], f32)>,
+}
+
 /// CPU reference of [`rope_qkv`]: returns the rotated queries and writes K and V into the
 /// caches (`[rows, n_kv_heads, head_dim]`) at each token's cache row.
+#[allow(clippy::too_many_arguments)]
 pub fn reference(
     qkv: &[f32],
     places: &[Place],
     inv_freq: &[f32],
     shape: &QkvShape,
     mode: RopeMode,
+    fusion: ReferenceFusion,
     k_cache: &mut [f32],
     v_cache: &mut [f32],
 ) -> Vec<f32> {
@@ -194,12 +273,25 @@ pub fn reference(
     let (q_len, kv_len) = (shape.n_heads * hd, shape.n_kv_heads * hd);
     let mut q = Vec::with_capacity(places.len() * q_len);
     for (row, place) in qkv.chunks_exact(shape.row_len()).zip(places) {
+        let mut row = row.to_vec();
+        if let Some(bias) = fusion.bias {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+        if let Some((weights, eps)) = fusion.qk_norm {
+            let (q_heads, k_heads) = row[..q_len + kv_len].split_at_mut(q_len);
+            q_heads
+                .chunks_exact_mut(hd)
+                .for_each(|h| rms_norm(h, &weights[..hd], eps));
+            k_heads
+                .chunks_exact_mut(hd)
+                .for_each(|h| rms_norm(h, &weights[hd..], eps));
+        }
         let pos = place.position;
         let mut rq = row[..q_len].to_vec();
         rq.chunks_exact_mut(hd)
             .for_each(|h| rotate(h, pos, inv_freq, mode));
         q.extend(rq);
-        let at = place.cache_row() * kv_len;
+        let at = place.cache_row(shape.ring) * kv_len;
         if at + kv_len > k_cache.len() {
             continue;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::source::{check_shape, WeightSource};
 use crate::error::{Error, Result};
 use crate::formats::safetensors::SafetensorsFiles;
@@ -16,7 +16,7 @@ use crate::formats::safetensors::SafetensorsFiles;
 /// An opened HF folder: its config and memory-mapped weight files.
 pub struct HfModel {
     pub dir: PathBuf,
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     /// `config.json` as parsed, for callers that need more of it.
     pub config_json: Value,
     files: SafetensorsFiles,
@@ -29,39 +29,11 @@ fn read_json(path: &Path) -> Result<Value> {
         .map_err(|e| Error::Invalid(format!("{} is not valid JSON: {e}", path.display())))
 }
 
-/// The HF name of a tensor glim knows by its llama.cpp name.
-fn hf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let hf = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
-}
-
 impl HfModel {
     /// Opens a folder, checking every safetensors header against its file.
     pub fn open(dir: &Path) -> Result<Self> {
         let config_json = read_json(&dir.join("config.json"))?;
-        let mut config = LlamaConfig::from_hf_json(&config_json)?;
+        let mut config = ModelConfig::from_hf_json(&config_json)?;
         let files = SafetensorsFiles::open_dir(dir)?;
         // Some checkpoints tie embeddings without saying so: no lm_head means tied.
         if !files.contains("lm_head.weight") {
@@ -78,17 +50,29 @@ impl HfModel {
 
 impl WeightSource for HfModel {
     fn has(&self, name: &str) -> bool {
-        hf_name(name).is_some_and(|n| self.files.contains(&n))
+        self.config
+            .family
+            .hf_name(name)
+            .is_some_and(|n| self.files.contains(&n))
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let hf =
-            hf_name(name).ok_or_else(|| Error::Invalid(format!("no HF name for tensor {name}")))?;
+        let hf = self
+            .config
+            .family
+            .hf_name(name)
+            .ok_or_else(|| Error::Invalid(format!("no HF name for tensor {name}")))?;
         let found = self
             .files
             .shape(&hf)
             .ok_or_else(|| Error::Invalid(format!("model has no tensor {hf}")))?;
         check_shape(&hf, found, shape)?;
-        self.files.tensor_f32(&hf)
+        let mut values = self.files.tensor_f32(&hf)?;
+        // Norms the model applies as `1 + w` (Gemma) run as `x * w`.
+        let offset = self.config.family.hf_norm_offset();
+        if offset != 0.0 && hf.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v += offset);
+        }
+        Ok(values)
     }
 }

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
+use super::graph::{LoadOptions, Model};
 use super::hf::HfModel;
-use super::llama::{Llama, LoadOptions};
 use super::mlc::{mlc_text, MlcModel};
 use super::source::{GgufWeights, WeightSource};
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub fn default_model_path() -> Option<PathBuf> {
 
 /// A model ready to generate with.
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
     /// The model's name from its metadata, or the file name.
@@ -68,7 +68,7 @@ pub enum ModelFile {
 /// both start from.
 pub struct OpenedModel {
     pub file: ModelFile,
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
     /// The model's name from its metadata, or the file or folder name.
@@ -125,7 +125,7 @@ pub fn open(path: &Path) -> Result<OpenedModel> {
                 .into_owned()
         });
     Ok(OpenedModel {
-        config: LlamaConfig::from_gguf(&file)?,
+        config: ModelConfig::from_gguf(&file)?,
         template: ChatTemplate::from_tokenizer(&tokenizer)?,
         tokenizer,
         name,
@@ -142,7 +142,7 @@ pub fn load(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel> {
     let opened = open(path)?;
-    let model = Llama::load(
+    let model = Model::load(
         ctx,
         opened.config.clone(),
         &*opened.weights(),

@@ -1,4 +1,4 @@
-//! MLC-LLM model folders as models: `mlc-chat-config.json` to a [`LlamaConfig`], and packed
+//! MLC-LLM model folders as models: `mlc-chat-config.json` to a [`ModelConfig`], and packed
 //! tensors under glim's names ([`MlcModel`]). Writing a folder is `mlc_writer`; the bytes on
 //! disk are `formats::mlc`'s.
 //!
@@ -12,7 +12,7 @@ use std::path::Path;
 use half::f16;
 use serde_json::Value;
 
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::source::{check_shape, WeightSource};
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
@@ -106,7 +106,7 @@ pub fn mlc_name(name: &str) -> Option<(String, bool)> {
 }
 
 /// Reads the Llama-family config of an `mlc-chat-config.json`, and its quantization.
-pub fn config_from_chat_config(chat: &Value) -> Result<(LlamaConfig, MlcQuant)> {
+pub fn config_from_chat_config(chat: &Value) -> Result<(ModelConfig, MlcQuant)> {
     let quant = chat
         .get("quantization")
         .and_then(Value::as_str)
@@ -137,7 +137,7 @@ pub fn config_from_chat_config(chat: &Value) -> Result<(LlamaConfig, MlcQuant)> 
             hf.insert("sliding_window".into(), sliding.into());
         }
     }
-    let config = LlamaConfig::from_hf_json(&Value::Object(hf)).map_err(|e| match e {
+    let config = ModelConfig::from_hf_json(&Value::Object(hf)).map_err(|e| match e {
         Error::Invalid(m) => Error::Invalid(m.replace("config.json", "mlc-chat-config.json")),
         other => other,
     })?;
@@ -246,7 +246,7 @@ pub fn packed_from_records(
 /// [`ResidentShards`]: crate::formats::mlc::ResidentShards
 pub struct MlcModel<S: ShardStore> {
     pub shards: S,
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub quant: MlcQuant,
     /// `mlc-chat-config.json` as parsed.
     pub chat_config: Value,
@@ -454,7 +454,7 @@ mod tests {
             (config.dim, config.n_kv_heads, config.head_dim),
             (64, 2, 16)
         );
-        assert_eq!(config.rope_base, 500_000.0);
+        assert_eq!(config.layers[0].rope.base, 500_000.0);
         assert_eq!(config.context_length, 512);
         assert_eq!(
             stop_ids(&serde_json::json!({ "eos_token_id": [2, 7],

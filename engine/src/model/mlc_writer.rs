@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use serde_json::{json, Value};
 
+use super::arch::Family;
+use super::config::RopeScaling;
 use super::loader::OpenedModel;
 use super::mlc::{mlc_name, MlcQuant};
-use super::weights::{self, LlamaParams, Shape};
+use super::weights::{self, ModelParams, Shape};
 use crate::error::{Error, Result};
 use crate::formats::mlc::TensorCacheWriter;
 use crate::quant::{QuantOptions, ScaleType};
@@ -35,14 +37,17 @@ fn chat_config_json(
     let c = &src.config;
     let context = c.context_length;
     let prefill_chunk = context.min(8192);
-    let rope_scaling = c.rope_scaling.map(|s| {
-        json!({
+    // `write_folder` writes Llama-family models, whose layers share one RoPE.
+    let rope = c.layers[0].rope;
+    let rope_scaling = rope.scaling.map(|s| match s {
+        RopeScaling::Llama3(s) => json!({
             "rope_type": "llama3",
             "factor": s.factor,
             "low_freq_factor": s.low_freq_factor,
             "high_freq_factor": s.high_freq_factor,
             "original_max_position_embeddings": s.original_context,
-        })
+        }),
+        RopeScaling::Linear(factor) => json!({"rope_type": "linear", "factor": factor}),
     });
     // How token texts map to bytes, in the terms of MLC's tokenizer_info.
     let parsed: Value = serde_json::from_str(tokenizer_json).unwrap_or(Value::Null);
@@ -69,7 +74,7 @@ fn chat_config_json(
             "rms_norm_eps": c.rms_eps,
             "vocab_size": c.vocab_size,
             "tie_word_embeddings": c.tied_embeddings,
-            "position_embedding_base": c.rope_base,
+            "position_embedding_base": rope.base,
             "rope_scaling": rope_scaling,
             "context_window_size": context,
             "prefill_chunk_size": prefill_chunk,
@@ -144,6 +149,12 @@ pub fn write_folder(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WriteReport> {
+    if src.config.family != Family::Llama {
+        return Err(Error::Unsupported(format!(
+            "glim quantize writes MLC folders of Llama-family models only so far, not {:?}",
+            src.config.family
+        )));
+    }
     if src.weights().has("rope_freqs.weight") {
         return Err(Error::Unsupported(
             "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
@@ -215,7 +226,7 @@ fn write_contents(
 ) -> Result<WriteReport> {
     let io =
         |path: PathBuf| move |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
-    let params = LlamaParams::new(&src.config);
+    let params = ModelParams::new(&src.config);
     let source = src.weights();
     let all = params.in_mlc_order();
     let options = quant_options(quant);

@@ -1,10 +1,11 @@
 //! Model files: reading weights, hyperparameters and tokenizer data from the formats
 //! models ship in.
 
+pub mod arch;
 pub mod config;
+pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hf;
-pub mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 pub mod mlc;

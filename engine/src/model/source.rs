@@ -2,7 +2,7 @@
 //! (`token_embd.weight`, `blk.N.attn_q.weight`, ...), so one graph loads them all, and in
 //! Hugging Face's row order, so every source runs the same rotate-half RoPE.
 
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::GgufFile;
@@ -44,7 +44,8 @@ pub(crate) fn check_shape(name: &str, found: &[usize], wanted: &[usize]) -> Resu
     }
 }
 
-/// A GGUF file's weights, with Q and K rows put back in Hugging Face order.
+/// A GGUF file's weights, with Q and K rows put back in Hugging Face order where llama.cpp
+/// permuted them (Llama-family files; the other families are stored in NeoX order).
 ///
 /// llama.cpp's converter permutes the rows of each Q and K head so that rotated pairs sit
 /// side by side (interleaved RoPE). Undoing that here means a GGUF model runs the same
@@ -54,19 +55,24 @@ pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,
     n_heads: usize,
     n_kv_heads: usize,
+    permuted: bool,
 }
 
 impl<'a> GgufWeights<'a> {
-    pub fn new(file: &'a GgufFile, config: &LlamaConfig) -> Self {
+    pub fn new(file: &'a GgufFile, config: &ModelConfig) -> Self {
         Self {
             file,
             n_heads: config.n_heads,
             n_kv_heads: config.n_kv_heads,
+            permuted: config.family.gguf_permutes_qk(),
         }
     }
 
     /// Heads whose rows llama.cpp permuted, for a tensor name.
     fn permuted_heads(&self, name: &str) -> Option<usize> {
+        if !self.permuted {
+            return None;
+        }
         let part = name.strip_prefix("blk.")?.split_once('.')?.1;
         match part {
             "attn_q.weight" => Some(self.n_heads),

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use super::llama::{Llama, LlamaLoader};
+use super::graph::{Model, ModelLoader};
 use super::mlc::MlcModel;
 use crate::error::{Error, Result};
 use crate::formats::mlc::ResidentShards;
@@ -33,12 +33,12 @@ pub struct StreamProgress {
 /// stale or truncated), so the fetcher must bypass any cache and replace what it holds.
 /// Calling `fetch` must start the transfer; up to `window` run at once.
 pub async fn load_streamed<F, Fut>(
-    mut loader: LlamaLoader,
+    mut loader: ModelLoader,
     model: &mut MlcModel<ResidentShards>,
     mut fetch: F,
     window: usize,
     progress: &mut dyn FnMut(StreamProgress),
-) -> Result<Llama>
+) -> Result<Model>
 where
     F: FnMut(usize, bool) -> Fut,
     Fut: Future<Output = Result<Vec<u8>>>,

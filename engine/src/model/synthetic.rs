@@ -322,7 +322,7 @@ pub fn write_random_llama(
 mod tests {
     use super::*;
     use crate::formats::gguf::GgufFile;
-    use crate::model::config::LlamaConfig;
+    use crate::model::config::ModelConfig;
     use crate::text::Tokenizer;
 
     #[test]
@@ -338,7 +338,7 @@ mod tests {
         )
         .unwrap();
         let file = GgufFile::from_bytes(bytes.clone()).unwrap();
-        let config = LlamaConfig::from_gguf(&file).unwrap();
+        let config = ModelConfig::from_gguf(&file).unwrap();
         assert_eq!(
             (
                 config.n_layers,
@@ -400,7 +400,7 @@ mod tests {
             assert_eq!(ty(&format!("blk.{l}.ffn_down.weight")), want, "layer {l}");
             assert_eq!(ty(&format!("blk.{l}.attn_q.weight")), GgmlType::Q4_K);
         }
-        assert!(LlamaConfig::from_gguf(&file).is_ok());
+        assert!(ModelConfig::from_gguf(&file).is_ok());
     }
 
     #[test]

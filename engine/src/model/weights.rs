@@ -1,4 +1,4 @@
-//! The Llama graph's parameters: their names, shapes, and how each one is made from a
+//! The graph's parameters: their names, shapes, and how each one is made from a
 //! [`WeightSource`]: as stored ([`stored_matrix`]: GGUF blocks and MLC's packed weights,
 //! every value kept) or converted ([`packed_matrix`]: decoded and quantized, what `--quant`
 //! asks for). Loading with a conversion and writing a model folder both go through
@@ -7,12 +7,13 @@
 //!
 //! Names are llama.cpp's (`blk.N.attn_output.weight`), plus the fused matrices the graph
 //! runs: `blk.N.attn_qkv.weight` (rows: Q, then K, then V) and `blk.N.ffn_gate_up.weight`
-//! (rows: gate, then up), as MLC folders store them. Sources that keep the parts apart
-//! (GGUF, Hugging Face) are fused here, at load.
+//! (rows: gate, then up), as MLC folders store them, and the fused vectors
+//! `blk.N.attn_qkv.bias` (Q, K, V biases) and `blk.N.attn_qk_norm.weight` (Q, then K norm
+//! weights). Sources that keep the parts apart (GGUF, Hugging Face) are fused here, at load.
 
 use half::f16;
 
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::source::WeightSource;
 use crate::error::{Error, Result};
 use crate::quant::{PackedWeight, QuantOptions, WeightFormat};
@@ -50,6 +51,21 @@ impl Param {
         }
     }
 
+    /// A vector made of `parts` end to end.
+    fn fused_vector(name: impl Into<String>, parts: Vec<Param>) -> Self {
+        let len = parts
+            .iter()
+            .map(|p| match p.shape {
+                Shape::Vector(n) => n,
+                Shape::Matrix { .. } => 0,
+            })
+            .sum();
+        Self {
+            parts,
+            ..Self::vector(name, len)
+        }
+    }
+
     /// A matrix made of `parts` stacked by rows.
     fn fused(name: impl Into<String>, parts: Vec<Param>) -> Self {
         let cols = parts
@@ -66,20 +82,24 @@ impl Param {
     }
 }
 
-/// One decoder layer's parameters.
+/// One decoder layer's parameters; the optional ones where its [`super::config::LayerSpec`] asks.
 #[derive(Clone, Debug)]
 pub struct LayerParams {
     pub attn_norm: Param,
     pub qkv: Param,
+    pub qkv_bias: Option<Param>,
+    pub qk_norm: Option<Param>,
     pub attn_output: Param,
+    pub post_attn_norm: Option<Param>,
     pub ffn_norm: Param,
     pub gate_up: Param,
     pub down: Param,
+    pub post_ffn_norm: Option<Param>,
 }
 
-/// Every parameter of a Llama-family model.
+/// Every parameter of a model.
 #[derive(Clone, Debug)]
-pub struct LlamaParams {
+pub struct ModelParams {
     pub embed: Param,
     pub layers: Vec<LayerParams>,
     pub final_norm: Param,
@@ -87,15 +107,45 @@ pub struct LlamaParams {
     pub output: Option<Param>,
 }
 
-impl LlamaParams {
-    pub fn new(c: &LlamaConfig) -> Self {
+impl ModelParams {
+    pub fn new(c: &ModelConfig) -> Self {
         let (dim, ffn) = (c.dim, c.ffn_dim);
-        let layers = (0..c.n_layers)
-            .map(|i| {
+        let layers = c
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
                 let name = |t: &str| format!("blk.{i}.{t}.weight");
+                let bias = |t: &str| format!("blk.{i}.{t}.bias");
                 let (q, kv) = (c.q_dim(), c.kv_dim());
+                let hd = c.head_dim;
                 LayerParams {
                     attn_norm: Param::vector(name("attn_norm"), dim),
+                    qkv_bias: spec.qkv_bias.then(|| {
+                        Param::fused_vector(
+                            bias("attn_qkv"),
+                            vec![
+                                Param::vector(bias("attn_q"), q),
+                                Param::vector(bias("attn_k"), kv),
+                                Param::vector(bias("attn_v"), kv),
+                            ],
+                        )
+                    }),
+                    qk_norm: spec.qk_norm.then(|| {
+                        Param::fused_vector(
+                            name("attn_qk_norm"),
+                            vec![
+                                Param::vector(name("attn_q_norm"), hd),
+                                Param::vector(name("attn_k_norm"), hd),
+                            ],
+                        )
+                    }),
+                    post_attn_norm: spec
+                        .post_norms
+                        .then(|| Param::vector(name("post_attention_norm"), dim)),
+                    post_ffn_norm: spec
+                        .post_norms
+                        .then(|| Param::vector(name("post_ffw_norm"), dim)),
                     qkv: Param::fused(
                         name("attn_qkv"),
                         vec![
@@ -127,7 +177,7 @@ impl LlamaParams {
 
     /// All parameters in the order MLC-LLM writes a Llama folder (`named_parameters` of its
     /// `LlamaForCausalLM`): the embedding; per layer QKV, O, gate/up, down, then the two
-    /// norms; the final norm; the output head.
+    /// norms (and the other architectures' extras); the final norm; the output head.
     pub fn in_mlc_order(&self) -> Vec<&Param> {
         let mut all = vec![&self.embed];
         for l in &self.layers {
@@ -139,6 +189,11 @@ impl LlamaParams {
                 &l.attn_norm,
                 &l.ffn_norm,
             ]);
+            all.extend(
+                [&l.qkv_bias, &l.qk_norm, &l.post_attn_norm, &l.post_ffn_norm]
+                    .into_iter()
+                    .flatten(),
+            );
         }
         all.push(&self.final_norm);
         all.extend(&self.output);
@@ -248,7 +303,15 @@ pub fn vector(source: &dyn WeightSource, param: &Param, round_to_f16: bool) -> R
     let Shape::Vector(len) = param.shape else {
         return Err(Error::Invalid(format!("{} is not a vector", param.name)));
     };
-    let values = source.tensor_f32(&param.name, &[len])?;
+    let values = if param.parts.is_empty() || source.has(&param.name) {
+        source.tensor_f32(&param.name, &[len])?
+    } else {
+        let mut values = Vec::with_capacity(len);
+        for part in &param.parts {
+            values.extend(vector(source, part, false)?);
+        }
+        values
+    };
     if !round_to_f16 {
         return Ok(values);
     }

@@ -1,4 +1,4 @@
-//! The Llama-family forward pass on the GPU, readable top to bottom in [`Llama::plan`].
+//! The Llama-family forward pass on the GPU, readable top to bottom in [`Model::plan`].
 //!
 //! All buffers (weights, KV cache, activations for up to `max_batch` tokens, logits) are
 //! allocated at load. A call records the plan for its tokens into one encoder and submits
@@ -7,25 +7,25 @@
 //! (or, when sampling on the host, rows of logits into a buffer kept for them).
 //!
 //! The KV cache has `slots` ranges of `context` rows: a sequence lives in one slot, and
-//! [`Llama::decode_batch`] decodes a token of several slots' sequences in one pass over the
+//! [`Model::decode_batch`] decodes a token of several slots' sequences in one pass over the
 //! weights. A token's arithmetic is the same alone or batched (see `shaders/matmul.wgsl`).
 
 use std::collections::HashMap;
 
-use super::config::LlamaConfig;
+use super::config::{Activation, LayerSpec, ModelConfig, Rope};
 use super::source::{GgufWeights, WeightSource};
-use super::weights::{self, LlamaParams, Param, Shape};
+use super::weights::{self, ModelParams, Param, Shape};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::{DType, Dispatch, GpuContext, KernelTimer, Precision, Recorder, Tensor};
-use crate::kernels::attention::{self, AttentionInputs, AttentionShape};
+use crate::kernels::attention::{self, AttentionInputs, AttentionShape, Scores};
 use crate::kernels::matmul::{self, Epilogue, Fusion};
-use crate::kernels::rope::{self, QkvOutputs, QkvShape};
+use crate::kernels::rope::{self, QkvFusion, QkvOutputs, QkvShape};
 use crate::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use crate::kernels::weight::GpuWeight;
 use crate::kernels::Place;
-use crate::kernels::{argmax, embedding};
+use crate::kernels::{argmax, embedding, norm};
 use crate::quant::WeightFormat;
 use crate::text::Tokenizer;
 
@@ -45,7 +45,7 @@ pub struct LoadOptions {
     /// Activation precision; `None` picks the adapter's best.
     pub precision: Option<Precision>,
     /// Sequences the KV cache holds at once (`context` tokens each), decoded together by
-    /// [`Llama::decode_batch`]; one for a single conversation.
+    /// [`Model::decode_batch`]; one for a single conversation.
     pub slots: usize,
 }
 
@@ -62,14 +62,26 @@ impl Default for LoadOptions {
 }
 
 struct Layer {
+    spec: LayerSpec,
     attn_norm: Tensor,
     /// Q, K and V projections as one matrix: rows `[q | k | v]`.
     w_qkv: GpuWeight,
+    /// `[q | k | v]` biases.
+    qkv_bias: Option<Tensor>,
+    /// `[q | k]` per-head norm weights.
+    qk_norm: Option<Tensor>,
     wo: GpuWeight,
+    post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
     /// Gate and up projections as one matrix: rows `[gate | up]`.
     w_gate_up: GpuWeight,
     w_down: GpuWeight,
+    post_ffn_norm: Option<Tensor>,
+    /// Which of the model's RoPE frequency tables this layer rotates with.
+    rope: usize,
+    /// KV-cache rows per sequence: the context, or for a sliding-window layer its window
+    /// and a prefill pass (a pass's keys must not overwrite keys its first token sees).
+    ring: usize,
     k_cache: Tensor,
     v_cache: Tensor,
 }
@@ -79,7 +91,10 @@ struct Buffers {
     ids: Tensor,
     /// A [`Place`] per token.
     places: Tensor,
+    /// The residual stream, f32 whatever the activation precision.
     x: Tensor,
+    /// A block's output before its post-norm joins the residual stream.
+    block_out: Tensor,
     qkv: Tensor,
     q: Tensor,
     attn: Tensor,
@@ -109,7 +124,7 @@ enum Pass {
     Batch { n: usize },
 }
 
-/// How each sequence of a [`Llama::decode_batch`] step picks its next token.
+/// How each sequence of a [`Model::decode_batch`] step picks its next token.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NextToken {
     /// The most likely token.
@@ -120,7 +135,7 @@ pub enum NextToken {
     Logits,
 }
 
-/// One sequence's token in a [`Llama::decode_batch`] step.
+/// One sequence's token in a [`Model::decode_batch`] step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchToken {
     /// The KV-cache slot its sequence lives in.
@@ -131,7 +146,7 @@ pub struct BatchToken {
     pub next: NextToken,
 }
 
-/// What a [`Llama::decode_batch`] step gives each sequence.
+/// What a [`Model::decode_batch`] step gives each sequence.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BatchOutput {
     Token(u32),
@@ -191,8 +206,8 @@ enum Op {
 }
 
 /// A loaded Llama-family model on one GPU.
-pub struct Llama {
-    pub config: LlamaConfig,
+pub struct Model {
+    pub config: ModelConfig,
     pub precision: Precision,
     /// The weight formats its matrices run in and how many matrices each, most first.
     pub formats: Vec<(WeightFormat, usize)>,
@@ -204,7 +219,8 @@ pub struct Llama {
     embed: GpuWeight,
     output: Option<GpuWeight>,
     final_norm: Tensor,
-    inv_freq: Tensor,
+    /// RoPE frequency tables, one per distinct [`Rope`] of the layers.
+    inv_freqs: Vec<Tensor>,
     layers: Vec<Layer>,
     buf: Buffers,
     /// The decode plans (one token of one sequence, or of each of n), built on first use.
@@ -220,6 +236,30 @@ pub struct Llama {
 /// quantized to when no format is asked for.
 pub const FALLBACK_FORMAT: WeightFormat = WeightFormat::Q4F16;
 
+impl Layer {
+    /// Its norm and bias vectors.
+    fn vectors(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.attn_norm, &self.ffn_norm].into_iter().chain(
+            [
+                &self.qkv_bias,
+                &self.qk_norm,
+                &self.post_attn_norm,
+                &self.post_ffn_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
+}
+
+/// KV-cache rows per sequence of a layer: the context, or a sliding-window layer's window
+/// plus a prefill pass, so the keys a pass writes never overwrite keys its own first token
+/// still sees.
+fn cache_ring(spec: &LayerSpec, context: usize, max_batch: usize) -> usize {
+    spec.window
+        .map_or(context, |w| (w + max_batch).min(context))
+}
+
 /// A decode step of one sequence.
 const ONE_TOKEN: Pass = Pass::Batch { n: 1 };
 
@@ -227,13 +267,13 @@ const ONE_TOKEN: Pass = Pass::Batch { n: 1 };
 const ROPE_FACTORS: &str = "rope_freqs.weight";
 
 /// A model being loaded. Parameters arrive one at a time and in any order — the browser
-/// pushes each one as the shards holding it arrive — and [`LlamaLoader::finish`] then
+/// pushes each one as the shards holding it arrive — and [`ModelLoader::finish`] then
 /// allocates the KV cache and activations. Everything the adapter's limits rule out is
-/// refused in [`LlamaLoader::new`], before a byte is fetched or uploaded.
-pub struct LlamaLoader {
+/// refused in [`ModelLoader::new`], before a byte is fetched or uploaded.
+pub struct ModelLoader {
     ctx: GpuContext,
-    config: LlamaConfig,
-    params: LlamaParams,
+    config: ModelConfig,
+    params: ModelParams,
     precision: Precision,
     convert: Option<WeightFormat>,
     context: usize,
@@ -247,10 +287,15 @@ pub struct LlamaLoader {
     weight_bytes: usize,
 }
 
-impl LlamaLoader {
+impl ModelLoader {
     /// Checks `config` and the adapter's limits.
-    pub fn new(ctx: GpuContext, config: LlamaConfig, options: &LoadOptions) -> Result<Self> {
+    pub fn new(ctx: GpuContext, config: ModelConfig, options: &LoadOptions) -> Result<Self> {
         config.validate()?;
+        if config.final_softcap.is_some() {
+            return Err(Error::Unsupported(
+                "a final logit soft-cap (Gemma 2)".into(),
+            ));
+        }
         let precision = options.precision.unwrap_or_else(|| ctx.default_precision());
         ctx.check_precision(precision)?;
         let context = options.context.clamp(1, config.context_length.max(1));
@@ -278,7 +323,7 @@ impl LlamaLoader {
             .max_batch
             .clamp(1, context)
             .min((limit / logits_row).max(1));
-        let params = LlamaParams::new(&config);
+        let params = ModelParams::new(&config);
         // The widest weight row must fit one binding (a matrix is split between rows): in
         // the format asked for, else in the widest any source stores (f32).
         let widest = options.format.unwrap_or(WeightFormat::F32);
@@ -304,7 +349,7 @@ impl LlamaLoader {
         })
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -368,7 +413,7 @@ impl LlamaLoader {
         self.ctx.take_error()
     }
 
-    /// Divides RoPE's frequencies pair by pair (Llama 3 GGUFs' `rope_freqs.weight`).
+    /// Divides RoPE's frequencies pair by pair (Model 3 GGUFs' `rope_freqs.weight`).
     pub fn set_rope_factors(&mut self, factors: Vec<f32>) {
         self.rope_factors = Some(factors);
     }
@@ -379,7 +424,7 @@ impl LlamaLoader {
     }
 
     /// Allocates the KV cache and activations; an error names any parameter never loaded.
-    pub fn finish(self) -> Result<Llama> {
+    pub fn finish(self) -> Result<Model> {
         let missing: Vec<&str> = self
             .params
             .in_mlc_order()
@@ -417,32 +462,50 @@ impl LlamaLoader {
         let mut vector = |p: &Param| vectors.remove(&p.name).expect("loaded");
         let embed = matrix(&params.embed);
         let output = params.output.as_ref().map(&mut matrix);
+        // One frequency table per distinct RoPE (Gemma 3: local and global), with Llama 3
+        // GGUFs' per-pair divisors.
+        let mut ropes: Vec<Rope> = Vec::new();
+        let mut inv_freqs = Vec::new();
+        for spec in &config.layers {
+            if ropes.contains(&spec.rope) {
+                continue;
+            }
+            let mut freqs = spec.rope.inv_freq(config.head_dim);
+            if let Some(factors) = &rope_factors {
+                if factors.len() != freqs.len() {
+                    return Err(Error::Invalid(format!(
+                        "{ROPE_FACTORS} has {} values, expected {}",
+                        factors.len(),
+                        freqs.len()
+                    )));
+                }
+                freqs.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+            }
+            ropes.push(spec.rope);
+            inv_freqs.push(ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?);
+        }
         let mut layers = Vec::new();
-        for p in &params.layers {
+        for (p, spec) in params.layers.iter().zip(&config.layers) {
+            let ring = cache_ring(spec, context, max_batch);
             layers.push(Layer {
+                spec: *spec,
                 attn_norm: vector(&p.attn_norm),
                 w_qkv: matrix(&p.qkv),
+                qkv_bias: p.qkv_bias.as_ref().map(&mut vector),
+                qk_norm: p.qk_norm.as_ref().map(&mut vector),
                 wo: matrix(&p.attn_output),
+                post_attn_norm: p.post_attn_norm.as_ref().map(&mut vector),
                 ffn_norm: vector(&p.ffn_norm),
                 w_gate_up: matrix(&p.gate_up),
                 w_down: matrix(&p.down),
-                k_cache: ctx.zeros(&[slots * context, kvd], act)?,
-                v_cache: ctx.zeros(&[slots * context, kvd], act)?,
+                post_ffn_norm: p.post_ffn_norm.as_ref().map(&mut vector),
+                rope: ropes.iter().position(|r| *r == spec.rope).expect("added"),
+                ring,
+                k_cache: ctx.zeros(&[slots * ring, kvd], act)?,
+                v_cache: ctx.zeros(&[slots * ring, kvd], act)?,
             });
         }
         let final_norm = vector(&params.final_norm);
-        let mut freqs = rope::inv_freq(config.head_dim, config.rope_base, config.rope_scaling);
-        if let Some(factors) = &rope_factors {
-            if factors.len() != freqs.len() {
-                return Err(Error::Invalid(format!(
-                    "{ROPE_FACTORS} has {} values, expected {}",
-                    factors.len(),
-                    freqs.len()
-                )));
-            }
-            freqs.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
-        }
-        let inv_freq = ctx.tensor_from_f32(&freqs, &[freqs.len()], DType::F32)?;
 
         let b = max_batch.max(slots);
         let n_splits = context.div_ceil(256).clamp(1, 32);
@@ -450,12 +513,13 @@ impl LlamaLoader {
         let buf = Buffers {
             ids: ctx.zeros(&[b], DType::U32)?,
             places: ctx.zeros(&[b, 2], DType::U32)?,
-            x: ctx.zeros(&[b, config.dim], act)?,
+            x: ctx.zeros(&[b, config.dim], DType::F32)?,
+            block_out: ctx.zeros(&[b, config.dim], act)?,
             qkv: ctx.zeros(&[b, qd + 2 * kvd], act)?,
             q: ctx.zeros(&[b, qd], act)?,
             attn: ctx.zeros(&[b, qd], act)?,
             ffn: ctx.zeros(&[b, config.ffn_dim], act)?,
-            last: ctx.zeros(&[config.dim], act)?,
+            last: ctx.zeros(&[config.dim], DType::F32)?,
             partial: ctx.zeros(
                 &[AttentionShape {
                     n_tokens: slots,
@@ -463,6 +527,8 @@ impl LlamaLoader {
                     n_kv_heads: config.n_kv_heads,
                     head_dim: config.head_dim,
                     context,
+                    window: None,
+                    ring: context,
                 }
                 .partial_len(n_splits)],
                 DType::F32,
@@ -488,7 +554,7 @@ impl LlamaLoader {
         };
         ctx.take_error()?;
         let vocab = config.vocab_size;
-        Ok(Llama {
+        Ok(Model {
             config,
             precision,
             formats,
@@ -499,7 +565,7 @@ impl LlamaLoader {
             embed,
             output,
             final_norm,
-            inv_freq,
+            inv_freqs,
             layers,
             buf,
             plans: HashMap::new(),
@@ -510,7 +576,7 @@ impl LlamaLoader {
     }
 }
 
-impl Llama {
+impl Model {
     /// Loads a GGUF Llama model onto `ctx`. `progress(done, total)` is called per tensor.
     pub fn from_gguf(
         ctx: GpuContext,
@@ -518,7 +584,7 @@ impl Llama {
         options: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(file)?;
+        let config = ModelConfig::from_gguf(file)?;
         let source = GgufWeights::new(file, &config);
         Self::load(ctx, config, &source, options, progress)
     }
@@ -526,12 +592,12 @@ impl Llama {
     /// Loads a model of `config` whose weights `source` provides, one parameter at a time.
     pub fn load(
         ctx: GpuContext,
-        config: LlamaConfig,
+        config: ModelConfig,
         source: &dyn WeightSource,
         options: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let mut loader = LlamaLoader::new(ctx, config, options)?;
+        let mut loader = ModelLoader::new(ctx, config, options)?;
         let params = loader.params();
         let total = params.len() + 1;
         for (done, param) in params.iter().enumerate() {
@@ -607,10 +673,10 @@ impl Llama {
         let mut weights = matrix(&self.embed)
             + self.output.as_ref().map_or(0, matrix)
             + vector(&self.final_norm)
-            + vector(&self.inv_freq);
+            + self.inv_freqs.iter().map(vector).sum::<u64>();
         let mut kv_cache = 0;
         for l in &self.layers {
-            weights += vector(&l.attn_norm) + vector(&l.ffn_norm);
+            weights += l.vectors().map(vector).sum::<u64>();
             weights += matrix(&l.w_qkv) + matrix(&l.wo) + matrix(&l.w_gate_up) + matrix(&l.w_down);
             kv_cache += vector(&l.k_cache) + vector(&l.v_cache);
         }
@@ -619,6 +685,7 @@ impl Llama {
             &b.ids,
             &b.places,
             &b.x,
+            &b.block_out,
             &b.qkv,
             &b.q,
             &b.attn,
@@ -643,7 +710,7 @@ impl Llama {
 
     /// Bytes a decode step reads from memory at `position` (tokens already in the KV
     /// cache): every layer's matrices and norms, the output head, one embedding row, and the
-    /// keys and values of `position + 1` tokens. The bandwidth roofline divides a copy
+    /// keys and values of the tokens each layer sees (`position + 1`, or its window). The bandwidth roofline divides a copy
     /// kernel's bytes per second by this.
     pub fn decode_read_bytes(&self, position: usize) -> u64 {
         let matrix = GpuWeight::buffer_bytes;
@@ -657,13 +724,15 @@ impl Llama {
                     + matrix(&l.wo)
                     + matrix(&l.w_gate_up)
                     + matrix(&l.w_down)
-                    + 2 * l.attn_norm.buffer.size()
+                    + l.vectors().map(|v| v.buffer.size()).sum::<u64>()
+                    + (2 * l.spec.window.map_or(position + 1, |w| w.min(position + 1)) * c.kv_dim())
+                        as u64
+                        * act
             })
             .sum();
         let head = matrix(self.output.as_ref().unwrap_or(&self.embed));
         let embed_row = matrix(&self.embed) / c.vocab_size as u64;
-        let kv = (self.layers.len() * 2 * (position + 1) * c.kv_dim()) as u64 * act;
-        layers + head + embed_row + kv
+        layers + head + embed_row
     }
 
     /// Dispatches and copies in one greedy decode step.
@@ -691,29 +760,17 @@ impl Llama {
         let mut ops = Vec::new();
         let kernels =
             |ds: Vec<Dispatch>, ops: &mut Vec<Op>| ops.extend(ds.into_iter().map(Op::Kernel));
-        let attn_shape = AttentionShape {
-            n_tokens: n,
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-            context: self.context,
-        };
-        let qkv_shape = QkvShape {
-            n_tokens: n,
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-        };
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
 
         kernels(
-            embedding::embed(ctx, &b.ids, &self.embed, &b.x, n)?,
+            embedding::embed(ctx, &b.ids, &self.embed, &b.x, n, c.embed_scale)?,
             &mut ops,
         );
-        // Per layer: the attention block's input RMSNorm runs inside the QKV matmul, its
-        // output projection adds itself to the residual stream x; the feed-forward block's
-        // RMSNorm and SwiGLU run inside the gate/up matmul, and the down projection adds
-        // itself to x. The final RMSNorm runs inside the output head.
+        // Per layer: the attention block's input RMSNorm runs inside the QKV matmul; bias,
+        // Q/K norms and RoPE in one kernel that also stores K and V; the output projection
+        // adds itself to the residual stream x (or, with post-norms, is normalized into it).
+        // The feed-forward block's RMSNorm and gated activation run inside the gate/up
+        // matmul, and the down projection joins x the same way. The final RMSNorm runs
+        // inside the output head.
         let norm = |weights| Some((weights, c.rms_eps));
         let kernel = if batch {
             matmul::Kernel::Decode
@@ -724,7 +781,23 @@ impl Llama {
             kernels(matmul::fused(ctx, x, w, y, n, &fusion, kernel)?, ops);
             Ok(())
         };
+        // A block's output projection `w` of `input` joins the residual stream: added, or
+        // RMS-normalized with `post_norm` first.
+        let join = |input, w, post_norm: Option<&Tensor>, ops: &mut Vec<Op>| -> Result<()> {
+            let Some(post_norm) = post_norm else {
+                let add = Fusion {
+                    norm: None,
+                    epilogue: Epilogue::Add,
+                };
+                return fused(input, w, &b.x, add, ops);
+            };
+            fused(input, w, &b.block_out, Fusion::NONE, ops)?;
+            let add = norm::norm_add(ctx, &b.block_out, post_norm, c.rms_eps, &b.x, n)?;
+            ops.push(Op::Kernel(add));
+            Ok(())
+        };
         for layer in &self.layers {
+            let spec = &layer.spec;
             // Attention block.
             let qkv = Fusion {
                 norm: norm(&layer.attn_norm),
@@ -736,14 +809,26 @@ impl Llama {
                 k_cache: &layer.k_cache,
                 v_cache: &layer.v_cache,
             };
+            let qkv_shape = QkvShape {
+                n_tokens: n,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                ring: layer.ring,
+            };
+            let before_rope = QkvFusion {
+                bias: layer.qkv_bias.as_ref(),
+                qk_norm: layer.qk_norm.as_ref().map(|w| (w, c.rms_eps)),
+            };
             ops.push(Op::Kernel(rope::rope_qkv(
                 ctx,
                 &b.qkv,
                 &b.places,
-                &self.inv_freq,
+                &self.inv_freqs[layer.rope],
                 &caches,
                 &qkv_shape,
                 c.rope_mode,
+                &before_rope,
             )?));
             let inputs = AttentionInputs {
                 q: &b.q,
@@ -752,30 +837,53 @@ impl Llama {
                 places: &b.places,
                 out: &b.attn,
             };
+            let attn_shape = AttentionShape {
+                n_tokens: n,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                context: self.context,
+                window: spec.window,
+                ring: layer.ring,
+            };
+            let scores = Scores {
+                scale: spec.attn_scale,
+                softcap: spec.attn_softcap,
+            };
             if batch {
-                let [split, combine] =
-                    attention::decode(ctx, &inputs, &b.partial, &attn_shape, scale, self.n_splits)?;
+                let [split, combine] = attention::decode(
+                    ctx,
+                    &inputs,
+                    &b.partial,
+                    &attn_shape,
+                    scores,
+                    self.n_splits,
+                )?;
                 ops.extend([Op::Kernel(split), Op::Kernel(combine)]);
             } else {
                 ops.push(Op::Kernel(attention::prefill(
                     ctx,
                     &inputs,
                     &attn_shape,
-                    scale,
+                    scores,
                 )?));
             }
-            let residual = Fusion {
-                norm: None,
-                epilogue: Epilogue::Add,
-            };
-            fused(&b.attn, &layer.wo, &b.x, residual, &mut ops)?;
+            join(&b.attn, &layer.wo, layer.post_attn_norm.as_ref(), &mut ops)?;
             // Feed-forward block.
             let gate_up = Fusion {
                 norm: norm(&layer.ffn_norm),
-                epilogue: Epilogue::SwiGlu,
+                epilogue: match spec.activation {
+                    Activation::SwiGlu => Epilogue::SwiGlu,
+                    Activation::GeGlu => Epilogue::GeGlu,
+                },
             };
             fused(&b.x, &layer.w_gate_up, &b.ffn, gate_up, &mut ops)?;
-            fused(&b.ffn, &layer.w_down, &b.x, residual, &mut ops)?;
+            join(
+                &b.ffn,
+                &layer.w_down,
+                layer.post_ffn_norm.as_ref(),
+                &mut ops,
+            )?;
         }
         let Some(logits) = logits else {
             return Ok(ops);
@@ -857,7 +965,7 @@ impl Llama {
             (Op::Kernel(d), Some(timer)) => rec.dispatch_timed(d, timer)?,
             (Op::CopyLastRow, _) => {
                 let b = &self.buf;
-                let row = (self.config.dim * DType::from(self.precision).size()) as u64;
+                let row = (self.config.dim * DType::F32.size()) as u64;
                 rec.copy(&b.x.buffer, (n as u64 - 1) * row, &b.last.buffer, 0, row);
             }
         }
@@ -945,11 +1053,10 @@ impl Llama {
     /// Writes the ids and places of `tokens`, one sequence's from position `start` in
     /// `slot`.
     fn upload_inputs(&self, tokens: &[u32], start: usize, slot: usize) {
-        let cache_start = (slot * self.context) as u32;
         let places: Vec<Place> = (start..start + tokens.len())
             .map(|p| Place {
                 position: p as u32,
-                cache_start,
+                slot: slot as u32,
             })
             .collect();
         self.write_inputs(tokens, &places);
@@ -964,7 +1071,7 @@ impl Llama {
     /// Runs `tokens` at positions `start..`, filling the KV cache, in passes of at most
     /// `max_batch` tokens. Returns the argmax token after each position (`Logits::All`) or
     /// after the last one only (`Logits::Last`). One token with `Logits::Last` is a decode
-    /// step (the decode kernels); [`Llama::prefill`] runs prompt tokens however few.
+    /// step (the decode kernels); [`Model::prefill`] runs prompt tokens however few.
     pub async fn forward(
         &mut self,
         tokens: &[u32],
@@ -977,7 +1084,7 @@ impl Llama {
             .0)
     }
 
-    /// Like [`Llama::forward`], but returns the logits themselves (`vocab_size` values per
+    /// Like [`Model::forward`], but returns the logits themselves (`vocab_size` values per
     /// returned row, row-major) for sampling and perplexity.
     pub async fn forward_logits(
         &mut self,
@@ -1059,7 +1166,7 @@ impl Llama {
     }
 
     /// One decode step of one sequence: `token` at `position` of `slot`, the token after
-    /// it picked as `next` says. It is that sequence's part of a [`Llama::decode_batch`].
+    /// it picked as `next` says. It is that sequence's part of a [`Model::decode_batch`].
     pub async fn decode(
         &mut self,
         slot: usize,
@@ -1079,7 +1186,7 @@ impl Llama {
 
     /// One decode step for several sequences at once: each [`BatchToken`]'s token runs at
     /// its position in its slot, in one pass over the weights, and each sequence's next
-    /// token is picked as it asks. Every sequence gets the bits [`Llama::decode`] of its
+    /// token is picked as it asks. Every sequence gets the bits [`Model::decode`] of its
     /// token alone would give it. Slots must differ.
     pub async fn decode_batch(&mut self, batch: &[BatchToken]) -> Result<Vec<BatchOutput>> {
         let n = batch.len();
@@ -1104,7 +1211,7 @@ impl Llama {
             .iter()
             .map(|t| Place {
                 position: t.position as u32,
-                cache_start: (t.slot * self.context) as u32,
+                slot: t.slot as u32,
             })
             .collect();
         self.write_inputs(&tokens, &places);
@@ -1230,7 +1337,7 @@ impl Llama {
         Ok((ids_out, logits_out))
     }
 
-    /// Blocking [`Llama::forward_logits`] (native only).
+    /// Blocking [`Model::forward_logits`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_logits_blocking(
         &mut self,
@@ -1241,7 +1348,7 @@ impl Llama {
         pollster::block_on(self.forward_logits(tokens, start, logits))
     }
 
-    /// Blocking [`Llama::forward`] (native only).
+    /// Blocking [`Model::forward`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_blocking(
         &mut self,

@@ -1,0 +1,274 @@
+//! Architecture adapters: one small file per family turns its config (GGUF metadata, a
+//! Hugging Face `config.json`) into a [`ModelConfig`] of per-layer specs, names its tensors
+//! in each source, and says which load-time fixes its files need. Everything they share —
+//! the keys every GGUF and `config.json` spell the same way — is read here once.
+
+mod gemma3;
+mod llama;
+
+use serde_json::Value;
+
+use super::config::{LayerSpec, ModelConfig, Rope};
+use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
+use crate::kernels::rope::RopeMode;
+
+/// The architectures glim has an adapter for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Llama 2/3, SmolLM, TinyLlama, Mistral without sliding windows.
+    Llama,
+    /// Gemma 3 (text).
+    Gemma3,
+}
+
+/// GGUF `general.architecture` names and Hugging Face `model_type`s, per family.
+const NAMES: &[(Family, &str, &[&str])] = &[
+    (Family::Llama, "llama", &["llama", "mistral"]),
+    (Family::Gemma3, "gemma3", &["gemma3_text"]),
+];
+
+impl Family {
+    /// What glim runs, for errors about what it does not.
+    fn supported() -> String {
+        NAMES
+            .iter()
+            .map(|(_, gguf, _)| *gguf)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn unsupported(name: &str) -> Error {
+        Error::Unsupported(format!(
+            "model architecture `{name}` (glim runs: {})",
+            Family::supported()
+        ))
+    }
+
+    /// Whether llama.cpp's converter permuted this family's Q/K rows in GGUF files (for
+    /// interleaved RoPE); glim puts them back in Hugging Face order.
+    pub fn gguf_permutes_qk(self) -> bool {
+        self == Family::Llama
+    }
+
+    /// The Hugging Face name of a tensor glim knows by its llama.cpp name.
+    pub fn hf_name(self, name: &str) -> Option<String> {
+        let fixed = match name {
+            "token_embd.weight" => Some("model.embed_tokens.weight"),
+            "output.weight" => Some("lm_head.weight"),
+            "output_norm.weight" => Some("model.norm.weight"),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return Some(f.to_string());
+        }
+        let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
+        let own = match self {
+            Family::Llama => llama::hf_layer_name(part),
+            Family::Gemma3 => gemma3::hf_layer_name(part),
+        };
+        let hf = own.or(match part {
+            "attn_q.weight" => Some("self_attn.q_proj.weight"),
+            "attn_k.weight" => Some("self_attn.k_proj.weight"),
+            "attn_v.weight" => Some("self_attn.v_proj.weight"),
+            "attn_output.weight" => Some("self_attn.o_proj.weight"),
+            "ffn_gate.weight" => Some("mlp.gate_proj.weight"),
+            "ffn_up.weight" => Some("mlp.up_proj.weight"),
+            "ffn_down.weight" => Some("mlp.down_proj.weight"),
+            "attn_norm.weight" => Some("input_layernorm.weight"),
+            _ => None,
+        })?;
+        Some(format!("model.layers.{layer}.{hf}"))
+    }
+
+    /// What Hugging Face checkpoints store for a norm whose model multiplies by `1 + w`
+    /// (Gemma): glim runs `x * w` and adds 1 at load (llama.cpp's GGUFs hold `w + 1`).
+    pub fn hf_norm_offset(self) -> f32 {
+        match self {
+            Family::Gemma3 => 1.0,
+            Family::Llama => 0.0,
+        }
+    }
+}
+
+/// A GGUF file's `{arch}.*` metadata.
+pub(crate) struct GgufKeys<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+}
+
+impl GgufKeys<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    pub fn usize(&self, k: &str) -> Result<usize> {
+        Ok(self.file.get_u32(&self.key(k))? as usize)
+    }
+
+    pub fn opt_usize(&self, k: &str) -> Option<usize> {
+        self.file
+            .metadata(&self.key(k))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+    }
+
+    pub fn opt_f32(&self, k: &str) -> Option<f32> {
+        self.file
+            .metadata(&self.key(k))
+            .and_then(|v| v.as_f64())
+            .map(|v| v as f32)
+    }
+
+    pub fn opt_str(&self, k: &str) -> Option<&str> {
+        self.file.metadata(&self.key(k)).and_then(|v| v.as_str())
+    }
+}
+
+/// Reads a GGUF model's config: the keys every architecture shares, then its adapter's.
+pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
+    let arch = file.architecture()?;
+    let family = NAMES
+        .iter()
+        .find(|(_, gguf, _)| *gguf == arch)
+        .map(|(f, _, _)| *f)
+        .ok_or_else(|| Family::unsupported(arch))?;
+    let keys = GgufKeys { file, arch };
+    let n_layers = keys.usize("block_count")?;
+    let dim = keys.usize("embedding_length")?;
+    let n_heads = keys.usize("attention.head_count")?;
+    let n_kv_heads = keys.opt_usize("attention.head_count_kv").unwrap_or(n_heads);
+    if n_heads == 0 || n_kv_heads == 0 || dim == 0 || n_layers == 0 {
+        return Err(Error::Invalid(
+            "model has zero layers, heads or width".into(),
+        ));
+    }
+    let head_dim = keys
+        .opt_usize("attention.key_length")
+        .unwrap_or(dim / n_heads);
+    let vocab_size = match keys.opt_usize("vocab_size") {
+        Some(v) => v,
+        None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+    };
+    if let Some(rotary) = keys.opt_usize("rope.dimension_count") {
+        if rotary != head_dim {
+            return Err(Error::Unsupported(format!(
+                "rotary embedding over {rotary} of {head_dim} head dimensions"
+            )));
+        }
+    }
+    let embeddings = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| Error::Invalid("model has no token_embd.weight tensor".into()))?;
+    let rope = Rope {
+        base: keys.opt_f32("rope.freq_base").unwrap_or(10_000.0),
+        scaling: None,
+    };
+    let mut config = ModelConfig {
+        family,
+        n_layers,
+        dim,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim: keys.usize("feed_forward_length")?,
+        vocab_size: vocab_size.max(embeddings.n_rows() as usize),
+        // Hugging Face order: `GgufWeights` un-permutes the families llama.cpp permuted.
+        rope_mode: RopeMode::Halves,
+        rms_eps: keys
+            .opt_f32("attention.layer_norm_rms_epsilon")
+            .unwrap_or(1e-5),
+        context_length: keys.opt_usize("context_length").unwrap_or(2048),
+        tied_embeddings: file.tensor("output.weight").is_none(),
+        embed_scale: 1.0,
+        final_softcap: None,
+        layers: vec![LayerSpec::llama(rope, head_dim); n_layers],
+    };
+    match family {
+        Family::Llama => llama::adapt_gguf(&keys, &mut config)?,
+        Family::Gemma3 => gemma3::adapt_gguf(&keys, &mut config)?,
+    }
+    Ok(config)
+}
+
+/// A `config.json`'s keys.
+pub(crate) struct HfKeys<'a>(&'a Value);
+
+impl HfKeys<'_> {
+    pub fn usize(&self, k: &str) -> Result<usize> {
+        self.opt_usize(k)
+            .ok_or_else(|| Error::Invalid(format!("config.json has no integer `{k}`")))
+    }
+
+    pub fn opt_usize(&self, k: &str) -> Option<usize> {
+        self.0.get(k).and_then(Value::as_u64).map(|v| v as usize)
+    }
+
+    pub fn opt_f32(&self, k: &str) -> Option<f32> {
+        self.0.get(k).and_then(Value::as_f64).map(|v| v as f32)
+    }
+
+    /// The value at `k`, absent when missing or null.
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+}
+
+/// Reads a Hugging Face `config.json`: the keys every architecture shares, then its
+/// adapter's.
+pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let family = NAMES
+        .iter()
+        .find(|(_, _, hf)| hf.contains(&model_type))
+        .map(|(f, _, _)| *f)
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "model architecture `{model_type}` (glim runs: {})",
+                NAMES
+                    .iter()
+                    .flat_map(|(_, _, hf)| hf.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let keys = HfKeys(json);
+    let n_heads = keys.usize("num_attention_heads")?;
+    let dim = keys.usize("hidden_size")?;
+    if n_heads == 0 {
+        return Err(Error::Invalid(
+            "config.json has zero attention heads".into(),
+        ));
+    }
+    let head_dim = keys.opt_usize("head_dim").unwrap_or(dim / n_heads);
+    let n_layers = keys.usize("num_hidden_layers")?;
+    let rope = Rope {
+        base: keys.opt_f32("rope_theta").unwrap_or(10_000.0),
+        scaling: None,
+    };
+    let mut config = ModelConfig {
+        family,
+        n_layers,
+        dim,
+        n_heads,
+        n_kv_heads: keys.opt_usize("num_key_value_heads").unwrap_or(n_heads),
+        head_dim,
+        ffn_dim: keys.usize("intermediate_size")?,
+        vocab_size: keys.usize("vocab_size")?,
+        rope_mode: RopeMode::Halves,
+        rms_eps: keys.opt_f32("rms_norm_eps").unwrap_or(1e-5),
+        context_length: keys.opt_usize("max_position_embeddings").unwrap_or(2048),
+        tied_embeddings: json
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        embed_scale: 1.0,
+        final_softcap: None,
+        layers: vec![LayerSpec::llama(rope, head_dim); n_layers.min(1 << 16)],
+    };
+    match family {
+        Family::Llama => llama::adapt_hf(&keys, model_type, &mut config)?,
+        Family::Gemma3 => gemma3::adapt_hf(&keys, &mut config)?,
+    }
+    Ok(config)
+}
