@@ -14,7 +14,12 @@ glim loads. Writes goldens.json next to this script:
     second half of each chunk scored).
 
 Run: python3 tests/reference/make_goldens.py [MODEL.gguf]
+For another family's model, without the greedy prompts, over a longer text (one pass, its
+perplexity from those logits):
+  python3 tests/reference/make_goldens.py MODEL.gguf --out goldens-gemma3.json \
+      --text text-long.txt --no-prompts
 """
+import argparse
 import json
 import math
 import os
@@ -53,13 +58,19 @@ def top_k(logits):
 
 
 def main():
-    model_path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_MODEL
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    ap.add_argument("--out", default="goldens.json")
+    ap.add_argument("--text", default="text.txt")
+    ap.add_argument("--no-prompts", action="store_true")
+    args = ap.parse_args()
+    model_path = args.model
     llm = Llama(model_path=model_path, n_ctx=1024, n_batch=512, logits_all=True, n_threads=os.cpu_count(), seed=0, verbose=False)
     import llama_cpp
     out = {"model": os.path.basename(model_path), "peer": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
            "greedy": [], "forced": {}, "perplexity": {}}
 
-    for prompt in PROMPTS:
+    for prompt in [] if args.no_prompts else PROMPTS:
         ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
         llm.reset()
         llm.eval(ids)
@@ -77,7 +88,7 @@ def main():
                               "top_ids": top_ids, "top_logits": top_logits,
                               "text": llm.detokenize(tokens).decode("utf-8", errors="replace")})
 
-    text = open(os.path.join(HERE, "text.txt"), encoding="utf-8").read()
+    text = open(os.path.join(HERE, args.text), encoding="utf-8").read()
     ids = llm.tokenize(text.encode(), add_bos=True, special=False)
     llm.reset()
     llm.eval(ids)
@@ -86,6 +97,11 @@ def main():
     tops = [top_k(row) for row in scores]
     out["forced"] = {"ids": ids, "top1": [p[0] for p in preds], "margins": [p[1] for p in preds],
                      "top_ids": [t[0] for t in tops], "top_logits": [t[1] for t in tops]}
+    # Perplexity of the whole text in this one pass (past a sliding window, where chunks of
+    # PPL_CTX never reach).
+    rows = scores.astype(np.float64)
+    nll = [float(r.max() + math.log(np.exp(r - r.max()).sum()) - r[ids[j + 1]]) for j, r in enumerate(rows[:-1])]
+    out["forced"]["ppl"] = math.exp(sum(nll) / len(nll))
 
     add_bos = llm.tokenize(b"a", add_bos=True, special=False)[0] == llm.token_bos()
     total, count = 0.0, 0
@@ -103,10 +119,10 @@ def main():
             count += 1
     out["perplexity"] = {"ctx": PPL_CTX, "bos": add_bos, "scored": count, "ppl": math.exp(total / count)}
 
-    with open(os.path.join(HERE, "goldens.json"), "w") as f:
+    with open(os.path.join(HERE, args.out), "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
-    print(f"wrote goldens.json: {len(out['greedy'])} prompts, {len(ids)} forced tokens, ppl {out['perplexity']['ppl']:.3f}")
+    print(f"wrote {args.out}: {len(out['greedy'])} prompts, {len(ids)} forced tokens, ppl {out['perplexity']['ppl']:.3f}")
 
 
 if __name__ == "__main__":

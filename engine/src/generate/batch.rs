@@ -114,12 +114,13 @@ impl Batcher {
         listener: Box<dyn Listener>,
     ) -> Result<()> {
         self.check(&prompt, params)?;
+        let max_rewind = self.model.max_rewind();
         let (index, reused) = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.job.is_none())
-            .map(|(i, s)| (i, reusable_prefix(&s.cached, &prompt)))
+            .map(|(i, s)| (i, reusable_prefix(&s.cached, &prompt, max_rewind)))
             .max_by_key(|&(i, reused)| (reused, std::cmp::Reverse(i)))
             .ok_or_else(|| Error::Invalid("every slot is busy".into()))?;
         let slot = &mut self.slots[index];

@@ -252,14 +252,22 @@ pub(crate) fn check_request(
 }
 
 /// How many leading tokens of `prompt` a cache holding `cached` can keep: the common
-/// prefix, but never the whole prompt (its last token must run to give the next one).
-pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
-    cached
+/// prefix, but never the whole prompt (its last token must run to give the next one), and
+/// none when resuming there would go back more than `max_rewind` tokens (a sliding-window
+/// layer's cache has overwritten the keys an earlier position sees: see
+/// [`Model::max_rewind`]).
+pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32], max_rewind: usize) -> usize {
+    let common = cached
         .iter()
         .zip(prompt)
         .take_while(|(a, b)| a == b)
         .count()
-        .min(prompt.len().saturating_sub(1))
+        .min(prompt.len().saturating_sub(1));
+    if cached.len() - common > max_rewind {
+        0
+    } else {
+        common
+    }
 }
 
 impl Session {
@@ -287,7 +295,7 @@ impl Session {
     ) -> Result<(String, GenerationStats)> {
         check_request(prompt, params, self.model.context)?;
         // Reuse the cached prefix, but always run at least the last prompt token.
-        let reused = reusable_prefix(&self.cached, prompt);
+        let reused = reusable_prefix(&self.cached, prompt, self.model.max_rewind());
         self.cached.truncate(reused);
         let mut sequence = Continuation::new(&self.tokenizer, prompt, params);
 

@@ -230,6 +230,9 @@ pub struct Model {
     output_vocab: usize,
     n_splits: usize,
     weight_bytes: usize,
+    /// Per slot, the end of the last span written: how far back a sequence may resume is
+    /// bounded by [`Model::max_rewind`].
+    filled: Vec<usize>,
 }
 
 /// The format matrices stored as plain floats (Hugging Face folders, MLC's q0 folders) are
@@ -572,6 +575,7 @@ impl ModelLoader {
             output_vocab: vocab,
             n_splits,
             weight_bytes,
+            filled: vec![0; slots],
         })
     }
 }
@@ -654,6 +658,18 @@ impl Model {
         }
         self.limit_output_vocab(tokens);
         Ok(())
+    }
+
+    /// How many tokens back from the end of what a slot holds a sequence can resume (a
+    /// cached prefix reused): unbounded, but for a sliding-window layer only as far as the
+    /// keys its ring of cache rows still holds.
+    pub fn max_rewind(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| l.ring < self.context)
+            .filter_map(|l| l.spec.window.map(|w| l.ring.saturating_sub(w)))
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     /// How many vocabulary entries generation picks from.
@@ -1137,7 +1153,8 @@ impl Model {
     /// (an early part of a prompt): no output head, no readback, no wait.
     pub async fn fill(&mut self, slot: usize, tokens: &[u32], start: usize) -> Result<()> {
         self.check_span(tokens, start)?;
-        self.check_slot(slot)?;
+        self.check_resume(slot, start)?;
+        self.filled[slot] = start + tokens.len();
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             self.upload_inputs(chunk, start + i * self.max_batch, slot);
             let pass = Pass::Sequence {
@@ -1155,11 +1172,22 @@ impl Model {
         self.max_batch
     }
 
-    fn check_slot(&self, slot: usize) -> Result<()> {
+    /// Checks `slot` exists and its sequence can go on from `start`: a sliding-window layer
+    /// keeps only the last keys of what the slot held, so a sequence cannot go back further
+    /// than [`Model::max_rewind`] tokens from the end of it.
+    fn check_resume(&self, slot: usize, start: usize) -> Result<()> {
         if slot >= self.slots {
             return Err(Error::Invalid(format!(
                 "slot {slot} is past the model's {} slots",
                 self.slots
+            )));
+        }
+        let back = self.filled[slot].saturating_sub(start);
+        if start > 0 && back > self.max_rewind() {
+            return Err(Error::Invalid(format!(
+                "slot {slot} cannot resume at position {start}: it holds {} positions and this model's sliding-window layers keep the keys of only the last {} past a window (start again from position 0)",
+                self.filled[slot],
+                self.max_rewind()
             )));
         }
         Ok(())
@@ -1205,6 +1233,10 @@ impl Model {
                 )));
             }
             self.check_span(&[t.token], t.position)?;
+            self.check_resume(t.slot, t.position)?;
+        }
+        for t in batch {
+            self.filled[t.slot] = t.position + 1;
         }
         let tokens: Vec<u32> = batch.iter().map(|t| t.token).collect();
         let places: Vec<Place> = batch
@@ -1291,7 +1323,8 @@ impl Model {
         prompt: bool,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         self.check_span(tokens, start)?;
-        self.check_slot(slot)?;
+        self.check_resume(slot, start)?;
+        self.filled[slot] = start + tokens.len();
         let (mut ids_out, mut logits_out) = (Vec::new(), Vec::new());
         for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let pos = start + i * self.max_batch;
