@@ -153,6 +153,9 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
                 header_done = true;
             }
             print_row(&row);
+            if let Some(note) = sliding_note(&loaded.model) {
+                println!("{note}");
+            }
             if let Some(shares) = &row.profile {
                 print_profile(&row, shares);
             }
@@ -332,6 +335,21 @@ fn print_profile(row: &Row, [decode, prefill]: &[Vec<KernelShare>; 2]) {
             );
         }
     }
+}
+
+/// What the sliding-window layers save in the KV cache (`None` for models without them).
+fn sliding_note(model: &glim::model::graph::Model) -> Option<String> {
+    let (sliding, global) = model.sliding_layers();
+    let &(window, rows) = sliding.first()?;
+    let memory = model.memory();
+    Some(format!(
+        "KV cache: {} of {} layers attend to a window of {window} tokens and keep {rows} rows each; {:.1} MiB where caching the whole context in every layer would take {:.1} MiB ({:.0} %)",
+        sliding.len(),
+        sliding.len() + global,
+        memory.kv_cache as f64 / MIB,
+        memory.kv_cache_full as f64 / MIB,
+        100.0 * memory.kv_cache as f64 / memory.kv_cache_full.max(1) as f64
+    ))
 }
 
 fn print_row(row: &Row) {

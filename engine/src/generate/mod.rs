@@ -354,7 +354,19 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::StopFilter;
+    use super::{reusable_prefix, StopFilter};
+
+    #[test]
+    fn a_cached_prefix_is_reused_only_as_far_back_as_the_cache_holds() {
+        let cached = [1, 2, 3, 4, 5, 6, 7, 8];
+        // The common prefix, never the whole prompt.
+        assert_eq!(reusable_prefix(&cached, &[1, 2, 3, 9], usize::MAX), 3);
+        assert_eq!(reusable_prefix(&cached, &cached[..4], usize::MAX), 3);
+        // Resuming at 3 goes back 5 tokens: too far for a ring that keeps 4 past its window.
+        assert_eq!(reusable_prefix(&cached, &[1, 2, 3, 9], 4), 0);
+        assert_eq!(reusable_prefix(&cached, &[1, 2, 3, 4, 9], 4), 4);
+        assert_eq!(reusable_prefix(&cached, &[1, 2, 3, 4, 5, 6, 7, 8, 9], 0), 8);
+    }
 
     #[test]
     fn stop_strings_are_held_back_and_cut() {

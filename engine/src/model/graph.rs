@@ -177,8 +177,11 @@ pub enum Logits {
 pub struct MemoryUse {
     /// Weights as uploaded (codes, scales, norms).
     pub weights: u64,
-    /// Keys and values for every layer, `context` tokens for each slot.
+    /// Keys and values for every layer, `context` tokens for each slot (a sliding-window
+    /// layer's window and a prefill pass).
     pub kv_cache: u64,
+    /// What the KV cache would take if every layer kept the whole context.
+    pub kv_cache_full: u64,
     /// Activations for `max_batch` tokens, logits, uniforms and readback buffers.
     pub activations: u64,
 }
@@ -660,6 +663,18 @@ impl Model {
         Ok(())
     }
 
+    /// The attention window of each sliding-window layer and the cache rows it keeps per
+    /// sequence, and how many layers attend to the whole context.
+    pub fn sliding_layers(&self) -> (Vec<(usize, usize)>, usize) {
+        let sliding: Vec<(usize, usize)> = self
+            .layers
+            .iter()
+            .filter_map(|l| l.spec.window.map(|w| (w, l.ring)))
+            .collect();
+        let global = self.layers.len() - sliding.len();
+        (sliding, global)
+    }
+
     /// How many tokens back from the end of what a slot holds a sequence can resume (a
     /// cached prefix reused): unbounded, but for a sliding-window layer only as far as the
     /// keys its ring of cache rows still holds.
@@ -691,6 +706,8 @@ impl Model {
             + vector(&self.final_norm)
             + self.inv_freqs.iter().map(vector).sum::<u64>();
         let mut kv_cache = 0;
+        let full_layer = (2 * self.slots * self.context * self.config.kv_dim()) as u64
+            * DType::from(self.precision).size() as u64;
         for l in &self.layers {
             weights += l.vectors().map(vector).sum::<u64>();
             weights += matrix(&l.w_qkv) + matrix(&l.wo) + matrix(&l.w_gate_up) + matrix(&l.w_down);
@@ -720,6 +737,7 @@ impl Model {
         MemoryUse {
             weights,
             kv_cache,
+            kv_cache_full: full_layer * self.layers.len() as u64,
             activations,
         }
     }

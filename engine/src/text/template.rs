@@ -17,7 +17,8 @@
 //! * `tojson` as `transformers` defines it: Python's `json.dumps` with non-ASCII kept, and
 //!   its `indent` and `sort_keys` options.
 //!
-//! A model without a template gets [`CHATML_TEMPLATE`].
+//! A model without a template gets [`CHATML_TEMPLATE`], or [`GEMMA_TEMPLATE`] when its
+//! vocabulary has Gemma's turn tokens.
 
 use std::fmt::Write as _;
 
@@ -41,6 +42,35 @@ pub const CHATML_TEMPLATE: &str = r"{%- for message in messages -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
 {{- '<|im_start|>assistant\n' -}}
+{%- endif -%}";
+
+/// The template for Gemma models that ship none (as the GGUF on PyPI): Gemma's turns, the
+/// assistant's called `model`, system text joined to the next user turn, as Gemma's own
+/// templates lay them out:
+///
+/// ```text
+/// <bos><start_of_turn>user
+/// Hello<end_of_turn>
+/// <start_of_turn>model
+/// ```
+pub const GEMMA_TEMPLATE: &str = r"{{- bos_token -}}
+{%- set ns = namespace(system='') -%}
+{%- for message in messages -%}
+{%- if message['role'] == 'system' -%}
+{%- set ns.system = ns.system + message['content'] + '
+
+' -%}
+{%- else -%}
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+{{- '<start_of_turn>' + role + '
+' + ns.system + message['content'] + '<end_of_turn>
+' -}}
+{%- set ns.system = '' -%}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<start_of_turn>model
+' -}}
 {%- endif -%}";
 
 /// The name the template is stored under; it shows in error messages.
@@ -147,12 +177,22 @@ impl ChatTemplate {
         t
     }
 
-    /// The template `tokenizer` carries, or ChatML when it has none, with its BOS/EOS texts.
+    /// The template `tokenizer` carries, or when it has none Gemma's turns for a vocabulary
+    /// with Gemma's turn tokens and ChatML for any other, with its BOS/EOS texts.
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Self> {
         let bos = tokenizer.bos_token().unwrap_or_default();
         let eos = tokenizer.eos_token().unwrap_or_default();
+        let gemma = ["<start_of_turn>", "<end_of_turn>"]
+            .iter()
+            .all(|t| tokenizer.token_to_id(t).is_some());
         match tokenizer.chat_template() {
             Some(source) => Self::new(source, bos, eos),
+            None if gemma => {
+                let mut t = Self::new(GEMMA_TEMPLATE, bos, eos)
+                    .expect("the built-in Gemma template compiles");
+                t.fallback = true;
+                Ok(t)
+            }
             None => Ok(Self::chatml(bos, eos)),
         }
     }
@@ -162,7 +202,8 @@ impl ChatTemplate {
         &self.source
     }
 
-    /// Whether this is the ChatML fallback rather than the model's own template.
+    /// Whether this is a built-in fallback (ChatML, Gemma's) rather than the model's own
+    /// template.
     pub fn is_fallback(&self) -> bool {
         self.fallback
     }

@@ -618,6 +618,23 @@ fn chatml_renders_a_conversation_exactly() {
 }
 
 #[test]
+fn gemma_fallback_renders_gemma_turns() {
+    let t = ChatTemplate::new(super::template::GEMMA_TEMPLATE, "<bos>", "<eos>").unwrap();
+    let msgs = [
+        Message::system("Be brief."),
+        Message::user("Hi!"),
+        Message::assistant("Hello."),
+        Message::user("2+2?"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+         <start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\n2+2?<end_of_turn>\n\
+         <start_of_turn>model\n"
+    );
+}
+
+#[test]
 fn hf_template_dialect() {
     // A Llama-2-style template: bos/eos, raise_exception, loop controls, Python methods,
     // trim_blocks/lstrip_blocks.
