@@ -415,6 +415,16 @@ struct SynthArgs {
     /// Seed of the random weights: the same seed writes the same file
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
+
+    /// Instead of random weights, rewrite this Llama GGUF's weights (byte for byte) in the
+    /// layout of --arch, with seeded random tensors for what that architecture adds
+    #[arg(long, value_name = "MODEL.gguf", requires = "arch")]
+    from: Option<PathBuf>,
+
+    /// The architecture to rewrite --from as: qwen2 (adds Q/K/V biases) or qwen3 (adds
+    /// per-head Q/K norms)
+    #[arg(long, value_name = "ARCH", requires = "from")]
+    arch: Option<String>,
 }
 
 /// An error for the user: printed as `error: <message>`, exit status 1.

@@ -1,16 +1,23 @@
 //! `glim synth`: a Llama-shaped GGUF with random weights (Llama 2 7B's shapes by default),
 //! so 7B-class speed can be measured, by glim and by llama.cpp on the identical file,
-//! without 7B weights.
+//! without 7B weights; or (`--from`, `--arch`) a real Llama GGUF's weights in another
+//! architecture's layout, to test that architecture against llama.cpp.
 
 use std::fs::File;
 use std::io::BufWriter;
 
 use glim::formats::ggml::GgmlType;
+use glim::formats::gguf::GgufFile;
+use glim::model::arch::Family;
+use glim::model::rearrange::write_as;
 use glim::model::synthetic::{write_random_llama, LlamaShape, Mix};
 
 use crate::{bail, model, CliError, CliResult, SynthArgs, SynthType};
 
 pub fn synth(args: SynthArgs) -> CliResult<()> {
+    if let (Some(from), Some(arch)) = (&args.from, &args.arch) {
+        return rewrite(from, arch, &args);
+    }
     let Some(shape) = LlamaShape::named(&args.shape) else {
         bail!(
             "unknown shape {:?}: use llama2-7b, small or tiny",
@@ -59,6 +66,29 @@ pub fn synth(args: SynthArgs) -> CliResult<()> {
         shape.vocab,
         shape.parameters() as f64 / 1e9,
         bytes as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
+
+/// `--from MODEL --arch ARCH`: the model's weights in another architecture's layout.
+fn rewrite(from: &std::path::Path, arch: &str, args: &SynthArgs) -> CliResult<()> {
+    let Some(family) = Family::ALL.into_iter().find(|f| f.gguf_name() == arch) else {
+        bail!("unknown architecture {arch:?}: use qwen2 or qwen3");
+    };
+    let src = GgufFile::open(from).map_err(|e| CliError(format!("{}: {e}", from.display())))?;
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&args.output)
+        .map_err(|e| CliError(format!("cannot create {}: {e}", args.output.display())))?;
+    if let Err(e) = write_as(&src, family, args.seed, BufWriter::new(file)) {
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e.into());
+    }
+    eprintln!(
+        "wrote {}: {}'s weights as {arch}",
+        args.output.display(),
+        from.display()
     );
     Ok(())
 }

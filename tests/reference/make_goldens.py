@@ -14,6 +14,9 @@ glim loads. Writes goldens.json next to this script:
     second half of each chunk scored).
 
 Run: python3 tests/reference/make_goldens.py [MODEL.gguf]
+The default model's weights in the Qwen2 and Qwen3 layouts (see `glim synth --from`):
+  glim synth /tmp/qwen2.gguf --from SmolLM2-135M-Instruct.Q4_1.gguf --arch qwen2
+  python3 tests/reference/make_goldens.py /tmp/qwen2.gguf --out goldens-qwen2.json
 For another family's model, without the greedy prompts, over a longer text (one pass, its
 perplexity from those logits):
   python3 tests/reference/make_goldens.py MODEL.gguf --out goldens-gemma3.json \
@@ -67,7 +70,11 @@ def main():
     model_path = args.model
     llm = Llama(model_path=model_path, n_ctx=1024, n_batch=512, logits_all=True, n_threads=os.cpu_count(), seed=0, verbose=False)
     import llama_cpp
-    out = {"model": os.path.basename(model_path), "peer": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+    import hashlib
+    with open(model_path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    out = {"model": os.path.basename(model_path), "model_sha256": sha,
+           "peer": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
            "greedy": [], "forced": {}, "perplexity": {}}
 
     for prompt in [] if args.no_prompts else PROMPTS:

@@ -164,3 +164,38 @@ fn model_file(env: &str, default: std::path::PathBuf, fetch: &str) -> Option<std
     eprintln!("SKIPPED: no model at {} (run {fetch})", path.display());
     None
 }
+
+/// A model file removed when this is dropped.
+pub struct TempModel(pub std::path::PathBuf);
+
+impl Drop for TempModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The default model's weights rewritten in `family`'s layout (what `glim synth --from
+/// MODEL --arch ARCH` writes, seed 1) in a temporary file; `None` as for [`test_model`].
+pub fn derived_model(family: glim::model::arch::Family) -> Option<TempModel> {
+    let src = test_model()?;
+    let file = glim::formats::gguf::GgufFile::open(&src).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "glim-test-{}-{}.gguf",
+        family.gguf_name(),
+        std::process::id()
+    ));
+    let model = TempModel(path);
+    let out = std::io::BufWriter::new(std::fs::File::create(&model.0).unwrap());
+    glim::model::rearrange::write_as(&file, family, 1, out).unwrap();
+    Some(model)
+}
+
+/// The sha256 of a file, in hex.
+pub fn sha256_hex(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

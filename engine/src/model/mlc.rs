@@ -12,6 +12,7 @@ use std::path::Path;
 use half::f16;
 use serde_json::Value;
 
+use super::arch::Family;
 use super::config::ModelConfig;
 use super::source::{check_shape, WeightSource};
 use crate::error::{Error, Result};
@@ -141,6 +142,12 @@ pub fn config_from_chat_config(chat: &Value) -> Result<(ModelConfig, MlcQuant)> 
         Error::Invalid(m) => Error::Invalid(m.replace("config.json", "mlc-chat-config.json")),
         other => other,
     })?;
+    if config.family != Family::Llama {
+        return Err(Error::Unsupported(format!(
+            "MLC folders of {:?} models (glim reads Llama-family MLC folders so far; run the model's GGUF or Hugging Face folder)",
+            config.family
+        )));
+    }
     Ok((config, quant))
 }
 

@@ -11,6 +11,7 @@ pub mod loader;
 pub mod mlc;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mlc_writer;
+pub mod rearrange;
 pub mod source;
 pub mod streamed;
 pub mod synthetic;

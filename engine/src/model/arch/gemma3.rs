@@ -16,8 +16,6 @@ const LOCAL_BASE: f32 = 10_000.0;
 
 pub(super) fn hf_layer_name(part: &str) -> Option<&'static str> {
     Some(match part {
-        "attn_q_norm.weight" => "self_attn.q_norm.weight",
-        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "post_attention_norm.weight" => "post_attention_layernorm.weight",
         "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
         "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",

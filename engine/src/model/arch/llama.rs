@@ -9,13 +9,6 @@ use crate::error::{Error, Result};
 use crate::kernels::rope::Llama3Scaling;
 use crate::model::config::{ModelConfig, RopeScaling};
 
-pub(super) fn hf_layer_name(part: &str) -> Option<&'static str> {
-    match part {
-        "ffn_norm.weight" => Some("post_attention_layernorm.weight"),
-        _ => None,
-    }
-}
-
 pub(super) fn adapt_gguf(keys: &GgufKeys, _config: &mut ModelConfig) -> Result<()> {
     if let Some(kind) = keys.opt_str("rope.scaling.type") {
         if kind != "none" {

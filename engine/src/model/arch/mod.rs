@@ -5,6 +5,8 @@
 
 mod gemma3;
 mod llama;
+mod qwen2;
+mod qwen3;
 
 use serde_json::Value;
 
@@ -18,6 +20,10 @@ use crate::kernels::rope::RopeMode;
 pub enum Family {
     /// Llama 2/3, SmolLM, TinyLlama, Mistral without sliding windows.
     Llama,
+    /// Qwen2 and Qwen2.5.
+    Qwen2,
+    /// Qwen3 (dense).
+    Qwen3,
     /// Gemma 3 (text).
     Gemma3,
 }
@@ -25,10 +31,23 @@ pub enum Family {
 /// GGUF `general.architecture` names and Hugging Face `model_type`s, per family.
 const NAMES: &[(Family, &str, &[&str])] = &[
     (Family::Llama, "llama", &["llama", "mistral"]),
+    (Family::Qwen2, "qwen2", &["qwen2"]),
+    (Family::Qwen3, "qwen3", &["qwen3"]),
     (Family::Gemma3, "gemma3", &["gemma3_text"]),
 ];
 
 impl Family {
+    /// Every family.
+    pub const ALL: [Family; 4] = [Family::Llama, Family::Qwen2, Family::Qwen3, Family::Gemma3];
+
+    /// The GGUF `general.architecture` name.
+    pub fn gguf_name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(f, _, _)| *f == self)
+            .map_or("", |(_, name, _)| name)
+    }
+
     /// What glim runs, for errors about what it does not.
     fn supported() -> String {
         NAMES
@@ -64,13 +83,21 @@ impl Family {
         }
         let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
         let own = match self {
-            Family::Llama => llama::hf_layer_name(part),
             Family::Gemma3 => gemma3::hf_layer_name(part),
+            Family::Llama | Family::Qwen2 | Family::Qwen3 => match part {
+                "ffn_norm.weight" => Some("post_attention_layernorm.weight"),
+                _ => None,
+            },
         };
         let hf = own.or(match part {
             "attn_q.weight" => Some("self_attn.q_proj.weight"),
             "attn_k.weight" => Some("self_attn.k_proj.weight"),
             "attn_v.weight" => Some("self_attn.v_proj.weight"),
+            "attn_q.bias" => Some("self_attn.q_proj.bias"),
+            "attn_k.bias" => Some("self_attn.k_proj.bias"),
+            "attn_v.bias" => Some("self_attn.v_proj.bias"),
+            "attn_q_norm.weight" => Some("self_attn.q_norm.weight"),
+            "attn_k_norm.weight" => Some("self_attn.k_norm.weight"),
             "attn_output.weight" => Some("self_attn.o_proj.weight"),
             "ffn_gate.weight" => Some("mlp.gate_proj.weight"),
             "ffn_up.weight" => Some("mlp.up_proj.weight"),
@@ -86,7 +113,7 @@ impl Family {
     pub fn hf_norm_offset(self) -> f32 {
         match self {
             Family::Gemma3 => 1.0,
-            Family::Llama => 0.0,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 => 0.0,
         }
     }
 }
@@ -186,6 +213,8 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     };
     match family {
         Family::Llama => llama::adapt_gguf(&keys, &mut config)?,
+        Family::Qwen2 => qwen2::adapt_gguf(&keys, &mut config)?,
+        Family::Qwen3 => qwen3::adapt_gguf(&keys, &mut config)?,
         Family::Gemma3 => gemma3::adapt_gguf(&keys, &mut config)?,
     }
     Ok(config)
@@ -268,6 +297,8 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
     };
     match family {
         Family::Llama => llama::adapt_hf(&keys, model_type, &mut config)?,
+        Family::Qwen2 => qwen2::adapt_hf(&keys, &mut config)?,
+        Family::Qwen3 => qwen3::adapt_hf(&keys, &mut config)?,
         Family::Gemma3 => gemma3::adapt_hf(&keys, &mut config)?,
     }
     Ok(config)
