@@ -594,16 +594,21 @@ fn tokenizer_json_round_trip() {
 // Chat templates.
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn chatml_renders_a_conversation_exactly() {
-    let t = ChatTemplate::chatml("", "<|im_end|>");
-    assert!(t.is_fallback());
-    let msgs = [
+/// A system message and two user turns around an answer.
+fn short_conversation() -> [Message; 4] {
+    [
         Message::system("Be brief."),
         Message::user("Hi!"),
         Message::assistant("Hello."),
         Message::user("2+2?"),
-    ];
+    ]
+}
+
+#[test]
+fn chatml_renders_a_conversation_exactly() {
+    let t = ChatTemplate::chatml("", "<|im_end|>");
+    assert!(t.is_fallback());
+    let msgs = short_conversation();
     assert_eq!(
         t.render(&msgs, true).unwrap(),
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n\
@@ -620,12 +625,7 @@ fn chatml_renders_a_conversation_exactly() {
 #[test]
 fn gemma_fallback_renders_gemma_turns() {
     let t = ChatTemplate::new(super::template::GEMMA_TEMPLATE, "<bos>", "<eos>").unwrap();
-    let msgs = [
-        Message::system("Be brief."),
-        Message::user("Hi!"),
-        Message::assistant("Hello."),
-        Message::user("2+2?"),
-    ];
+    let msgs = short_conversation();
     assert_eq!(
         t.render(&msgs, true).unwrap(),
         "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
