@@ -119,9 +119,19 @@ pub struct ModelConfig {
 
 /// Bounds on sizes read from files: far above any real model, far below what would make
 /// an allocation or an index overflow.
-const MAX_LAYERS: usize = 1024;
+pub(crate) const MAX_LAYERS: usize = 1024;
 const MAX_WIDTH: usize = 1 << 20;
 const MAX_VOCAB: usize = 1 << 24;
+
+/// Checks a count read from a file (`value` `what`) is 1 to `max`.
+pub(crate) fn check_size(what: &str, value: usize, max: usize) -> Result<()> {
+    if value == 0 || value > max {
+        return Err(Error::Invalid(format!(
+            "model has {value} {what} (expected 1 to {max})"
+        )));
+    }
+    Ok(())
+}
 
 impl ModelConfig {
     /// Reads the config of a GGUF model through its architecture's adapter; an architecture
@@ -152,9 +162,7 @@ impl ModelConfig {
             ("vocabulary", self.vocab_size, MAX_VOCAB),
         ];
         for (what, value, max) in sizes {
-            if value == 0 || value > max {
-                return bad(format!("model has {value} {what} (expected 1 to {max})"));
-            }
+            check_size(what, value, max)?;
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(

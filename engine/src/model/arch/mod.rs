@@ -10,7 +10,7 @@ mod qwen3;
 
 use serde_json::Value;
 
-use super::config::{LayerSpec, ModelConfig, Rope};
+use super::config::{check_size, LayerSpec, ModelConfig, Rope, MAX_LAYERS};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::kernels::rope::RopeMode;
@@ -118,6 +118,53 @@ impl Family {
     }
 }
 
+/// What every source says the same way, before an adapter adds its family's part.
+struct Base {
+    family: Family,
+    n_layers: usize,
+    dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    ffn_dim: usize,
+    vocab_size: usize,
+    rms_eps: f32,
+    context_length: usize,
+    tied_embeddings: bool,
+    rope_base: f32,
+}
+
+impl Base {
+    /// The Llama spec of these numbers, every layer alike, for the adapter to adjust. The
+    /// layer count is bounded first: a file may claim billions of layers, and a spec is
+    /// made per layer.
+    fn llama(self) -> Result<ModelConfig> {
+        check_size("layers", self.n_layers, MAX_LAYERS)?;
+        let rope = Rope {
+            base: self.rope_base,
+            scaling: None,
+        };
+        Ok(ModelConfig {
+            family: self.family,
+            n_layers: self.n_layers,
+            dim: self.dim,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            ffn_dim: self.ffn_dim,
+            vocab_size: self.vocab_size,
+            // Hugging Face order: `GgufWeights` un-permutes the families llama.cpp permuted.
+            rope_mode: RopeMode::Halves,
+            rms_eps: self.rms_eps,
+            context_length: self.context_length,
+            tied_embeddings: self.tied_embeddings,
+            embed_scale: 1.0,
+            final_softcap: None,
+            layers: vec![LayerSpec::llama(rope, self.head_dim); self.n_layers],
+        })
+    }
+}
+
 /// A GGUF file's `{arch}.*` metadata.
 pub(crate) struct GgufKeys<'a> {
     file: &'a GgufFile,
@@ -187,11 +234,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     let embeddings = file
         .tensor("token_embd.weight")
         .ok_or_else(|| Error::Invalid("model has no token_embd.weight tensor".into()))?;
-    let rope = Rope {
-        base: keys.opt_f32("rope.freq_base").unwrap_or(10_000.0),
-        scaling: None,
-    };
-    let mut config = ModelConfig {
+    let mut config = Base {
         family,
         n_layers,
         dim,
@@ -200,17 +243,14 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         head_dim,
         ffn_dim: keys.usize("feed_forward_length")?,
         vocab_size: vocab_size.max(embeddings.n_rows() as usize),
-        // Hugging Face order: `GgufWeights` un-permutes the families llama.cpp permuted.
-        rope_mode: RopeMode::Halves,
         rms_eps: keys
             .opt_f32("attention.layer_norm_rms_epsilon")
             .unwrap_or(1e-5),
         context_length: keys.opt_usize("context_length").unwrap_or(2048),
         tied_embeddings: file.tensor("output.weight").is_none(),
-        embed_scale: 1.0,
-        final_softcap: None,
-        layers: vec![LayerSpec::llama(rope, head_dim); n_layers],
-    };
+        rope_base: keys.opt_f32("rope.freq_base").unwrap_or(10_000.0),
+    }
+    .llama()?;
     match family {
         Family::Llama => llama::adapt_gguf(&keys, &mut config)?,
         Family::Qwen2 => qwen2::adapt_gguf(&keys, &mut config)?,
@@ -271,11 +311,7 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
     }
     let head_dim = keys.opt_usize("head_dim").unwrap_or(dim / n_heads);
     let n_layers = keys.usize("num_hidden_layers")?;
-    let rope = Rope {
-        base: keys.opt_f32("rope_theta").unwrap_or(10_000.0),
-        scaling: None,
-    };
-    let mut config = ModelConfig {
+    let mut config = Base {
         family,
         n_layers,
         dim,
@@ -284,17 +320,15 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
         head_dim,
         ffn_dim: keys.usize("intermediate_size")?,
         vocab_size: keys.usize("vocab_size")?,
-        rope_mode: RopeMode::Halves,
         rms_eps: keys.opt_f32("rms_norm_eps").unwrap_or(1e-5),
         context_length: keys.opt_usize("max_position_embeddings").unwrap_or(2048),
         tied_embeddings: json
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        embed_scale: 1.0,
-        final_softcap: None,
-        layers: vec![LayerSpec::llama(rope, head_dim); n_layers.min(1 << 16)],
-    };
+        rope_base: keys.opt_f32("rope_theta").unwrap_or(10_000.0),
+    }
+    .llama()?;
     match family {
         Family::Llama => llama::adapt_hf(&keys, model_type, &mut config)?,
         Family::Qwen2 => qwen2::adapt_hf(&keys, &mut config)?,
@@ -302,4 +336,57 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
         Family::Gemma3 => gemma3::adapt_hf(&keys, &mut config)?,
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::ggml::GgmlType;
+    use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
+
+    /// A file claiming billions of layers is an error naming the count, not an allocation
+    /// of a spec per claimed layer.
+    #[test]
+    fn absurd_layer_counts_are_errors() {
+        let metadata = [
+            (
+                "general.architecture",
+                crate::formats::gguf::Value::String("llama".into()),
+            ),
+            (
+                "llama.block_count",
+                crate::formats::gguf::Value::U32(4_000_000_000),
+            ),
+            (
+                "llama.embedding_length",
+                crate::formats::gguf::Value::U32(8),
+            ),
+            (
+                "llama.attention.head_count",
+                crate::formats::gguf::Value::U32(2),
+            ),
+            (
+                "llama.feed_forward_length",
+                crate::formats::gguf::Value::U32(16),
+            ),
+            ("llama.vocab_size", crate::formats::gguf::Value::U32(4)),
+        ];
+        let embed = TensorSpec {
+            name: "token_embd.weight".into(),
+            dims: vec![8, 4],
+            ggml_type: GgmlType::F32,
+        };
+        let mut writer = GgufWriter::new(Vec::new(), &metadata, &[embed]).unwrap();
+        writer.write_tensor(&[0u8; 8 * 4 * 4]).unwrap();
+        let file = GgufFile::from_bytes(writer.finish().unwrap()).unwrap();
+        let err = config_from_gguf(&file).unwrap_err().to_string();
+        assert!(err.contains("4000000000 layers"), "{err}");
+
+        let json = serde_json::json!({
+            "model_type": "qwen2", "num_hidden_layers": 1_000_000_000u64, "hidden_size": 8,
+            "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 4,
+        });
+        let err = config_from_hf(&json).unwrap_err().to_string();
+        assert!(err.contains("1000000000 layers"), "{err}");
+    }
 }
