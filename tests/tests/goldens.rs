@@ -647,7 +647,7 @@ fn gemma3_matches_llama_cpp() {
             let pos = start + j;
             prefill.add(row, &want[pos], &format!("text {pos}"));
             if let Some(&next) = text_ids.get(pos + 1) {
-                nll += negative_log_likelihood(row, next);
+                nll += glim::generate::perplexity::nll(row, next);
                 scored += 1;
             }
         }
@@ -674,11 +674,4 @@ fn gemma3_matches_llama_cpp() {
     assert!(model
         .forward_logits_blocking(&text_ids[100..101], 100, Logits::Last)
         .is_err());
-}
-
-/// -log softmax(row)[token], in f64.
-fn negative_log_likelihood(row: &[f32], token: u32) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    max + sum.ln() - row[token as usize] as f64
 }

@@ -14,20 +14,11 @@ use crate::error::{Error, Result};
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::{GgufFile, Value};
 use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
+use crate::generate::sampler::Rng;
 
-/// SplitMix64: the same seed gives the same file on any machine.
-struct Rng(u64);
-
-impl Rng {
-    /// Uniform in [-1, 1).
-    fn next_signed(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+/// Uniform in [-1, 1), from 24 random bits: the same seed gives the same file anywhere.
+fn next_signed(rng: &mut Rng) -> f32 {
+    ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
 /// A tensor of the new file: where its bytes come from.
@@ -74,7 +65,7 @@ pub fn write_as(src: &GgufFile, target: Family, seed: u64, out: impl Write) -> R
     let mut rng = Rng(seed);
     let mut random = |n: usize, centre: f32, spread: f32| -> Vec<f32> {
         (0..n)
-            .map(|_| centre + spread * rng.next_signed())
+            .map(|_| centre + spread * next_signed(&mut rng))
             .collect()
     };
     let mut tensors: Vec<(TensorSpec, Data)> = Vec::new();

@@ -171,8 +171,13 @@ impl ChatTemplate {
 
     /// The ChatML fallback ([`CHATML_TEMPLATE`]).
     pub fn chatml(bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
-        let mut t = Self::new(CHATML_TEMPLATE, bos_token, eos_token)
-            .expect("the built-in ChatML template compiles");
+        Self::fallback(CHATML_TEMPLATE, bos_token, eos_token)
+    }
+
+    /// A built-in template standing in for one the model lacks.
+    fn fallback(source: &str, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
+        let mut t = Self::new(source, bos_token, eos_token)
+            .expect("the built-in templates compile (tested)");
         t.fallback = true;
         t
     }
@@ -187,12 +192,7 @@ impl ChatTemplate {
             .all(|t| tokenizer.token_to_id(t).is_some());
         match tokenizer.chat_template() {
             Some(source) => Self::new(source, bos, eos),
-            None if gemma => {
-                let mut t = Self::new(GEMMA_TEMPLATE, bos, eos)
-                    .expect("the built-in Gemma template compiles");
-                t.fallback = true;
-                Ok(t)
-            }
+            None if gemma => Ok(Self::fallback(GEMMA_TEMPLATE, bos, eos)),
             None => Ok(Self::chatml(bos, eos)),
         }
     }
