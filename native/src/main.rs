@@ -421,8 +421,8 @@ struct SynthArgs {
     #[arg(long, value_name = "MODEL.gguf", requires = "arch")]
     from: Option<PathBuf>,
 
-    /// The architecture to rewrite --from as: qwen2 (adds Q/K/V biases) or qwen3 (adds
-    /// per-head Q/K norms)
+    /// The architecture to rewrite --from as: qwen2 (adds Q/K/V biases), qwen3 (adds
+    /// per-head Q/K norms) or phi3 (stacks Q/K/V and gate/up, adds LongRoPE divisors)
     #[arg(long, value_name = "ARCH", requires = "from")]
     arch: Option<String>,
 }

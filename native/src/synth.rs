@@ -73,7 +73,7 @@ pub fn synth(args: SynthArgs) -> CliResult<()> {
 /// `--from MODEL --arch ARCH`: the model's weights in another architecture's layout.
 fn rewrite(from: &std::path::Path, arch: &str, args: &SynthArgs) -> CliResult<()> {
     let Some(family) = Family::ALL.into_iter().find(|f| f.gguf_name() == arch) else {
-        bail!("unknown architecture {arch:?}: use qwen2 or qwen3");
+        bail!("unknown architecture {arch:?}: use qwen2, qwen3 or phi3");
     };
     let src = GgufFile::open(from).map_err(|e| CliError(format!("{}: {e}", from.display())))?;
     let file = File::options()

@@ -13,7 +13,9 @@ close to them.
 
 Architectures: qwen2 (Q/K/V biases), qwen3 (per-head Q/K RMSNorm), gemma3 (embeddings x
 sqrt(d), Q/K norms, 512-key windows with RoPE base 10 000 on five layers of six, sandwich
-norms, GeGLU), all with NeoX RoPE (their GGUFs are not permuted).
+norms, GeGLU), phi3 (Q/K/V and gate/up stacked; LongRoPE: the long divisors, as llama.cpp
+picks them when its context (1024 in make_goldens.py) passes the original one, and cos
+and sin times the attention factor), all with NeoX RoPE (their GGUFs are not permuted).
 
 Run after make_goldens.py:
   python3 tests/reference/exact_logits.py MODEL.gguf goldens-qwen3.json
@@ -41,6 +43,8 @@ class Model:
         self.head_dim = int(key("attention.key_length", self.dim // self.heads))
         self.eps, self.base = key("attention.layer_norm_rms_epsilon"), key("rope.freq_base", 10_000.0)
         self.window = int(key("attention.sliding_window", 0))
+        self.attn_factor = key("rope.scaling.attn_factor", 1.0)
+        self.original_context = int(key("rope.scaling.original_context_length", 1 << 30))
         self.cache = {}
 
     def w(self, name):
@@ -58,10 +62,15 @@ class Model:
         pos = np.arange(n)
         gemma = self.arch == "gemma3"
 
+        # Phi-3's divisors for make_goldens.py's context of 1024.
+        divisors = 1.0
+        if "rope_factors_long.weight" in self.tensors:
+            divisors = self.w("rope_factors_long.weight" if 1024 > self.original_context else "rope_factors_short.weight")
+
         def rope(v, theta):
             half = hd // 2
-            angle = pos[:, None] * theta ** (-np.arange(half) * 2.0 / hd)[None, :]
-            c, s = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
+            angle = pos[:, None] * (theta ** (-np.arange(half) * 2.0 / hd) / divisors)[None, :]
+            c, s = np.cos(angle)[:, None, :] * self.attn_factor, np.sin(angle)[:, None, :] * self.attn_factor
             a, b = v[..., :half], v[..., half:]
             return np.concatenate([a * c - b * s, a * s + b * c], -1)
 
@@ -72,7 +81,11 @@ class Model:
             p = f"blk.{layer}."
             local = gemma and layer % 6 < 5
             h = self.rms(x, self.w(p + "attn_norm.weight"))
-            q, k, v = (h @ self.w(p + f"attn_{t}.weight").T for t in "qkv")
+            if self.arch == "phi3":
+                qkv = h @ self.w(p + "attn_qkv.weight").T
+                q, k, v = np.split(qkv, [self.heads * hd, (self.heads + self.kv_heads) * hd], -1)
+            else:
+                q, k, v = (h @ self.w(p + f"attn_{t}.weight").T for t in "qkv")
             if self.arch == "qwen2":
                 q, k, v = (m + self.w(p + f"attn_{t}.bias") for m, t in zip((q, k, v), "qkv"))
             q, k, v = q.reshape(n, self.heads, hd), k.reshape(n, self.kv_heads, hd), v.reshape(n, self.kv_heads, hd)
@@ -92,7 +105,10 @@ class Model:
             attn = out.reshape(n, self.heads * hd) @ self.w(p + "attn_output.weight").T
             x = x + (self.rms(attn, self.w(p + "post_attention_norm.weight")) if gemma else attn)
             h = self.rms(x, self.w(p + "ffn_norm.weight"))
-            gate, up = h @ self.w(p + "ffn_gate.weight").T, h @ self.w(p + "ffn_up.weight").T
+            if self.arch == "phi3":
+                gate, up = np.split(h @ self.w(p + "ffn_up.weight").T, 2, -1)
+            else:
+                gate, up = h @ self.w(p + "ffn_gate.weight").T, h @ self.w(p + "ffn_up.weight").T
             if gemma:
                 act = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
             else:

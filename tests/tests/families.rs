@@ -34,6 +34,17 @@ fn config_json(c: &ModelConfig) -> serde_json::Value {
         Family::Llama => json!({"model_type": "llama"}),
         Family::Qwen2 => json!({"model_type": "qwen2", "use_sliding_window": false}),
         Family::Qwen3 => json!({"model_type": "qwen3", "attention_bias": false}),
+        Family::Phi3 => {
+            let long_rope = c.long_rope.as_ref().unwrap();
+            json!({
+                "model_type": "phi3",
+                "original_max_position_embeddings": long_rope.original_context,
+                "rope_scaling": {
+                    "type": "longrope", "short_factor": long_rope.short,
+                    "long_factor": long_rope.long,
+                },
+            })
+        }
         Family::Gemma3 => {
             let local = c.layers.iter().find(|l| l.window.is_some()).unwrap();
             json!({
@@ -49,13 +60,15 @@ fn config_json(c: &ModelConfig) -> serde_json::Value {
     config
 }
 
-/// The parameters stored apart in Hugging Face checkpoints (the parts of fused ones).
-fn leaves(params: &ModelParams) -> Vec<Param> {
+/// The parameters as `family`'s Hugging Face checkpoints store them: fused ones apart in
+/// their parts, except Phi-3's Q/K/V and gate/up matrices.
+fn leaves(params: &ModelParams, family: Family) -> Vec<Param> {
     params
         .in_mlc_order()
         .into_iter()
         .flat_map(|p| {
-            if p.parts.is_empty() {
+            let fused_matrix = matches!(p.shape, Shape::Matrix { .. });
+            if p.parts.is_empty() || (family == Family::Phi3 && fused_matrix) {
                 vec![p.clone()]
             } else {
                 p.parts.clone()
@@ -72,7 +85,7 @@ fn write_hf_folder(file: &GgufFile, dir: &Path) {
     let source = GgufWeights::new(file, &config);
     let offset = config.family.hf_norm_offset();
     let mut tensors = Vec::new();
-    for param in leaves(&ModelParams::new(&config)) {
+    for param in leaves(&ModelParams::new(&config), config.family) {
         let hf = config.family.hf_name(&param.name).unwrap();
         let (shape, bytes): (Vec<usize>, Vec<u8>) = match param.shape {
             Shape::Matrix { rows, cols } => {
@@ -173,6 +186,13 @@ fn qwen2_from_hugging_face_equals_its_gguf() {
 fn qwen3_from_hugging_face_equals_its_gguf() {
     if let Some(model) = glim_tests::derived_model(Family::Qwen3) {
         hf_equals_gguf(&model.0, Family::Qwen3);
+    }
+}
+
+#[test]
+fn phi3_from_hugging_face_equals_its_gguf() {
+    if let Some(model) = glim_tests::derived_model(Family::Phi3) {
+        hf_equals_gguf(&model.0, Family::Phi3);
     }
 }
 

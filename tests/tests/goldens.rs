@@ -55,7 +55,13 @@ fn load(
     gpu_kernels: bool,
     precision: Option<Precision>,
 ) -> Option<(Model, GgufFile)> {
-    load_file(&glim_tests::test_model()?, format, gpu_kernels, precision)
+    load_file(
+        &glim_tests::test_model()?,
+        format,
+        gpu_kernels,
+        precision,
+        512,
+    )
 }
 
 fn load_file(
@@ -63,6 +69,7 @@ fn load_file(
     format: Option<WeightFormat>,
     gpu_kernels: bool,
     precision: Option<Precision>,
+    context: usize,
 ) -> Option<(Model, GgufFile)> {
     let mut ctx = glim_tests::open_gpu()?;
     if gpu_kernels {
@@ -71,7 +78,7 @@ fn load_file(
     let file = GgufFile::open(path).unwrap();
     let options = LoadOptions {
         format,
-        context: 512,
+        context,
         max_batch: 128,
         precision,
         // The greedy goldens' prompts decode side by side.
@@ -565,6 +572,14 @@ fn qwen3_matches_llama_cpp() {
     rewritten_matches_llama_cpp(Family::Qwen3, "goldens-qwen3.json");
 }
 
+/// The same in Phi-3's layout: Q/K/V and gate/up each one stacked matrix, as Phi-3 GGUFs
+/// store them, and LongRoPE (seeded divisors and the attention factor of an 8k model
+/// stretched from 512 tokens).
+#[test]
+fn phi3_matches_llama_cpp() {
+    rewritten_matches_llama_cpp(Family::Phi3, "goldens-phi3.json");
+}
+
 fn rewritten_matches_llama_cpp(family: Family, goldens: &str) {
     let Some(file) = glim_tests::derived_model(family) else {
         return;
@@ -575,7 +590,9 @@ fn rewritten_matches_llama_cpp(family: Family, goldens: &str) {
         g["model_sha256"].as_str().unwrap(),
         "the rewritten {family:?} model is not the file {goldens} was recorded on: regenerate it (tests/reference/make_goldens.py says how)"
     );
-    let (mut model, gguf) = load_file(&file.0, None, false, None).unwrap();
+    // llama.cpp's context in make_goldens.py: past the rewritten Phi-3's original context
+    // of 512, so both engines rotate with its long LongRoPE divisors.
+    let (mut model, gguf) = load_file(&file.0, None, false, None, 1024).unwrap();
     assert_eq!(model.config.family, family);
     assert_eq!(
         glim::model::config::ModelConfig::from_gguf(&gguf)

@@ -46,6 +46,39 @@ impl Rope {
     }
 }
 
+/// Phi-3's LongRoPE: per-pair divisors of the RoPE frequencies, one set for contexts up to
+/// the length the model was first trained at (`short`) and one past it (`long`), chosen by
+/// the context a model is loaded with, as llama.cpp chooses them. (Hugging Face switches
+/// per sequence length, which would change keys already in the cache.) Its attention factor
+/// scales cos and sin, so scores by its square: the adapter folds that into `attn_scale`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LongRope {
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub original_context: usize,
+}
+
+impl LongRope {
+    /// The divisors for a KV cache of `context` tokens.
+    pub fn factors(&self, context: usize) -> &[f32] {
+        if context > self.original_context {
+            &self.long
+        } else {
+            &self.short
+        }
+    }
+
+    /// The attention factor Phi-3's checkpoints use when they give none: for a model
+    /// stretched from `original` to `context` tokens, `sqrt(1 + ln(scale) / ln(original))`.
+    pub fn default_attention_factor(context: usize, original: usize) -> f32 {
+        let scale = context as f64 / original.max(2) as f64;
+        if scale <= 1.0 {
+            return 1.0;
+        }
+        (1.0 + scale.ln() / (original as f64).ln()).sqrt() as f32
+    }
+}
+
 /// The gated activation of the feed-forward block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -114,6 +147,8 @@ pub struct ModelConfig {
     pub embed_scale: f32,
     /// Logits capped at `c * tanh(logit / c)` (Gemma 2).
     pub final_softcap: Option<f32>,
+    /// Phi-3's short and long RoPE divisors, for every layer.
+    pub long_rope: Option<LongRope>,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -185,6 +220,20 @@ impl ModelConfig {
                 self.layers.len(),
                 self.n_layers
             ));
+        }
+        if let Some(long_rope) = &self.long_rope {
+            let pairs = self.head_dim / 2;
+            if long_rope.short.len() != pairs || long_rope.long.len() != pairs {
+                return bad(format!(
+                    "LongRoPE factors of {} and {} values for {pairs} frequency pairs",
+                    long_rope.short.len(),
+                    long_rope.long.len()
+                ));
+            }
+            let positive = |f: &[f32]| f.iter().all(|v| v.is_finite() && *v > 0.0);
+            if !positive(&long_rope.short) || !positive(&long_rope.long) {
+                return bad("LongRoPE factors must be positive".into());
+            }
         }
         if self.layers.iter().any(|l| l.window == Some(0)) {
             return bad("an attention window of no keys".into());

@@ -2,6 +2,7 @@
 //! (`token_embd.weight`, `blk.N.attn_q.weight`, ...), so one graph loads them all, and in
 //! Hugging Face's row order, so every source runs the same rotate-half RoPE.
 
+use super::arch::Family;
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::formats::ggml::GgmlType;
@@ -53,6 +54,7 @@ pub(crate) fn check_shape(name: &str, found: &[usize], wanted: &[usize]) -> Resu
 /// written from it holds.
 pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,
+    family: Family,
     n_heads: usize,
     n_kv_heads: usize,
     permuted: bool,
@@ -62,6 +64,7 @@ impl<'a> GgufWeights<'a> {
     pub fn new(file: &'a GgufFile, config: &ModelConfig) -> Self {
         Self {
             file,
+            family: config.family,
             n_heads: config.n_heads,
             n_kv_heads: config.n_kv_heads,
             permuted: config.family.gguf_permutes_qk(),
@@ -106,17 +109,23 @@ pub fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
         .collect()
 }
 
+impl GgufWeights<'_> {
+    /// The tensor glim calls `name`, under this family's name for it.
+    fn info(&self, name: &str) -> Option<&crate::formats::gguf::TensorInfo> {
+        self.file.tensor(&self.family.gguf_tensor_name(name))
+    }
+}
+
 impl WeightSource for GgufWeights<'_> {
     fn has(&self, name: &str) -> bool {
-        self.file.tensor(name).is_some()
+        self.info(name).is_some()
     }
 
     /// The tensor's blocks repacked for the GPU (llama.cpp's Q/K rows put back in Hugging
     /// Face order); an `F32` or `BF16` matrix whose values f16 holds exactly runs as f16.
     fn packed(&self, name: &str, rows: usize, cols: usize) -> Result<Option<PackedWeight>> {
         let info = self
-            .file
-            .tensor(name)
+            .info(name)
             .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
         let found: Vec<usize> = info.dims().iter().rev().map(|&d| d as usize).collect();
         check_shape(name, &found, &[rows, cols])?;
@@ -148,13 +157,12 @@ impl WeightSource for GgufWeights<'_> {
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let info = self
-            .file
-            .tensor(name)
+            .info(name)
             .ok_or_else(|| Error::Invalid(format!("model has no tensor {name}")))?;
         // GGUF lists dims fastest-first: [cols, rows].
         let found: Vec<usize> = info.dims().iter().rev().map(|&d| d as usize).collect();
         check_shape(name, &found, shape)?;
-        let values = self.file.tensor_f32(name)?;
+        let values = self.file.tensor_f32(info.name())?;
         Ok(match self.permuted_heads(name) {
             Some(heads) => unpermute_rows(&values, heads, *shape.last().unwrap_or(&1)),
             None => values,

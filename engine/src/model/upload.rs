@@ -202,7 +202,7 @@ impl ModelLoader {
         self.ctx.take_error()
     }
 
-    /// Divides RoPE's frequencies pair by pair (Model 3 GGUFs' `rope_freqs.weight`).
+    /// Divides RoPE's frequencies pair by pair (Llama 3 GGUFs' `rope_freqs.weight`).
     pub fn set_rope_factors(&mut self, factors: Vec<f32>) {
         self.rope_factors = Some(factors);
     }
@@ -252,7 +252,13 @@ impl ModelLoader {
         let embed = matrix(&params.embed);
         let output = params.output.as_ref().map(&mut matrix);
         // One frequency table per distinct RoPE (Gemma 3: local and global), with Llama 3
-        // GGUFs' per-pair divisors.
+        // GGUFs' per-pair divisors or Phi-3's for this context.
+        let rope_factors = rope_factors.or_else(|| {
+            config
+                .long_rope
+                .as_ref()
+                .map(|l| l.factors(context).to_vec())
+        });
         let mut ropes: Vec<Rope> = Vec::new();
         let mut inv_freqs = Vec::new();
         for spec in &config.layers {

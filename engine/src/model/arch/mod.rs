@@ -5,6 +5,7 @@
 
 mod gemma3;
 mod llama;
+mod phi3;
 mod qwen2;
 mod qwen3;
 
@@ -26,6 +27,8 @@ pub enum Family {
     Qwen3,
     /// Gemma 3 (text).
     Gemma3,
+    /// Phi-3 and Phi-3.5 (mini).
+    Phi3,
 }
 
 /// GGUF `general.architecture` names and Hugging Face `model_type`s, per family.
@@ -34,11 +37,18 @@ const NAMES: &[(Family, &str, &[&str])] = &[
     (Family::Qwen2, "qwen2", &["qwen2"]),
     (Family::Qwen3, "qwen3", &["qwen3"]),
     (Family::Gemma3, "gemma3", &["gemma3_text"]),
+    (Family::Phi3, "phi3", &["phi3"]),
 ];
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 4] = [Family::Llama, Family::Qwen2, Family::Qwen3, Family::Gemma3];
+    pub const ALL: [Family; 5] = [
+        Family::Llama,
+        Family::Qwen2,
+        Family::Qwen3,
+        Family::Gemma3,
+        Family::Phi3,
+    ];
 
     /// The GGUF `general.architecture` name.
     pub fn gguf_name(self) -> &'static str {
@@ -70,6 +80,15 @@ impl Family {
         self == Family::Llama
     }
 
+    /// The name of a tensor in this family's GGUFs, for glim's name: Phi-3's fused gate and
+    /// up projections are llama.cpp's `ffn_up` (twice the rows).
+    pub fn gguf_tensor_name(self, name: &str) -> std::borrow::Cow<'_, str> {
+        match (self, name.strip_suffix(".ffn_gate_up.weight")) {
+            (Family::Phi3, Some(layer)) => format!("{layer}.ffn_up.weight").into(),
+            _ => name.into(),
+        }
+    }
+
     /// The Hugging Face name of a tensor glim knows by its llama.cpp name.
     pub fn hf_name(self, name: &str) -> Option<String> {
         let fixed = match name {
@@ -84,12 +103,14 @@ impl Family {
         let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
         let own = match self {
             Family::Gemma3 => gemma3::hf_layer_name(part),
-            Family::Llama | Family::Qwen2 | Family::Qwen3 => match part {
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => match part {
                 "ffn_norm.weight" => Some("post_attention_layernorm.weight"),
                 _ => None,
             },
         };
         let hf = own.or(match part {
+            "attn_qkv.weight" => Some("self_attn.qkv_proj.weight"),
+            "ffn_gate_up.weight" => Some("mlp.gate_up_proj.weight"),
             "attn_q.weight" => Some("self_attn.q_proj.weight"),
             "attn_k.weight" => Some("self_attn.k_proj.weight"),
             "attn_v.weight" => Some("self_attn.v_proj.weight"),
@@ -113,7 +134,7 @@ impl Family {
     pub fn hf_norm_offset(self) -> f32 {
         match self {
             Family::Gemma3 => 1.0,
-            Family::Llama | Family::Qwen2 | Family::Qwen3 => 0.0,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => 0.0,
         }
     }
 }
@@ -160,6 +181,7 @@ impl Base {
             tied_embeddings: self.tied_embeddings,
             embed_scale: 1.0,
             final_softcap: None,
+            long_rope: None,
             layers: vec![LayerSpec::llama(rope, self.head_dim); self.n_layers],
         })
     }
@@ -256,6 +278,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         Family::Qwen2 => qwen2::adapt_gguf(&keys, &mut config)?,
         Family::Qwen3 => qwen3::adapt_gguf(&keys, &mut config)?,
         Family::Gemma3 => gemma3::adapt_gguf(&keys, &mut config)?,
+        Family::Phi3 => phi3::adapt_gguf(&keys, &mut config)?,
     }
     Ok(config)
 }
@@ -334,6 +357,7 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
         Family::Qwen2 => qwen2::adapt_hf(&keys, &mut config)?,
         Family::Qwen3 => qwen3::adapt_hf(&keys, &mut config)?,
         Family::Gemma3 => gemma3::adapt_hf(&keys, &mut config)?,
+        Family::Phi3 => phi3::adapt_hf(&keys, &mut config)?,
     }
     Ok(config)
 }
