@@ -9,6 +9,7 @@ use glim::formats::mlc::{
     MlcFolder, ResidentShards, ShardStore, TensorCache, INDEX_FILE, LEGACY_INDEX_FILE,
 };
 use glim::generate::{GenerationParams, Session};
+use glim::model::arch::Family;
 use glim::model::graph::{LoadOptions, ModelLoader};
 use glim::model::loader::{self, ModelFile, OpenedModel};
 use glim::model::mlc::{mlc_text, MlcModel, MlcQuant};
@@ -487,4 +488,158 @@ fn an_inexpressible_template_gets_chatml_and_a_warning() {
     assert_eq!(chat["conv_template"]["name"], "chatml");
     assert_eq!(chat["conv_template"]["stop_str"][0], "<|im_end|>");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Writes `gguf` (a `family` model) as a q4f16 folder in MLC's own names for the family
+/// (`names`: some that MLC-LLM's `python/mlc_llm/model/<arch>/` modules give): the folder
+/// reads back as the same spec and holds exactly what glim packs from the GGUF. Returns the
+/// folder.
+fn family_folder(gguf: &Path, family: Family, names: &[&str]) -> PathBuf {
+    let opened = loader::open(gguf).unwrap();
+    assert_eq!(opened.config.family, family);
+    let dir = scratch_dir(family.gguf_name());
+    let report = write_folder(&opened, MlcQuant::Q4F16, &dir, &mut |_, _| {}).unwrap();
+    eprintln!("{family:?} q4f16 folder: {report:?}");
+    let folder = loader::open(&dir).unwrap();
+    assert_eq!(
+        folder.config, opened.config,
+        "{family:?}: the folder's spec differs"
+    );
+    let (from_gguf, from_folder) = (opened.weights(), folder.weights());
+    for param in ModelParams::new(&opened.config).in_mlc_order() {
+        match param.shape {
+            Shape::Matrix { .. } => {
+                let want = weights::packed_matrix(&*from_gguf, param, WeightFormat::Q4F16).unwrap();
+                let got =
+                    weights::packed_matrix(&*from_folder, param, WeightFormat::Q4F16).unwrap();
+                assert!(want == got, "{family:?}: {} differs", param.name);
+            }
+            Shape::Vector(_) => assert_eq!(
+                weights::vector(&*from_gguf, param, true).unwrap(),
+                weights::vector(&*from_folder, param, true).unwrap(),
+                "{family:?}: {}",
+                param.name
+            ),
+        }
+    }
+    let index = MlcFolder::open(&dir).unwrap().index;
+    for name in names {
+        assert!(
+            index.get(name).is_some(),
+            "{family:?}: no {name} in the folder"
+        );
+    }
+    dir
+}
+
+#[test]
+fn qwen2_qwen3_and_phi3_folders_in_mlc_names() {
+    for (family, names) in [
+        (
+            Family::Qwen2,
+            &[
+                "model.layers.0.self_attn.c_attn.q_weight",
+                "model.layers.0.self_attn.c_attn.bias",
+            ][..],
+        ),
+        (
+            Family::Qwen3,
+            &[
+                "model.layers.0.self_attn.c_attn.q_weight",
+                "model.layers.0.self_attn.q_norm.weight",
+            ][..],
+        ),
+        (
+            Family::Phi3,
+            &[
+                "transformer.embd.q_weight",
+                "transformer.h.0.ln.weight",
+                "transformer.h.0.mixer.qkv_proj.q_weight",
+                "transformer.h.0.mixer.out_proj.q_scale",
+                "transformer.h.29.post_attention_layernorm.weight",
+                "transformer.norm.weight",
+            ][..],
+        ),
+    ] {
+        let Some(model) = glim_tests::derived_model(family) else {
+            return;
+        };
+        let dir = family_folder(&model.0, family, names);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Gemma 3 270M's folder: Q, K and V apart under `language_model.model.`, norms as `w + 1`
+/// (as MLC's loader adds 1), the text config nested; and streamed as the browser streams it
+/// (a fused parameter gathered from its parts' shards), the same answer as from disk.
+#[test]
+fn gemma3_folder_in_mlc_names_streams() {
+    let Some(gguf) = glim_tests::gemma_q4_k_m() else {
+        return;
+    };
+    let dir = family_folder(
+        &gguf,
+        Family::Gemma3,
+        &[
+            "language_model.model.embed_tokens.q_weight",
+            "language_model.model.layers.0.self_attn.q_proj.q_weight",
+            "language_model.model.layers.0.self_attn.v_proj.q_scale",
+            "language_model.model.layers.0.self_attn.k_norm.weight",
+            "language_model.model.layers.5.pre_feedforward_layernorm.weight",
+            "language_model.model.layers.17.post_feedforward_layernorm.weight",
+            "language_model.model.norm.weight",
+        ],
+    );
+    let chat: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlc-chat-config.json")).unwrap()).unwrap();
+    assert_eq!(chat["model_type"], "gemma3_text");
+    assert_eq!(
+        chat["model_config"]["text_config"]["sliding_window_size"],
+        512
+    );
+    // Gemma's template puts a system message into the first user turn, which no
+    // conv_template can: MLC's own Gemma 3 one, which does the rest as Gemma does.
+    assert_eq!(chat["conv_template"]["name"], "gemma3_instruction");
+    if glim_tests::gpu().is_some() {
+        let prompt = "The capital of France is";
+        assert_eq!(streamed_greedy(&dir, prompt), greedy(&dir, None, prompt));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The greedy answer of the folder at `dir` loaded as the browser loads it: shards handed
+/// over as bytes, two ahead.
+fn streamed_greedy(dir: &Path, prompt: &str) -> String {
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let chat_config: Value = serde_json::from_slice(&read("mlc-chat-config.json")).unwrap();
+    let index = TensorCache::parse(&read(INDEX_FILE), INDEX_FILE).unwrap();
+    let shard_files: Vec<PathBuf> = index
+        .shards
+        .iter()
+        .map(|s| dir.join(&s.data_path))
+        .collect();
+    let mut model = MlcModel::new(ResidentShards::new(index, "test://"), chat_config).unwrap();
+    let (tokenizer, _) = mlc_text(
+        &read("tokenizer.json"),
+        Some(&read("tokenizer_config.json")),
+        &model.chat_config,
+    )
+    .unwrap();
+    let ctx = glim_tests::open_gpu().unwrap();
+    let loader = ModelLoader::new(ctx, model.config.clone(), &options(None)).unwrap();
+    let fetch =
+        |n: usize, _fresh: bool| std::future::ready(Ok(std::fs::read(&shard_files[n]).unwrap()));
+    let mut loaded =
+        pollster::block_on(load_streamed(loader, &mut model, fetch, 2, &mut |_| {})).unwrap();
+    loaded.fit_tokenizer(&tokenizer).unwrap();
+    let mut session = Session::new(loaded, tokenizer);
+    let ids = session.tokenizer.encode(prompt, true).unwrap();
+    let params = GenerationParams {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    session
+        .generate_blocking(&ids, &params, &mut |_| true)
+        .unwrap()
+        .0
 }

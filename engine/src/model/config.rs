@@ -56,6 +56,8 @@ pub struct LongRope {
     pub short: Vec<f32>,
     pub long: Vec<f32>,
     pub original_context: usize,
+    /// What cos and sin are multiplied by (already in the layers' `attn_scale`, squared).
+    pub attention_factor: f32,
 }
 
 impl LongRope {

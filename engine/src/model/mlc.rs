@@ -2,9 +2,12 @@
 //! tensors under glim's names ([`MlcModel`]). Writing a folder is `mlc_writer`; the bytes on
 //! disk are `formats::mlc`'s.
 //!
-//! Names: MLC's Llama names its parameters as Hugging Face does, with fused matrices
-//! (`model.layers.N.self_attn.qkv_proj`, `mlp.gate_up_proj`); a quantized matrix is
-//! `<base>.q_weight` (u32 codes) plus `<base>.q_scale`, an unquantized one `<base>.weight`.
+//! Names: each MLC model names its parameters by its modules' attribute paths ([`mlc_name`]):
+//! Llama as Hugging Face does with fused matrices (`model.layers.N.self_attn.qkv_proj`,
+//! `mlp.gate_up_proj`), Qwen's fused Q/K/V `self_attn.c_attn` (with its bias), Gemma 3's
+//! under `language_model.model.` with Q, K and V apart, Phi-3's `transformer.h.N.mixer.*`.
+//! A quantized matrix is `<base>.q_weight` (u32 codes) plus `<base>.q_scale`, an
+//! unquantized one `<base>.weight`. Gemma's norms are stored as `w + 1`, as in GGUFs.
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
@@ -15,6 +18,7 @@ use serde_json::Value;
 use super::arch::Family;
 use super::config::ModelConfig;
 use super::source::{check_shape, WeightSource};
+use super::weights::Param;
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::formats::mlc::MlcFolder;
@@ -81,32 +85,69 @@ impl MlcQuant {
     }
 }
 
-/// The MLC base name of a glim parameter name, and whether it is a matrix (stored as
-/// `<base>.q_weight` + `<base>.q_scale`, or `<base>.weight`).
-pub fn mlc_name(name: &str) -> Option<(String, bool)> {
-    let fixed = match name {
-        "token_embd.weight" => Some(("model.embed_tokens", true)),
-        "output.weight" => Some(("lm_head", true)),
-        "output_norm.weight" => Some(("model.norm.weight", false)),
-        _ => None,
+/// The MLC base name of a glim parameter name in `family`'s MLC model, and whether it is a
+/// matrix (stored as `<base>.q_weight` + `<base>.q_scale`, or `<base>.weight`); `None` for
+/// a fused parameter MLC stores as its parts (Gemma 3's Q, K and V), or a name MLC's model
+/// of the family has no parameter for. Checked against MLC-LLM's
+/// `python/mlc_llm/model/<arch>/` modules: their attribute paths are the names.
+pub fn mlc_name(family: Family, name: &str) -> Option<(String, bool)> {
+    // Where each family's modules keep the model, its embedding and its layers.
+    let (model, embed, layers) = match family {
+        Family::Gemma3 => (
+            "language_model.model.",
+            "embed_tokens",
+            "language_model.model.layers",
+        ),
+        Family::Phi3 => ("transformer.", "embd", "transformer.h"),
+        Family::Llama | Family::Qwen2 | Family::Qwen3 => ("model.", "embed_tokens", "model.layers"),
     };
-    if let Some((n, m)) = fixed {
-        return Some((n.to_string(), m));
+    match name {
+        "token_embd.weight" => return Some((format!("{model}{embed}"), true)),
+        "output.weight" => return Some(("lm_head".into(), true)),
+        "output_norm.weight" => return Some((format!("{model}norm.weight"), false)),
+        _ => {}
     }
     let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
-    let (mlc, matrix) = match part {
-        "attn_qkv.weight" => ("self_attn.qkv_proj", true),
-        "attn_output.weight" => ("self_attn.o_proj", true),
-        "ffn_gate_up.weight" => ("mlp.gate_up_proj", true),
-        "ffn_down.weight" => ("mlp.down_proj", true),
-        "attn_norm.weight" => ("input_layernorm.weight", false),
-        "ffn_norm.weight" => ("post_attention_layernorm.weight", false),
-        _ => return None,
+    let own = match family {
+        Family::Llama => match part {
+            "attn_qkv.weight" => Some(("self_attn.qkv_proj", true)),
+            _ => None,
+        },
+        Family::Qwen2 | Family::Qwen3 => match part {
+            "attn_qkv.weight" => Some(("self_attn.c_attn", true)),
+            "attn_qkv.bias" => Some(("self_attn.c_attn.bias", false)),
+            _ => None,
+        },
+        Family::Gemma3 => match part {
+            "attn_q.weight" => Some(("self_attn.q_proj", true)),
+            "attn_k.weight" => Some(("self_attn.k_proj", true)),
+            "attn_v.weight" => Some(("self_attn.v_proj", true)),
+            "ffn_norm.weight" => Some(("pre_feedforward_layernorm.weight", false)),
+            "post_attention_norm.weight" => Some(("post_attention_layernorm.weight", false)),
+            "post_ffw_norm.weight" => Some(("post_feedforward_layernorm.weight", false)),
+            _ => None,
+        },
+        Family::Phi3 => match part {
+            "attn_norm.weight" => Some(("ln.weight", false)),
+            "attn_qkv.weight" => Some(("mixer.qkv_proj", true)),
+            "attn_output.weight" => Some(("mixer.out_proj", true)),
+            _ => None,
+        },
     };
-    Some((format!("model.layers.{layer}.{mlc}"), matrix))
+    let (mlc, matrix) = own.or(match part {
+        "attn_output.weight" => Some(("self_attn.o_proj", true)),
+        "ffn_gate_up.weight" => Some(("mlp.gate_up_proj", true)),
+        "ffn_down.weight" => Some(("mlp.down_proj", true)),
+        "attn_norm.weight" => Some(("input_layernorm.weight", false)),
+        "ffn_norm.weight" => Some(("post_attention_layernorm.weight", false)),
+        "attn_q_norm.weight" => Some(("self_attn.q_norm.weight", false)),
+        "attn_k_norm.weight" => Some(("self_attn.k_norm.weight", false)),
+        _ => None,
+    })?;
+    Some((format!("{layers}.{layer}.{mlc}"), matrix))
 }
 
-/// Reads the Llama-family config of an `mlc-chat-config.json`, and its quantization.
+/// Reads the model config of an `mlc-chat-config.json`, and its quantization.
 pub fn config_from_chat_config(chat: &Value) -> Result<(ModelConfig, MlcQuant)> {
     let quant = chat
         .get("quantization")
@@ -120,34 +161,50 @@ pub fn config_from_chat_config(chat: &Value) -> Result<(ModelConfig, MlcQuant)> 
             Error::Invalid("mlc-chat-config.json has no `model_config` object".into())
         })?;
     // MLC's model_config is Hugging Face's config.json with a few keys renamed: map it back
-    // and let one reader check it.
+    // and let one reader check it. Gemma 3's keeps the text model's keys in `text_config`,
+    // the keys MLC does not know in its `kwargs`.
+    let mut model_type = chat.get("model_type").cloned().unwrap_or(Value::Null);
     let mut hf = model.clone();
-    let model_type = chat.get("model_type").cloned().unwrap_or(Value::Null);
-    hf.insert("model_type".into(), model_type);
-    if let Some(base) = model.get("position_embedding_base") {
-        hf.insert("rope_theta".into(), base.clone());
-    }
-    let window = model
-        .get("context_window_size")
-        .or_else(|| chat.get("context_window_size"));
-    if let Some(w) = window {
-        hf.insert("max_position_embeddings".into(), w.clone());
-    }
-    if let Some(sliding) = chat.get("sliding_window_size").and_then(Value::as_i64) {
-        if sliding > 0 {
-            hf.insert("sliding_window".into(), sliding.into());
+    if let Some(text) = model.get("text_config").and_then(Value::as_object) {
+        hf = text.clone();
+        if let Some(Value::Object(kwargs)) = hf.remove("kwargs") {
+            for (k, v) in kwargs {
+                hf.entry(k).or_insert(v);
+            }
         }
+        if let Some(vocab) = model.get("vocab_size") {
+            hf.insert("vocab_size".into(), vocab.clone());
+        }
+        if model_type == "gemma3" {
+            model_type = "gemma3_text".into();
+        }
+    }
+    hf.insert("model_type".into(), model_type);
+    // MLC's Gemma 3 has `rope_scaling: 0` for none.
+    if hf.get("rope_scaling").is_some_and(|s| !s.is_object()) {
+        hf.remove("rope_scaling");
+    }
+    if let Some(base) = hf.get("position_embedding_base").cloned() {
+        hf.insert("rope_theta".into(), base);
+    }
+    let window = hf
+        .get("context_window_size")
+        .or_else(|| chat.get("context_window_size"))
+        .cloned();
+    if let Some(w) = window {
+        hf.insert("max_position_embeddings".into(), w);
+    }
+    let sliding = hf
+        .get("sliding_window_size")
+        .or_else(|| chat.get("sliding_window_size"))
+        .and_then(Value::as_i64);
+    if let Some(sliding) = sliding.filter(|&s| s > 0) {
+        hf.insert("sliding_window".into(), sliding.into());
     }
     let config = ModelConfig::from_hf_json(&Value::Object(hf)).map_err(|e| match e {
         Error::Invalid(m) => Error::Invalid(m.replace("config.json", "mlc-chat-config.json")),
         other => other,
     })?;
-    if config.family != Family::Llama {
-        return Err(Error::Unsupported(format!(
-            "MLC folders of {:?} models (glim reads Llama-family MLC folders so far; run the model's GGUF or Hugging Face folder)",
-            config.family
-        )));
-    }
     Ok((config, quant))
 }
 
@@ -289,10 +346,10 @@ impl<S: ShardStore> MlcModel<S> {
         })
     }
 
-    /// The stored tensors glim's parameter `name` is made from: a packed matrix's codes
-    /// and scales, an unquantized matrix or a vector.
-    pub fn stored_tensors(&self, name: &str) -> Vec<String> {
-        let Some((base, matrix)) = mlc_name(name) else {
+    /// The stored tensors glim's parameter `name` is: a packed matrix's codes and scales,
+    /// an unquantized matrix or a vector; none when MLC stores it only as parts.
+    fn stored_as(&self, name: &str) -> Vec<String> {
+        let Some((base, matrix)) = mlc_name(self.config.family, name) else {
             return Vec::new();
         };
         match (matrix, self.quant.packed_format()) {
@@ -302,10 +359,24 @@ impl<S: ShardStore> MlcModel<S> {
         }
     }
 
-    /// The shards glim's parameter `name` is read from, in order.
-    pub fn shards_of(&self, name: &str) -> Vec<usize> {
+    /// The stored tensors glim's parameter is made from: its own, or its parts' where MLC
+    /// stores them apart (Gemma 3's Q, K and V).
+    pub fn stored_tensors(&self, param: &Param) -> Vec<String> {
+        let own = self.stored_as(&param.name);
+        if !own.is_empty() {
+            return own;
+        }
+        param
+            .parts
+            .iter()
+            .flat_map(|p| self.stored_as(&p.name))
+            .collect()
+    }
+
+    /// The shards glim's parameter is read from, in order.
+    pub fn shards_of(&self, param: &Param) -> Vec<usize> {
         let mut shards: Vec<usize> = self
-            .stored_tensors(name)
+            .stored_tensors(param)
             .iter()
             .filter_map(|t| self.shards.index().get(t).map(|r| r.shard))
             .collect();
@@ -333,14 +404,14 @@ impl<S: ShardStore> MlcModel<S> {
 
 impl<S: ShardStore> WeightSource for MlcModel<S> {
     fn has(&self, name: &str) -> bool {
-        self.stored_tensors(name)
+        self.stored_as(name)
             .first()
             .is_some_and(|stored| self.shards.index().get(stored).is_some())
     }
 
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let stored = self
-            .stored_tensors(name)
+            .stored_as(name)
             .into_iter()
             .next()
             .ok_or_else(|| Error::Invalid(format!("MLC folders have no tensor for {name}")))?;
@@ -355,8 +426,10 @@ impl<S: ShardStore> WeightSource for MlcModel<S> {
     }
 
     fn packed(&self, name: &str, rows: usize, cols: usize) -> Result<Option<PackedWeight>> {
-        let (Some(format), Some((base, true))) = (self.quant.packed_format(), mlc_name(name))
-        else {
+        let (Some(format), Some((base, true))) = (
+            self.quant.packed_format(),
+            mlc_name(self.config.family, name),
+        ) else {
             return Ok(None);
         };
         let codes_name = format!("{base}.q_weight");
@@ -435,6 +508,81 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("a.q_weight"), "{err}");
+    }
+
+    /// `mlc-chat-config.json`s in the shapes MLC-LLM's config classes write them (their
+    /// dataclass fields, HF keys it does not know kept in `kwargs`).
+    #[test]
+    fn chat_configs_of_each_family() {
+        let read = |v: Value| config_from_chat_config(&v).unwrap().0;
+        let qwen2 = read(serde_json::json!({
+            "model_type": "qwen2", "quantization": "q4f16_1",
+            "model_config": { "hidden_act": "silu", "hidden_size": 896, "intermediate_size": 4864,
+                "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000, "vocab_size": 151936,
+                "tie_word_embeddings": true, "context_window_size": 32768,
+                "prefill_chunk_size": 2048, "tensor_parallel_shards": 1, "head_dim": 64,
+                "dtype": "float32", "max_batch_size": 80 }
+        }));
+        assert_eq!(qwen2.family, Family::Qwen2);
+        assert!(qwen2.layers[0].qkv_bias && qwen2.tied_embeddings);
+        assert_eq!(
+            (qwen2.layers[0].rope.base, qwen2.context_length),
+            (1e6, 32768)
+        );
+
+        // Gemma 3 nests the text model; `rope_scaling: 0` is none.
+        let gemma = read(serde_json::json!({
+            "model_type": "gemma3_text", "quantization": "q4f16_1",
+            "model_config": {
+                "text_config": { "hidden_size": 640, "intermediate_size": 2048,
+                    "num_hidden_layers": 18, "attention_bias": false, "num_attention_heads": 4,
+                    "num_key_value_heads": 1, "head_dim": 256, "rms_norm_eps": 1e-6,
+                    "hidden_activation": "gelu_pytorch_tanh", "position_embedding_base": 1000000,
+                    "rope_scaling": 0, "context_window_size": 8192, "prefill_chunk_size": 8192,
+                    "query_pre_attn_scalar": 256, "sliding_window_size": 512,
+                    "kwargs": { "rope_local_base_freq": 10000.0, "model_type": "gemma3_text",
+                        "max_position_embeddings": 32768 } },
+                "vocab_size": 262144, "tensor_parallel_shards": 1, "max_batch_size": 1,
+                "context_window_size": 8192, "sliding_window_size": 512,
+                "prefill_chunk_size": 8192, "is_text_model": true },
+            "sliding_window_size": 512,
+        }));
+        assert_eq!(gemma.family, Family::Gemma3);
+        assert_eq!(
+            (gemma.vocab_size, gemma.head_dim, gemma.context_length),
+            (262144, 256, 8192)
+        );
+        let windows: Vec<Option<usize>> = gemma.layers.iter().map(|l| l.window).collect();
+        assert_eq!(
+            windows[..6],
+            [Some(512), Some(512), Some(512), Some(512), Some(512), None]
+        );
+        assert_eq!(gemma.layers[0].rope.base, 10_000.0);
+        assert_eq!(gemma.layers[5].rope.base, 1e6);
+        assert!(gemma.tied_embeddings);
+
+        // Phi-3.5's LongRoPE: the attention factor from the trained length MLC copies into
+        // `rope_scaling`, not from the (shorter) context the folder runs at.
+        let pairs = 48;
+        let phi3 = read(serde_json::json!({
+            "model_type": "phi3", "quantization": "q4f16_1",
+            "model_config": { "model_type": "phi3", "hidden_size": 3072, "vocab_size": 32064,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "intermediate_size": 8192,
+                "rms_norm_eps": 1e-5, "num_key_value_heads": 32,
+                "max_position_embeddings": 131072, "position_embedding_base": 10000.0,
+                "rope_scaling": { "type": "longrope", "rope_type": "longrope",
+                    "short_factor": vec![1.0; pairs], "long_factor": vec![2.0; pairs],
+                    "max_position_embeddings": 131072, "original_max_position_embeddings": 4096 },
+                "original_max_position_embeddings": 4096, "context_window_size": 4096,
+                "head_dim": 96, "tie_word_embeddings": false, "partial_rotary_factor": 1.0 }
+        }));
+        let long_rope = phi3.long_rope.as_ref().unwrap();
+        assert_eq!(phi3.context_length, 4096);
+        assert_eq!(long_rope.factors(phi3.context_length), &[1.0; 48]);
+        let factor = (1.0 + (32f64).ln() / (4096f64).ln()).sqrt() as f32;
+        assert_eq!(long_rope.attention_factor, factor);
+        assert!((phi3.layers[0].attn_scale - factor * factor / 96f32.sqrt()).abs() < 1e-6);
     }
 
     #[test]

@@ -8,10 +8,11 @@ use half::f16;
 use serde_json::{json, Value};
 
 use super::arch::Family;
-use super::config::RopeScaling;
+use super::config::{ModelConfig, RopeScaling};
 use super::loader::OpenedModel;
 use super::mlc::{mlc_name, MlcQuant};
-use super::weights::{self, ModelParams, Shape};
+use super::source::WeightSource;
+use super::weights::{self, ModelParams, Param, Shape};
 use crate::error::{Error, Result};
 use crate::formats::mlc::TensorCacheWriter;
 use crate::quant::{QuantOptions, ScaleType};
@@ -27,6 +28,160 @@ pub struct WriteReport {
     pub warnings: Vec<String>,
 }
 
+/// A RoPE scaling as `config.json`'s `rope_scaling` says it.
+fn rope_scaling_json(scaling: Option<RopeScaling>) -> Value {
+    match scaling {
+        None => Value::Null,
+        Some(RopeScaling::Llama3(s)) => json!({
+            "rope_type": "llama3",
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_context,
+        }),
+        Some(RopeScaling::Linear(factor)) => json!({"rope_type": "linear", "factor": factor}),
+    }
+}
+
+/// The `model_type` and `model_config` of `c` in the keys of MLC-LLM's config class for
+/// its family (`python/mlc_llm/model/<arch>/<arch>_model.py`), which is how glim reads
+/// them back ([`super::mlc::config_from_chat_config`]).
+fn model_config_json(
+    c: &ModelConfig,
+    context: usize,
+    prefill_chunk: usize,
+) -> (&'static str, Value) {
+    let global = c
+        .layers
+        .iter()
+        .find(|l| l.window.is_none())
+        .unwrap_or(&c.layers[0]);
+    let mut shared = json!({
+        "hidden_size": c.dim,
+        "intermediate_size": c.ffn_dim,
+        "num_attention_heads": c.n_heads,
+        "num_hidden_layers": c.n_layers,
+        "num_key_value_heads": c.n_kv_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_eps,
+        "context_window_size": context,
+        "prefill_chunk_size": prefill_chunk,
+        "tensor_parallel_shards": 1,
+        "max_batch_size": 1,
+    });
+    let (model_type, own) = match c.family {
+        Family::Llama => (
+            "llama",
+            json!({
+                "vocab_size": c.vocab_size,
+                "tie_word_embeddings": c.tied_embeddings,
+                "position_embedding_base": global.rope.base,
+                "rope_scaling": rope_scaling_json(global.rope.scaling),
+                "pipeline_parallel_stages": 1,
+            }),
+        ),
+        Family::Qwen2 | Family::Qwen3 => (
+            if c.family == Family::Qwen2 {
+                "qwen2"
+            } else {
+                "qwen3"
+            },
+            json!({
+                "hidden_act": "silu",
+                "vocab_size": c.vocab_size,
+                "tie_word_embeddings": c.tied_embeddings,
+                "rope_theta": global.rope.base,
+                "attention_bias": global.qkv_bias,
+            }),
+        ),
+        Family::Phi3 => {
+            let rope_scaling = c.long_rope.as_ref().map(|l| {
+                json!({
+                    "type": "longrope",
+                    "rope_type": "longrope",
+                    "short_factor": l.short,
+                    "long_factor": l.long,
+                    "attention_factor": l.attention_factor,
+                    "max_position_embeddings": c.context_length,
+                    "original_max_position_embeddings": l.original_context,
+                })
+            });
+            (
+                "phi3",
+                json!({
+                    "model_type": "phi3",
+                    "vocab_size": c.vocab_size,
+                    "tie_word_embeddings": c.tied_embeddings,
+                    "position_embedding_base": global.rope.base,
+                    "max_position_embeddings": c.context_length,
+                    "rope_scaling": rope_scaling,
+                    "original_max_position_embeddings": c
+                        .long_rope
+                        .as_ref()
+                        .map_or(c.context_length, |l| l.original_context),
+                    "partial_rotary_factor": 1.0,
+                }),
+            )
+        }
+        Family::Gemma3 => {
+            let local = c.layers.iter().find(|l| l.window.is_some());
+            let window = local.and_then(|l| l.window).unwrap_or(0);
+            let layer_types: Vec<&str> = c
+                .layers
+                .iter()
+                .map(|l| match l.window {
+                    Some(_) => "sliding_attention",
+                    None => "full_attention",
+                })
+                .collect();
+            let mut text = shared.clone();
+            let query = 1.0 / (global.attn_scale * global.attn_scale);
+            for (k, v) in json!({
+                "attention_bias": false,
+                "hidden_activation": "gelu_pytorch_tanh",
+                "position_embedding_base": global.rope.base,
+                "rope_scaling": match global.rope.scaling {
+                    None => json!(0),
+                    scaling => rope_scaling_json(scaling),
+                },
+                "query_pre_attn_scalar": query.round(),
+                "sliding_window_size": window,
+                "kwargs": {
+                    "rope_local_base_freq": local.map_or(10_000.0, |l| l.rope.base),
+                    "layer_types": layer_types,
+                    "attn_logit_softcapping": global.attn_softcap,
+                    "final_logit_softcapping": c.final_softcap,
+                },
+            })
+            .as_object()
+            .into_iter()
+            .flatten()
+            {
+                text[k] = v.clone();
+            }
+            shared = json!({
+                "context_window_size": context,
+                "prefill_chunk_size": prefill_chunk,
+                "tensor_parallel_shards": 1,
+                "max_batch_size": 1,
+            });
+            (
+                "gemma3_text",
+                json!({
+                    "text_config": text,
+                    "vocab_size": c.vocab_size,
+                    "sliding_window_size": window,
+                    "is_text_model": true,
+                }),
+            )
+        }
+    };
+    for (k, v) in own.as_object().into_iter().flatten() {
+        shared[k] = v.clone();
+    }
+    (model_type, shared)
+}
+
 /// The `mlc-chat-config.json` glim writes.
 fn chat_config_json(
     src: &OpenedModel,
@@ -37,18 +192,12 @@ fn chat_config_json(
     let c = &src.config;
     let context = c.context_length;
     let prefill_chunk = context.min(8192);
-    // `write_folder` writes Llama-family models, whose layers share one RoPE.
-    let rope = c.layers[0].rope;
-    let rope_scaling = rope.scaling.map(|s| match s {
-        RopeScaling::Llama3(s) => json!({
-            "rope_type": "llama3",
-            "factor": s.factor,
-            "low_freq_factor": s.low_freq_factor,
-            "high_freq_factor": s.high_freq_factor,
-            "original_max_position_embeddings": s.original_context,
-        }),
-        RopeScaling::Linear(factor) => json!({"rope_type": "linear", "factor": factor}),
-    });
+    let (model_type, model_config) = model_config_json(c, context, prefill_chunk);
+    let sliding_window = c
+        .layers
+        .iter()
+        .find_map(|l| l.window)
+        .map_or(-1, |w| w as i64);
     // How token texts map to bytes, in the terms of MLC's tokenizer_info.
     let parsed: Value = serde_json::from_str(tokenizer_json).unwrap_or(Value::Null);
     let decoder = parsed
@@ -64,29 +213,12 @@ fn chat_config_json(
     let eos: Vec<u32> = t.end_of_generation().to_vec();
     json!({
         "version": "0.1.0",
-        "model_type": "llama",
+        "model_type": model_type,
         "quantization": quant.name(),
-        "model_config": {
-            "hidden_size": c.dim,
-            "intermediate_size": c.ffn_dim,
-            "num_attention_heads": c.n_heads,
-            "num_hidden_layers": c.n_layers,
-            "rms_norm_eps": c.rms_eps,
-            "vocab_size": c.vocab_size,
-            "tie_word_embeddings": c.tied_embeddings,
-            "position_embedding_base": rope.base,
-            "rope_scaling": rope_scaling,
-            "context_window_size": context,
-            "prefill_chunk_size": prefill_chunk,
-            "num_key_value_heads": c.n_kv_heads,
-            "head_dim": c.head_dim,
-            "tensor_parallel_shards": 1,
-            "pipeline_parallel_stages": 1,
-            "max_batch_size": 1,
-        },
+        "model_config": model_config,
         "vocab_size": c.vocab_size,
         "context_window_size": context,
-        "sliding_window_size": -1,
+        "sliding_window_size": sliding_window,
         "prefill_chunk_size": prefill_chunk,
         "attention_sink_size": -1,
         "tensor_parallel_shards": 1,
@@ -109,19 +241,35 @@ fn chat_config_json(
     })
 }
 
-/// MLC's own `chatml` conversation template, for models whose chat template no
-/// conv_template can express.
-fn chatml_conv_template(stop_token_ids: Vec<u32>) -> Result<ConvTemplate> {
-    let mut conv = ConvTemplate::from_json(&json!({
-        "name": "chatml",
-        "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-        "system_message": "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
-        "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
-        "seps": ["<|im_end|>\n"],
-        "role_content_sep": "\n",
-        "role_empty_sep": "\n",
-        "stop_str": ["<|im_end|>"],
-    }))?;
+/// MLC's own conversation template for `family`, for models whose chat template no
+/// conv_template can express: `gemma3_instruction` for Gemma 3 (which MLC's runtime writes
+/// a system message before the first turn with, where Gemma's template puts it inside the
+/// first user turn), else `chatml`.
+fn fallback_conv_template(family: Family, stop_token_ids: Vec<u32>) -> Result<ConvTemplate> {
+    let json = match family {
+        Family::Gemma3 => json!({
+            "name": "gemma3_instruction",
+            "system_template": "{system_message}",
+            "system_message": "",
+            "roles": { "user": "<start_of_turn>user", "assistant": "<start_of_turn>model" },
+            "seps": ["<end_of_turn>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": ["<end_of_turn>"],
+            "system_prefix_token_ids": [2],
+        }),
+        _ => json!({
+            "name": "chatml",
+            "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
+            "system_message": "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
+            "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
+            "seps": ["<|im_end|>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": ["<|im_end|>"],
+        }),
+    };
+    let mut conv = ConvTemplate::from_json(&json)?;
     conv.stop_token_ids = stop_token_ids;
     Ok(conv)
 }
@@ -149,12 +297,6 @@ pub fn write_folder(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WriteReport> {
-    if src.config.family != Family::Llama {
-        return Err(Error::Unsupported(format!(
-            "glim quantize writes MLC folders of Llama-family models only so far, not {:?}",
-            src.config.family
-        )));
-    }
     if src.weights().has("rope_freqs.weight") {
         return Err(Error::Unsupported(
             "this GGUF carries Llama 3 frequency scaling as a rope_freqs tensor, which MLC folders cannot hold; quantize the Hugging Face checkpoint instead".into(),
@@ -218,6 +360,51 @@ fn add_dense(
     }
 }
 
+/// Writes `param` from `source` as MLC's tensors named `base`.
+fn write_param(
+    writer: &mut TensorCacheWriter,
+    source: &dyn WeightSource,
+    param: &Param,
+    base: &str,
+    quant: MlcQuant,
+    options: QuantOptions,
+) -> Result<()> {
+    match param.shape {
+        Shape::Matrix { rows, cols } => match quant.packed_format() {
+            Some(format) => {
+                let packed = weights::packed_matrix_with(source, param, format, options)?;
+                let (words, groups) = (
+                    format.code_words_per_row(cols),
+                    format.scale_halves_per_row(cols),
+                );
+                writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
+                let scale_name = format!("{base}.q_scale");
+                let scales: Vec<f16> = packed.scales.iter().map(|&b| f16::from_bits(b)).collect();
+                if quant.f32_model() {
+                    let scales: Vec<f32> = scales.iter().map(|s| s.to_f32()).collect();
+                    writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)
+                } else {
+                    writer.add_f16(&scale_name, &[rows, groups], &scales)
+                }
+            }
+            None => {
+                let values = weights::dense_matrix(source, param)?;
+                add_dense(
+                    writer,
+                    quant,
+                    &format!("{base}.weight"),
+                    &[rows, cols],
+                    &values,
+                )
+            }
+        },
+        Shape::Vector(len) => {
+            let values = weights::vector(source, param, true)?;
+            add_dense(writer, quant, base, &[len], &values)
+        }
+    }
+}
+
 fn write_contents(
     src: &OpenedModel,
     quant: MlcQuant,
@@ -237,42 +424,20 @@ fn write_contents(
             Shape::Matrix { rows, cols } => rows * cols,
             Shape::Vector(len) => len,
         } as u64;
-        let (base, _) = mlc_name(&param.name)
-            .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", param.name)))?;
-        match param.shape {
-            Shape::Matrix { rows, cols } => match quant.packed_format() {
-                Some(format) => {
-                    let packed = weights::packed_matrix_with(&*source, param, format, options)?;
-                    let (words, groups) = (
-                        format.code_words_per_row(cols),
-                        format.scale_halves_per_row(cols),
-                    );
-                    writer.add_u32(&format!("{base}.q_weight"), &[rows, words], &packed.codes)?;
-                    let scale_name = format!("{base}.q_scale");
-                    let scales: Vec<f16> =
-                        packed.scales.iter().map(|&b| f16::from_bits(b)).collect();
-                    if quant.f32_model() {
-                        let scales: Vec<f32> = scales.iter().map(|s| s.to_f32()).collect();
-                        writer.add_f32_as_bf16(&scale_name, &[rows, groups], &scales)?;
-                    } else {
-                        writer.add_f16(&scale_name, &[rows, groups], &scales)?;
-                    }
-                }
-                None => {
-                    let values = weights::dense_matrix(&*source, param)?;
-                    add_dense(
-                        &mut writer,
-                        quant,
-                        &format!("{base}.weight"),
-                        &[rows, cols],
-                        &values,
-                    )?;
-                }
-            },
-            Shape::Vector(len) => {
-                let values = weights::vector(&*source, param, true)?;
-                add_dense(&mut writer, quant, &base, &[len], &values)?;
-            }
+        // A fused parameter MLC stores as its parts (Gemma 3's Q, K and V) is written part
+        // by part; MLC's group quantization is per row, so the bytes are the same.
+        let family = src.config.family;
+        let pieces: Vec<&Param> = match mlc_name(family, &param.name) {
+            Some(_) => vec![param],
+            None => param.parts.iter().collect(),
+        };
+        if pieces.is_empty() {
+            return Err(Error::Invalid(format!("no MLC name for {}", param.name)));
+        }
+        for piece in pieces {
+            let (base, _) = mlc_name(family, &piece.name)
+                .ok_or_else(|| Error::Invalid(format!("no MLC name for {}", piece.name)))?;
+            write_param(&mut writer, &*source, piece, &base, quant, options)?;
         }
         progress(i + 1, all.len());
     }
@@ -283,10 +448,12 @@ fn write_contents(
     let conv = match ConvTemplate::derive(&src.template, "glim", stops.clone()) {
         Ok(conv) => conv,
         Err(e) => {
+            let conv = fallback_conv_template(src.config.family, stops)?;
             warnings.push(format!(
-                "{e}; mlc-chat-config.json gets a ChatML conv_template, and MLC's own runtime will format chats differently from glim (which reads the Jinja template in tokenizer_config.json)"
+                "{e}; mlc-chat-config.json gets MLC's {} conv_template, and MLC's own runtime will format some chats differently from glim (which reads the Jinja template in tokenizer_config.json)",
+                conv.name.as_deref().unwrap_or("")
             ));
-            chatml_conv_template(stops)?
+            conv
         }
     };
     let (tokenizer_json, tokenizer_config) = src.tokenizer.to_hf_files()?;

@@ -45,12 +45,12 @@ where
 {
     let mut waiting = Vec::new();
     for param in loader.params() {
-        let shards = model.shards_of(&param.name);
+        let shards = model.shards_of(&param);
         if shards.is_empty() {
             return Err(Error::Invalid(format!(
                 "the shard index has no tensor for {} (looked for {})",
                 param.name,
-                model.stored_tensors(&param.name).join(", ")
+                model.stored_tensors(&param).join(", ")
             )));
         }
         waiting.push((param, shards));

@@ -261,20 +261,23 @@ pub fn packed_matrix_with(
 ) -> Result<PackedWeight> {
     let (rows, cols) = matrix_shape(param)?;
     let stored = if source.packed_only() {
-        source.packed(&param.name, rows, cols)?
+        stored_matrix(source, param)?
     } else {
         None
     };
-    if let Some(packed) = stored {
-        if packed.format != format {
+    if let Some(mut parts) = stored {
+        if let Some(other) = parts.iter().find(|p| p.format != format) {
             return Err(Error::Unsupported(format!(
                 "{} is packed as {}; glim does not re-quantize packed weights to {} (quantize the original model instead)",
                 param.name,
-                packed.format.name(),
+                other.format.name(),
                 format.name()
             )));
         }
-        return Ok(packed);
+        return match parts.len() {
+            1 => Ok(parts.remove(0)),
+            _ => PackedWeight::stack(&parts),
+        };
     }
     let values = dense_matrix(source, param)?;
     PackedWeight::quantize_with(format, &values, rows, cols, options)

@@ -15,9 +15,10 @@ const SHORT: &str = "rope_factors_short.weight";
 const LONG: &str = "rope_factors_long.weight";
 
 /// Scores scale by the square of the factor that scales cos and sin (both Q and K rotate).
-fn set(config: &mut ModelConfig, long_rope: LongRope, attention_factor: f32) {
+fn set(config: &mut ModelConfig, long_rope: LongRope) {
+    let factor = long_rope.attention_factor;
     for layer in &mut config.layers {
-        layer.attn_scale *= attention_factor * attention_factor;
+        layer.attn_scale *= factor * factor;
     }
     config.long_rope = Some(long_rope);
 }
@@ -43,9 +44,9 @@ pub(super) fn adapt_gguf(keys: &GgufKeys, config: &mut ModelConfig) -> Result<()
         original_context: keys
             .opt_usize("rope.scaling.original_context_length")
             .unwrap_or(config.context_length),
+        attention_factor: keys.opt_f32("rope.scaling.attn_factor").unwrap_or(1.0),
     };
-    let factor = keys.opt_f32("rope.scaling.attn_factor").unwrap_or(1.0);
-    set(config, long_rope, factor);
+    set(config, long_rope);
     Ok(())
 }
 
@@ -80,15 +81,22 @@ pub(super) fn adapt_hf(keys: &HfKeys, config: &mut ModelConfig) -> Result<()> {
     let original = keys
         .opt_usize("original_max_position_embeddings")
         .unwrap_or(config.context_length);
-    let factor = match scaling.get("attention_factor").and_then(Value::as_f64) {
+    // MLC's chat config repeats the trained length here; its `max_position_embeddings` is
+    // the context the folder runs at.
+    let stretched = scaling
+        .get("max_position_embeddings")
+        .and_then(Value::as_u64)
+        .map_or(config.context_length, |v| v as usize);
+    let attention_factor = match scaling.get("attention_factor").and_then(Value::as_f64) {
         Some(f) => f as f32,
-        None => LongRope::default_attention_factor(config.context_length, original),
+        None => LongRope::default_attention_factor(stretched, original),
     };
     let long_rope = LongRope {
         short: factors("short_factor")?,
         long: factors("long_factor")?,
         original_context: original,
+        attention_factor,
     };
-    set(config, long_rope, factor);
+    set(config, long_rope);
     Ok(())
 }
