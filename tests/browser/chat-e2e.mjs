@@ -5,15 +5,16 @@
 //     --url 'http://127.0.0.1:PORT/?model=ID&temperature=0&max_tokens=8&autoload=1' \
 //     --log SERVER_LOG --prompt "..." --expected ANSWER_FILE [--screenshot PNG] \
 //     [--chromium /usr/bin/chromium] [--chromium-arg FLAG]... [--viewport 1280x800] \
-//     [--load-timeout 600] [--answer-timeout 300]
+//     [--load-timeout 600] [--answer-timeout 300] [--also MODEL_ID=ANSWER_FILE]...
 //
 // SERVER_LOG is the --log file of scripts/serve.mjs (one `METHOD PATH STATUS` line per request).
 // Steps: open the page in a fresh profile; wait until the model is loaded; send the prompt and
 // compare the answer exactly with ANSWER_FILE (less one trailing newline); screenshot; reload
 // the page in the same profile and wait until the model is loaded again, this time without any
 // `params_shard_` request reaching the server (the weights must come from Cache Storage).
-// Then hasModelInCache must see the folder and deleteModelInCache remove it. Last, the same
-// page in a Chromium without WebGPU must show the banner that says so.
+// Then hasModelInCache must see the folder and deleteModelInCache remove it. Each --also model
+// (another architecture) is then loaded in the same page and must give its ANSWER_FILE to the
+// same prompt. Last, the same page in a Chromium without WebGPU must show the banner that says so.
 // Exit status 0 when all of that held, 1 (with a line starting `FAIL:`) otherwise.
 import fs from "node:fs";
 import os from "node:os";
@@ -41,7 +42,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function parseArgs(argv) {
   const options = {
     url: null, log: null, prompt: null, expected: null, screenshot: null,
-    chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", "chromium-arg": [], viewport: "1280x800",
+    chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", "chromium-arg": [], also: [], viewport: "1280x800",
     "load-timeout": "600", "answer-timeout": "300",
   };
   for (let i = 0; i < argv.length; i += 2) {
@@ -118,7 +119,6 @@ async function main() {
   } catch {
     fail(`no Chromium at ${options.chromium} (install it with: sudo apt-get install -y chromium; or pass --chromium PATH)`);
   }
-  const expected = fs.readFileSync(options.expected, "utf8").replace(/\n$/, "");
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "glim-e2e-"));
   const args = [...CHROMIUM_ARGS, ...options["chromium-arg"]];
   log("[e2e]", `${options.chromium} ${args.join(" ")} (profile ${profile})`);
@@ -156,21 +156,7 @@ async function main() {
     if (!shardsFetched) fail(`${options.log} shows no params_shard_ request for the first load: is it the server's --log file?`);
 
     // One answer.
-    const before = (await snapshot(page)).answers;
-    started = Date.now();
-    await page.fill("#prompt", options.prompt);
-    await page.click("#send");
-    const answered = await waitFor(page, "the answer", options.answerTimeout, (s) => s.state === "ready" && s.answers > before);
-    const answerTime = Date.now() - started;
-    log("[e2e]", `answered in ${seconds(answerTime)}: ${JSON.stringify(answered.lastAnswer)}`);
-    if (options.screenshot) {
-      await page.screenshot({ path: options.screenshot });
-      log("[e2e]", `screenshot ${options.screenshot}`);
-    }
-    if (answered.lastAnswer !== expected) {
-      const at = [...expected].findIndex((c, i) => c !== answered.lastAnswer[i]);
-      fail(`the answer differs from ${options.expected} (at character ${at < 0 ? expected.length : at}):\n  expected ${JSON.stringify(expected)}\n  got      ${JSON.stringify(answered.lastAnswer)}`);
-    }
+    const answerTime = await ask(page, options, options.expected);
 
     // Reload: the weights must come from Cache Storage, not from the server.
     const linesBefore = logLines(options.log).length;
@@ -197,12 +183,46 @@ async function main() {
     log("[e2e]", `hasModelInCache: ${cacheState.before}, after deleteModelInCache: ${cacheState.after}`);
     if (!cacheState.before || cacheState.after) fail(`the package's cache API is off: ${JSON.stringify(cacheState)}`);
 
+    // Other architectures' folders, in the same page.
+    for (const also of options.also) {
+      const [id, answerFile] = also.split("=");
+      const url = new URL(options.url);
+      url.searchParams.set("model", id);
+      started = Date.now();
+      await page.goto(url.href);
+      await waitFor(page, `${id} to load`, options.loadTimeout, (s) => s.state === "ready");
+      log("[e2e]", `${id} loaded in ${seconds(Date.now() - started)}`);
+      await ask(page, { ...options, screenshot: null }, answerFile);
+    }
+
     await checkWithoutWebGPU(options);
     log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${shardsFetched} shard requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
   } finally {
     await context.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });
   }
+}
+
+// Sends the prompt and checks the streamed answer is exactly the text of answerFile (less one
+// trailing newline); returns how long it took.
+async function ask(page, options, answerFile) {
+  const expected = fs.readFileSync(answerFile, "utf8").replace(/\n$/, "");
+  const before = (await snapshot(page)).answers;
+  const started = Date.now();
+  await page.fill("#prompt", options.prompt);
+  await page.click("#send");
+  const answered = await waitFor(page, "the answer", options.answerTimeout, (s) => s.state === "ready" && s.answers > before);
+  const answerTime = Date.now() - started;
+  log("[e2e]", `answered in ${seconds(answerTime)}: ${JSON.stringify(answered.lastAnswer)}`);
+  if (options.screenshot) {
+    await page.screenshot({ path: options.screenshot });
+    log("[e2e]", `screenshot ${options.screenshot}`);
+  }
+  if (answered.lastAnswer !== expected) {
+    const at = [...expected].findIndex((c, i) => c !== answered.lastAnswer[i]);
+    fail(`the answer differs from ${answerFile} (at character ${at < 0 ? expected.length : at}):\n  expected ${JSON.stringify(expected)}\n  got      ${JSON.stringify(answered.lastAnswer)}`);
+  }
+  return answerTime;
 }
 
 // A browser without WebGPU (Chromium without --enable-unsafe-webgpu offers no adapter here):

@@ -45,8 +45,9 @@ pub const CHATML_TEMPLATE: &str = r"{%- for message in messages -%}
 {%- endif -%}";
 
 /// The template for Gemma models that ship none (as the GGUF on PyPI): Gemma's turns, the
-/// assistant's called `model`, system text joined to the next user turn, as Gemma's own
-/// templates lay them out:
+/// assistant's called `model`, system text joined to the next user turn, turns trimmed, as
+/// Gemma 3's own template lays them out (tested against its transformers renders); unlike
+/// it, turns that do not alternate are written rather than refused:
 ///
 /// ```text
 /// <bos><start_of_turn>user
@@ -63,7 +64,7 @@ pub const GEMMA_TEMPLATE: &str = r"{{- bos_token -}}
 {%- else -%}
 {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
 {{- '<start_of_turn>' + role + '
-' + ns.system + message['content'] + '<end_of_turn>
+' + ns.system + message['content'] | trim + '<end_of_turn>
 ' -}}
 {%- set ns.system = '' -%}
 {%- endif -%}

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Writes template_goldens.json: real models' chat templates (templates/*.jinja) rendered by
+transformers' own `render_jinja_template` (what `tokenizer.apply_chat_template` runs) over a
+set of conversations, for glim's test that its minijinja renders them to the same text
+(`engine/src/text/tests.rs`). Where a template refuses a conversation (raise_exception),
+the golden records the error; glim must refuse it too.
+
+Run (pip install transformers jinja2; no PyTorch needed):
+    python3 tests/reference/template_goldens.py
+"""
+import json
+import pathlib
+
+import transformers
+from transformers.utils.chat_template_utils import render_jinja_template
+
+HERE = pathlib.Path(__file__).parent
+
+# The BOS and EOS texts each model's tokenizer_config.json gives.
+SPECIALS = {
+    "Qwen-Qwen2.5-7B-Instruct.jinja": ("", "<|im_end|>"),
+    "Qwen-Qwen3-0.6B.jinja": ("", "<|im_end|>"),
+    "microsoft-Phi-3.5-mini-instruct.jinja": ("<s>", "<|endoftext|>"),
+    "google-gemma-3-it.jinja": ("<bos>", "<eos>"),
+}
+
+
+def m(role, content):
+    return {"role": role, "content": content}
+
+
+CONVERSATIONS = [
+    ([m("user", "Hello")], True),
+    ([m("system", "Be brief."), m("user", "What is 2+2?")], True),
+    ([m("system", "Be brief."), m("user", "What is 2+2?"), m("assistant", "4"), m("user", "And 3+3?")], True),
+    ([m("user", "Hi"), m("assistant", "Hello! How can I help?")], False),
+    ([m("user", "  padded, with a newline \n")], True),
+    ([m("user", "Grüße aus Köln 👋 — «quotes» and \"json\" {braces}")], True),
+    # A reasoning model's earlier answer with its thinking (Qwen3 drops it from history).
+    ([m("user", "Hi"), m("assistant", "<think>\nThe user greets me.\n</think>\n\nHello!"), m("user", "Bye")], True),
+    # Roles that do not alternate: Gemma's template raises.
+    ([m("user", "One"), m("user", "Two")], True),
+]
+
+
+def main():
+    out = {"transformers": transformers.__version__, "templates": {}}
+    for name, (bos, eos) in SPECIALS.items():
+        source = (HERE / "templates" / name).read_text()
+        cases = []
+        for messages, generation in CONVERSATIONS:
+            case = {"messages": messages, "add_generation_prompt": generation}
+            try:
+                rendered = render_jinja_template(
+                    conversations=[messages], chat_template=source,
+                    add_generation_prompt=generation, bos_token=bos, eos_token=eos)
+                case["rendered"] = rendered[0][0] if isinstance(rendered, tuple) else rendered[0]
+            except Exception as e:  # the template's raise_exception
+                case["error"] = str(e)
+            cases.append(case)
+        out["templates"][name] = {"bos_token": bos, "eos_token": eos, "cases": cases}
+    path = HERE / "template_goldens.json"
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {path}: {sum(len(t['cases']) for t in out['templates'].values())} renders")
+
+
+if __name__ == "__main__":
+    main()
