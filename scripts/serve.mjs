@@ -6,6 +6,7 @@
 //   /            -> the www folder (index.html for a folder)
 //   /pkg/...     -> the glim-llm package folder
 //   /models/...  -> the models folder
+//   /models.json -> the models folder's models.json when it has one, else www's
 //
 // --port 0 picks a free port. The first line on stdout is always `serving http://127.0.0.1:PORT/`.
 // With --log, every request is appended to FILE as one line `METHOD PATH STATUS`, written
@@ -66,6 +67,9 @@ function resolveFile(urlPath) {
   }
   if (!decoded.startsWith("/") || decoded.includes("\0") || decoded.includes("\\")) return null;
   if (decoded.split("/").some((part) => part === "..")) return null;
+  // A models folder that lists its own models (a test's) replaces the page's list.
+  const ownList = path.join(path.resolve(options.models), "models.json");
+  if (decoded === "/models.json" && fs.existsSync(ownList)) return ownList;
   const [prefix, root] = mounts.find(([p]) => decoded.startsWith(p));
   const file = path.join(root, decoded.slice(prefix.length));
   if (file !== root && !file.startsWith(root + path.sep)) return null;

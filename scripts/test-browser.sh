@@ -40,6 +40,13 @@ target/debug/glim quantize "$out/phi3.gguf" "$models/$phi3_id" --quant q4f16
 rm "$out/phi3.gguf"
 target/debug/glim run "$models/$phi3_id" -p "$prompt" --temperature 0 -n 8 > "$out/expected-phi3.txt"
 echo "test-browser: glim run answers as Phi-3: $(cat "$out/expected-phi3.txt")" >&2
+# The page's model list, for this models folder (scripts/serve.mjs serves it as models.json).
+cat > "$models/models.json" <<JSON
+[
+  { "id": "$model_id", "name": "SmolLM2 135M Instruct (q4f16_1)", "url": "models/$model_id/" },
+  { "id": "$phi3_id", "name": "SmolLM2 135M in Phi-3's layout (q4f16_1)", "url": "models/$phi3_id/" }
+]
+JSON
 
 : > "$out/requests.log"
 node scripts/serve.mjs --port 0 --www www --pkg web/pkg --models "$models" --log "$out/requests.log" \
