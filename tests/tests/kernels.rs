@@ -10,6 +10,8 @@ use glim::kernels::weight::GpuWeight;
 use glim::kernels::{argmax, embedding, norm, Place};
 use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A `[n, k]` weight in `format`: `values` quantized for the formats glim packs, random
 /// blocks from `seed` for GGUF's (whose K must be whole blocks: see [`fits`]).
@@ -23,6 +25,47 @@ fn weight_in(
         Some(ty) if ty.block_size() > 1 => PackedWeight::synthetic(format, n, k, seed).unwrap(),
         _ => PackedWeight::quantize(format, values, n, k).unwrap(),
     }
+}
+
+/// Values made once per test binary, by key.
+type Cache<K, V> = OnceLock<Mutex<HashMap<K, Arc<V>>>>;
+
+/// The value `cache` holds for `key`, made by `make` the first time.
+fn cached<K: std::hash::Hash + Eq, V>(
+    cache: &Cache<K, V>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> Arc<V> {
+    let cache = cache.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap().get(&key) {
+        return v.clone();
+    }
+    let v = Arc::new(make());
+    cache.lock().unwrap().insert(key, v.clone());
+    v
+}
+
+/// Test weights, and the reference outputs of a matmul's inputs (format, shape, input and
+/// output precision, norm, epilogue). The 7B-shaped checks would otherwise quantize 45M
+/// weights (MLC's formats through glim's scale search, seconds each) and decode them for
+/// the reference again for every precision, kernel and launch.
+type MatmulInputs = (
+    WeightFormat,
+    (usize, usize, usize),
+    Precision,
+    Precision,
+    bool,
+    Epilogue,
+);
+static WEIGHTS: Cache<(WeightFormat, usize, usize, u64), PackedWeight> = OnceLock::new();
+static REFERENCES: Cache<MatmulInputs, Vec<f32>> = OnceLock::new();
+
+/// The `n x k` test weight of `format` drawn from `seed`.
+fn test_weight(format: WeightFormat, (n, k): (usize, usize), seed: u64) -> Arc<PackedWeight> {
+    cached(&WEIGHTS, (format, n, k, seed), || {
+        let values = random_vec(&mut rng(seed), n * k, 0.5);
+        weight_in(format, &values, (n, k), seed)
+    })
 }
 
 /// Whether `format` can hold rows of `k` weights (GGUF blocks are never padded).
@@ -134,10 +177,10 @@ fn check_matmul_variant(
     v: Variant,
 ) {
     let seed = (m * 31 + n * 7 + k) as u64;
-    let mut r = rng(seed);
-    let w = random_vec(&mut r, n * k, 0.5);
-    let packed = weight_in(format, &w, (n, k), seed);
-    let weight = GpuWeight::upload(ctx, &packed).unwrap();
+    let packed = test_weight(format, (n, k), seed);
+    let packed = &*packed;
+    let mut r = rng(seed ^ 0x5eed);
+    let weight = GpuWeight::upload(ctx, packed).unwrap();
     // As the graph runs them: a normalized input is the f32 residual stream, and Add adds
     // to it; the other sides are activations.
     let x_precision = if v.norm { Precision::F32 } else { precision };
@@ -163,9 +206,21 @@ fn check_matmul_variant(
     let ops = matmul::fused(ctx, &xt, &weight, &y, m, &fusion, v.shape).unwrap();
     run(ctx, &ops.iter().collect::<Vec<_>>());
     let got = ctx.read_f32_blocking(&y).unwrap();
-    let mut want = before.clone();
-    let norm = v.norm.then_some((norm_weights.as_slice(), eps));
-    matmul::reference_fused(&x, m, &packed, norm, v.epilogue, &mut want);
+    // Every kernel and launch of these inputs has the same reference.
+    let inputs = (
+        format,
+        (m, n, k),
+        x_precision,
+        y_precision,
+        v.norm,
+        v.epilogue,
+    );
+    let want = cached(&REFERENCES, inputs, || {
+        let mut want = before.clone();
+        let norm = v.norm.then_some((norm_weights.as_slice(), eps));
+        matmul::reference_fused(&x, m, packed, norm, v.epilogue, &mut want);
+        want
+    });
     // f32 accumulation over k terms in another order: a few ulps of the output's scale.
     let abs = rms(&want) * 1e-5 * (k as f32).sqrt();
     let what = format!(
