@@ -241,12 +241,46 @@ fn chat_config_json(
     })
 }
 
-/// MLC's own conversation template for `family`, for models whose chat template no
-/// conv_template can express: `gemma3_instruction` for Gemma 3 (which MLC's runtime writes
-/// a system message before the first turn with, where Gemma's template puts it inside the
-/// first user turn), else `chatml`.
-fn fallback_conv_template(family: Family, stop_token_ids: Vec<u32>) -> Result<ConvTemplate> {
-    let json = match family {
+/// MLC's own conversation template for `family` (`python/mlc_llm/conversation_template/`),
+/// for models whose chat template no conv_template can express: `qwen2`, `qwen3` (MLC
+/// always writes its default system prompt, Qwen3's template only a given one), `phi-3`
+/// (with the `<|end|>` after the system prompt that MLC's omits and Phi-3's template has),
+/// `gemma3_instruction` (MLC writes a system message before the first turn, Gemma's
+/// template inside it), else `chatml`. Stop ids and the BOS id are the model's.
+fn fallback_conv_template(
+    family: Family,
+    stop_token_ids: Vec<u32>,
+    bos: Option<u32>,
+) -> Result<ConvTemplate> {
+    let chatml = |name: &str, system: &str, stops: &[&str]| {
+        json!({
+            "name": name,
+            "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
+            "system_message": system,
+            "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
+            "seps": ["<|im_end|>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": stops,
+        })
+    };
+    let mut json = match family {
+        Family::Qwen2 | Family::Qwen3 => chatml(
+            if family == Family::Qwen2 { "qwen2" } else { "qwen3" },
+            "You are a helpful assistant.",
+            &["<|endoftext|>", "<|im_end|>"],
+        ),
+        Family::Phi3 => json!({
+            "name": "phi-3",
+            "system_template": "<|system|>\n{system_message}<|end|>\n",
+            "system_message": "You are a helpful digital assistant. Please provide safe, ethical and accurate information to the user.",
+            "roles": { "user": "<|user|>", "assistant": "<|assistant|>" },
+            "seps": ["<|end|>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": ["<|endoftext|>"],
+            "system_prefix_token_ids": bos.into_iter().collect::<Vec<_>>(),
+        }),
         Family::Gemma3 => json!({
             "name": "gemma3_instruction",
             "system_template": "{system_message}",
@@ -256,19 +290,17 @@ fn fallback_conv_template(family: Family, stop_token_ids: Vec<u32>) -> Result<Co
             "role_content_sep": "\n",
             "role_empty_sep": "\n",
             "stop_str": ["<end_of_turn>"],
-            "system_prefix_token_ids": [2],
+            "system_prefix_token_ids": bos.into_iter().collect::<Vec<_>>(),
         }),
-        _ => json!({
-            "name": "chatml",
-            "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-            "system_message": "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
-            "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
-            "seps": ["<|im_end|>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<|im_end|>"],
-        }),
+        Family::Llama => chatml(
+            "chatml",
+            "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
+            &["<|im_end|>"],
+        ),
     };
+    if json["system_prefix_token_ids"] == json!([]) {
+        json["system_prefix_token_ids"] = Value::Null;
+    }
     let mut conv = ConvTemplate::from_json(&json)?;
     conv.stop_token_ids = stop_token_ids;
     Ok(conv)
@@ -448,7 +480,7 @@ fn write_contents(
     let conv = match ConvTemplate::derive(&src.template, "glim", stops.clone()) {
         Ok(conv) => conv,
         Err(e) => {
-            let conv = fallback_conv_template(src.config.family, stops)?;
+            let conv = fallback_conv_template(src.config.family, stops, src.tokenizer.bos_id())?;
             warnings.push(format!(
                 "{e}; mlc-chat-config.json gets MLC's {} conv_template, and MLC's own runtime will format some chats differently from glim (which reads the Jinja template in tokenizer_config.json)",
                 conv.name.as_deref().unwrap_or("")
@@ -478,4 +510,70 @@ fn write_contents(
         shards: index.shards.len(),
         warnings,
     })
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::text::{ChatTemplate, Message};
+
+    /// The conv_template a folder of each family gets for its real chat template: derived
+    /// where one can express it (Qwen2.5), else MLC's own for the family, which renders a
+    /// conversation with a system message as the model's template does (Gemma's without
+    /// one: MLC writes a system message before the first turn; the BOS it adds as an id).
+    #[test]
+    fn real_templates_get_a_conv_template_of_their_family() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/templates");
+        let with_system = [Message::system("Be brief."), Message::user("Hi")];
+        for (file, family, bos, eos, name) in [
+            (
+                "Qwen-Qwen2.5-7B-Instruct.jinja",
+                Family::Qwen2,
+                "",
+                "<|im_end|>",
+                "glim",
+            ),
+            (
+                "Qwen-Qwen3-0.6B.jinja",
+                Family::Qwen3,
+                "",
+                "<|im_end|>",
+                "qwen3",
+            ),
+            (
+                "microsoft-Phi-3.5-mini-instruct.jinja",
+                Family::Phi3,
+                "<s>",
+                "<|endoftext|>",
+                "phi-3",
+            ),
+            (
+                "google-gemma-3-it.jinja",
+                Family::Gemma3,
+                "<bos>",
+                "<eos>",
+                "gemma3_instruction",
+            ),
+        ] {
+            let source = std::fs::read_to_string(dir.join(file)).unwrap();
+            let template = ChatTemplate::new(source, bos, eos).unwrap();
+            let conv = ConvTemplate::derive(&template, "glim", vec![7])
+                .or_else(|_| fallback_conv_template(family, vec![7], Some(1)))
+                .unwrap();
+            assert_eq!(conv.name.as_deref(), Some(name), "{file}");
+            assert_eq!(conv.stop_token_ids, [7]);
+            let conversation = match family {
+                Family::Gemma3 => &with_system[1..],
+                _ => &with_system[..],
+            };
+            let theirs = ChatTemplate::new(conv.to_jinja(), bos, eos).unwrap();
+            let mut want = template.render(conversation, true).unwrap();
+            if conv.system_prefix_token_ids.is_some() {
+                // Phi-3.5's template leaves the BOS to the tokenizer.
+                want = want.strip_prefix(bos).unwrap_or(&want).to_string();
+            }
+            assert_eq!(theirs.render(conversation, true).unwrap(), want, "{file}");
+        }
+    }
 }
