@@ -14,7 +14,8 @@ glim loads. Writes goldens.json next to this script:
     second half of each chunk scored).
 
 Run: python3 tests/reference/make_goldens.py [MODEL.gguf]
-The default model's weights in the Qwen2 and Qwen3 layouts (see `glim synth --from`):
+The default model's weights in the Qwen2, Qwen3 and Phi-3 layouts (see `glim synth --from`;
+exact_logits.py then adds the float64 logits):
   glim synth /tmp/qwen2.gguf --from SmolLM2-135M-Instruct.Q4_1.gguf --arch qwen2
   python3 tests/reference/make_goldens.py /tmp/qwen2.gguf --out goldens-qwen2.json
 For another family's model, without the greedy prompts, over a longer text (one pass, its
