@@ -73,6 +73,29 @@ fn greedy(path: &Path, format: Option<WeightFormat>, prompt: &str) -> String {
         .0
 }
 
+/// Every matrix of `folder` is bit for bit what glim packs from `source` at q4f16, and every
+/// vector the same values.
+fn assert_holds_what_glim_packs(source: &OpenedModel, folder: &OpenedModel, what: &str) {
+    let (from_source, from_folder) = (source.weights(), folder.weights());
+    for param in ModelParams::new(&source.config).in_mlc_order() {
+        match param.shape {
+            Shape::Matrix { .. } => {
+                let want =
+                    weights::packed_matrix(&*from_source, param, WeightFormat::Q4F16).unwrap();
+                let got =
+                    weights::packed_matrix(&*from_folder, param, WeightFormat::Q4F16).unwrap();
+                assert!(want == got, "{what}: {} differs", param.name);
+            }
+            Shape::Vector(_) => assert_eq!(
+                weights::vector(&*from_source, param, true).unwrap(),
+                weights::vector(&*from_folder, param, true).unwrap(),
+                "{what}: {}",
+                param.name
+            ),
+        }
+    }
+}
+
 /// Every matrix the folder holds is bit for bit what glim packs from the GGUF at load, and
 /// every norm the same values: the folder is the GGUF's GPU image, not a re-encoding.
 #[test]
@@ -83,24 +106,7 @@ fn folder_holds_the_bytes_glim_uploads() {
     let folder = loader::open(dir).unwrap();
     assert!(matches!(folder.file, ModelFile::Mlc(_)));
     assert_eq!(folder.config, opened.config);
-    let (from_gguf, from_folder) = (opened.weights(), folder.weights());
-    let params = ModelParams::new(&opened.config);
-    for param in params.in_mlc_order() {
-        match param.shape {
-            Shape::Matrix { .. } => {
-                let want = weights::packed_matrix(&*from_gguf, param, WeightFormat::Q4F16).unwrap();
-                let got =
-                    weights::packed_matrix(&*from_folder, param, WeightFormat::Q4F16).unwrap();
-                assert!(want == got, "{} differs", param.name);
-            }
-            Shape::Vector(_) => assert_eq!(
-                weights::vector(&*from_gguf, param, true).unwrap(),
-                weights::vector(&*from_folder, param, true).unwrap(),
-                "{}",
-                param.name
-            ),
-        }
-    }
+    assert_holds_what_glim_packs(opened, &folder, "SmolLM2");
     // MLC's names and shapes for SmolLM2-135M (MLC-FORMAT.md): 30 layers x 10 + 3 tensors.
     let index = MlcFolder::open(dir).unwrap().index;
     assert_eq!(index.tensors.len(), 303);
@@ -505,23 +511,7 @@ fn family_folder(gguf: &Path, family: Family, names: &[&str]) -> PathBuf {
         folder.config, opened.config,
         "{family:?}: the folder's spec differs"
     );
-    let (from_gguf, from_folder) = (opened.weights(), folder.weights());
-    for param in ModelParams::new(&opened.config).in_mlc_order() {
-        match param.shape {
-            Shape::Matrix { .. } => {
-                let want = weights::packed_matrix(&*from_gguf, param, WeightFormat::Q4F16).unwrap();
-                let got =
-                    weights::packed_matrix(&*from_folder, param, WeightFormat::Q4F16).unwrap();
-                assert!(want == got, "{family:?}: {} differs", param.name);
-            }
-            Shape::Vector(_) => assert_eq!(
-                weights::vector(&*from_gguf, param, true).unwrap(),
-                weights::vector(&*from_folder, param, true).unwrap(),
-                "{family:?}: {}",
-                param.name
-            ),
-        }
-    }
+    assert_holds_what_glim_packs(&opened, &folder, &format!("{family:?}"));
     let index = MlcFolder::open(&dir).unwrap().index;
     for name in names {
         assert!(

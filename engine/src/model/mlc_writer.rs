@@ -252,55 +252,67 @@ fn fallback_conv_template(
     stop_token_ids: Vec<u32>,
     bos: Option<u32>,
 ) -> Result<ConvTemplate> {
-    let chatml = |name: &str, system: &str, stops: &[&str]| {
+    // MLC's templates differ in their names, texts and stops; the role separators are the same.
+    let turns = |name: &str,
+                 system: (&str, &str),
+                 roles: (&str, &str),
+                 sep: &str,
+                 stops: &[&str],
+                 bos_first: bool| {
         json!({
             "name": name,
-            "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-            "system_message": system,
-            "roles": { "user": "<|im_start|>user", "assistant": "<|im_start|>assistant" },
-            "seps": ["<|im_end|>\n"],
+            "system_template": system.0,
+            "system_message": system.1,
+            "roles": { "user": roles.0, "assistant": roles.1 },
+            "seps": [sep],
             "role_content_sep": "\n",
             "role_empty_sep": "\n",
             "stop_str": stops,
+            "system_prefix_token_ids": bos.filter(|_| bos_first).map(|id| vec![id]),
         })
     };
-    let mut json = match family {
-        Family::Qwen2 | Family::Qwen3 => chatml(
+    let chatml = ("<|im_start|>user", "<|im_start|>assistant");
+    let chatml_system = "<|im_start|>system\n{system_message}<|im_end|>\n";
+    let json = match family {
+        Family::Qwen2 | Family::Qwen3 => turns(
             if family == Family::Qwen2 { "qwen2" } else { "qwen3" },
-            "You are a helpful assistant.",
+            (chatml_system, "You are a helpful assistant."),
+            chatml,
+            "<|im_end|>\n",
             &["<|endoftext|>", "<|im_end|>"],
+            false,
         ),
-        Family::Phi3 => json!({
-            "name": "phi-3",
-            "system_template": "<|system|>\n{system_message}<|end|>\n",
-            "system_message": "You are a helpful digital assistant. Please provide safe, ethical and accurate information to the user.",
-            "roles": { "user": "<|user|>", "assistant": "<|assistant|>" },
-            "seps": ["<|end|>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<|endoftext|>"],
-            "system_prefix_token_ids": bos.into_iter().collect::<Vec<_>>(),
-        }),
-        Family::Gemma3 => json!({
-            "name": "gemma3_instruction",
-            "system_template": "{system_message}",
-            "system_message": "",
-            "roles": { "user": "<start_of_turn>user", "assistant": "<start_of_turn>model" },
-            "seps": ["<end_of_turn>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<end_of_turn>"],
-            "system_prefix_token_ids": bos.into_iter().collect::<Vec<_>>(),
-        }),
-        Family::Llama => chatml(
+        Family::Phi3 => turns(
+            "phi-3",
+            (
+                "<|system|>\n{system_message}<|end|>\n",
+                "You are a helpful digital assistant. Please provide safe, ethical and accurate information to the user.",
+            ),
+            ("<|user|>", "<|assistant|>"),
+            "<|end|>\n",
+            &["<|endoftext|>"],
+            true,
+        ),
+        Family::Gemma3 => turns(
+            "gemma3_instruction",
+            ("{system_message}", ""),
+            ("<start_of_turn>user", "<start_of_turn>model"),
+            "<end_of_turn>\n",
+            &["<end_of_turn>"],
+            true,
+        ),
+        Family::Llama => turns(
             "chatml",
-            "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
+            (
+                chatml_system,
+                "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.",
+            ),
+            chatml,
+            "<|im_end|>\n",
             &["<|im_end|>"],
+            false,
         ),
     };
-    if json["system_prefix_token_ids"] == json!([]) {
-        json["system_prefix_token_ids"] = Value::Null;
-    }
     let mut conv = ConvTemplate::from_json(&json)?;
     conv.stop_token_ids = stop_token_ids;
     Ok(conv)
