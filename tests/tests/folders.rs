@@ -191,22 +191,15 @@ fn streamed_load_gives_the_folders_tokens() {
     if glim_tests::gpu().is_none() {
         return;
     }
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let chat_config: Value = serde_json::from_slice(&read("mlc-chat-config.json")).unwrap();
-    let index = TensorCache::parse(&read(INDEX_FILE), INDEX_FILE).unwrap();
-    let shard_files: Vec<PathBuf> = index
+    let (mut model, tokenizer, shard_files) = as_streamed(dir);
+    let largest = model
+        .shards
+        .index()
         .shards
         .iter()
-        .map(|s| dir.join(&s.data_path))
-        .collect();
-    let largest = index.shards.iter().map(|s| s.nbytes).max().unwrap();
-    let mut model = MlcModel::new(ResidentShards::new(index, "test://"), chat_config).unwrap();
-    let (tokenizer, _) = mlc_text(
-        &read("tokenizer.json"),
-        Some(&read("tokenizer_config.json")),
-        &model.chat_config,
-    )
-    .unwrap();
+        .map(|s| s.nbytes)
+        .max()
+        .unwrap();
 
     let stream = |model: &mut MlcModel<ResidentShards>, corrupt: &dyn Fn(usize, bool) -> bool| {
         let ctx = glim_tests::open_gpu().unwrap();
@@ -597,9 +590,15 @@ fn gemma3_folder_in_mlc_names_streams() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The greedy answer of the folder at `dir` loaded as the browser loads it: shards handed
-/// over as bytes, two ahead.
-fn streamed_greedy(dir: &Path, prompt: &str) -> String {
+/// The folder at `dir` as the browser opens it: its index and configs read as bytes, the
+/// shards left to be handed over (`test://` in errors), and the paths they come from.
+fn as_streamed(
+    dir: &Path,
+) -> (
+    MlcModel<ResidentShards>,
+    glim::text::Tokenizer,
+    Vec<PathBuf>,
+) {
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     let chat_config: Value = serde_json::from_slice(&read("mlc-chat-config.json")).unwrap();
     let index = TensorCache::parse(&read(INDEX_FILE), INDEX_FILE).unwrap();
@@ -608,13 +607,20 @@ fn streamed_greedy(dir: &Path, prompt: &str) -> String {
         .iter()
         .map(|s| dir.join(&s.data_path))
         .collect();
-    let mut model = MlcModel::new(ResidentShards::new(index, "test://"), chat_config).unwrap();
+    let model = MlcModel::new(ResidentShards::new(index, "test://"), chat_config).unwrap();
     let (tokenizer, _) = mlc_text(
         &read("tokenizer.json"),
         Some(&read("tokenizer_config.json")),
         &model.chat_config,
     )
     .unwrap();
+    (model, tokenizer, shard_files)
+}
+
+/// The greedy answer of the folder at `dir` loaded as the browser loads it: shards handed
+/// over as bytes, two ahead.
+fn streamed_greedy(dir: &Path, prompt: &str) -> String {
+    let (mut model, tokenizer, shard_files) = as_streamed(dir);
     let ctx = glim_tests::open_gpu().unwrap();
     let loader = ModelLoader::new(ctx, model.config.clone(), &options(None)).unwrap();
     let fetch =
