@@ -61,7 +61,11 @@ fn greedy(path: &Path, format: Option<WeightFormat>, prompt: &str) -> String {
     let loaded = loader::load(path, ctx, &options(format), &mut |_, _| {}).unwrap();
     // A folder brings its mlc-chat-config.json (the server's sampling defaults); a GGUF none.
     assert_eq!(loaded.chat_config.is_some(), path.is_dir(), "{path:?}");
-    let mut session = Session::new(loaded.model, loaded.tokenizer);
+    answer(Session::new(loaded.model, loaded.tokenizer), prompt)
+}
+
+/// The session's greedy answer to `prompt`, 16 tokens at most.
+fn answer(mut session: Session, prompt: &str) -> String {
     let ids = session.tokenizer.encode(prompt, true).unwrap();
     let params = GenerationParams {
         max_tokens: 16,
@@ -239,16 +243,8 @@ fn streamed_load_gives_the_folders_tokens() {
     );
 
     llama.fit_tokenizer(&tokenizer).unwrap();
-    let mut session = Session::new(llama, tokenizer);
     let prompt = "The three primary colors are";
-    let ids = session.tokenizer.encode(prompt, true).unwrap();
-    let params = GenerationParams {
-        max_tokens: 16,
-        ..Default::default()
-    };
-    let (text, _) = session
-        .generate_blocking(&ids, &params, &mut |_| true)
-        .unwrap();
+    let text = answer(Session::new(llama, tokenizer), prompt);
     assert_eq!(text, greedy(dir, None, prompt));
 
     // A shard that stays corrupt is an error naming it, not a model.
@@ -628,14 +624,5 @@ fn streamed_greedy(dir: &Path, prompt: &str) -> String {
     let mut loaded =
         pollster::block_on(load_streamed(loader, &mut model, fetch, 2, &mut |_| {})).unwrap();
     loaded.fit_tokenizer(&tokenizer).unwrap();
-    let mut session = Session::new(loaded, tokenizer);
-    let ids = session.tokenizer.encode(prompt, true).unwrap();
-    let params = GenerationParams {
-        max_tokens: 16,
-        ..Default::default()
-    };
-    session
-        .generate_blocking(&ids, &params, &mut |_| true)
-        .unwrap()
-        .0
+    answer(Session::new(loaded, tokenizer), prompt)
 }
