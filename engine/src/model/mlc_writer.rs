@@ -56,7 +56,8 @@ fn model_config_json(
         .iter()
         .find(|l| l.window.is_none())
         .unwrap_or(&c.layers[0]);
-    let mut shared = json!({
+    // The keys every family's config class has; each family adds its own.
+    let shared = json!({
         "hidden_size": c.dim,
         "intermediate_size": c.ffn_dim,
         "num_attention_heads": c.n_heads,
@@ -69,16 +70,19 @@ fn model_config_json(
         "tensor_parallel_shards": 1,
         "max_batch_size": 1,
     });
-    let (model_type, own) = match c.family {
+    match c.family {
         Family::Llama => (
             "llama",
-            json!({
-                "vocab_size": c.vocab_size,
-                "tie_word_embeddings": c.tied_embeddings,
-                "position_embedding_base": global.rope.base,
-                "rope_scaling": rope_scaling_json(global.rope.scaling),
-                "pipeline_parallel_stages": 1,
-            }),
+            merged(
+                shared,
+                json!({
+                    "vocab_size": c.vocab_size,
+                    "tie_word_embeddings": c.tied_embeddings,
+                    "position_embedding_base": global.rope.base,
+                    "rope_scaling": rope_scaling_json(global.rope.scaling),
+                    "pipeline_parallel_stages": 1,
+                }),
+            ),
         ),
         Family::Qwen2 | Family::Qwen3 => (
             if c.family == Family::Qwen2 {
@@ -86,13 +90,16 @@ fn model_config_json(
             } else {
                 "qwen3"
             },
-            json!({
-                "hidden_act": "silu",
-                "vocab_size": c.vocab_size,
-                "tie_word_embeddings": c.tied_embeddings,
-                "rope_theta": global.rope.base,
-                "attention_bias": global.qkv_bias,
-            }),
+            merged(
+                shared,
+                json!({
+                    "hidden_act": "silu",
+                    "vocab_size": c.vocab_size,
+                    "tie_word_embeddings": c.tied_embeddings,
+                    "rope_theta": global.rope.base,
+                    "attention_bias": global.qkv_bias,
+                }),
+            ),
         ),
         Family::Phi3 => {
             let rope_scaling = c.long_rope.as_ref().map(|l| {
@@ -108,19 +115,22 @@ fn model_config_json(
             });
             (
                 "phi3",
-                json!({
-                    "model_type": "phi3",
-                    "vocab_size": c.vocab_size,
-                    "tie_word_embeddings": c.tied_embeddings,
-                    "position_embedding_base": global.rope.base,
-                    "max_position_embeddings": c.context_length,
-                    "rope_scaling": rope_scaling,
-                    "original_max_position_embeddings": c
-                        .long_rope
-                        .as_ref()
-                        .map_or(c.context_length, |l| l.original_context),
-                    "partial_rotary_factor": 1.0,
-                }),
+                merged(
+                    shared,
+                    json!({
+                        "model_type": "phi3",
+                        "vocab_size": c.vocab_size,
+                        "tie_word_embeddings": c.tied_embeddings,
+                        "position_embedding_base": global.rope.base,
+                        "max_position_embeddings": c.context_length,
+                        "rope_scaling": rope_scaling,
+                        "original_max_position_embeddings": c
+                            .long_rope
+                            .as_ref()
+                            .map_or(c.context_length, |l| l.original_context),
+                        "partial_rotary_factor": 1.0,
+                    }),
+                ),
             )
         }
         Family::Gemma3 => {
@@ -134,52 +144,50 @@ fn model_config_json(
                     None => "full_attention",
                 })
                 .collect();
-            let mut text = shared.clone();
             let query = 1.0 / (global.attn_scale * global.attn_scale);
-            for (k, v) in json!({
-                "attention_bias": false,
-                "hidden_activation": "gelu_pytorch_tanh",
-                "position_embedding_base": global.rope.base,
-                "rope_scaling": match global.rope.scaling {
-                    None => json!(0),
-                    scaling => rope_scaling_json(scaling),
-                },
-                "query_pre_attn_scalar": query.round(),
-                "sliding_window_size": window,
-                "kwargs": {
-                    "rope_local_base_freq": local.map_or(10_000.0, |l| l.rope.base),
-                    "layer_types": layer_types,
-                    "attn_logit_softcapping": global.attn_softcap,
-                    "final_logit_softcapping": c.final_softcap,
-                },
-            })
-            .as_object()
-            .into_iter()
-            .flatten()
-            {
-                text[k] = v.clone();
-            }
-            shared = json!({
-                "context_window_size": context,
-                "prefill_chunk_size": prefill_chunk,
-                "tensor_parallel_shards": 1,
-                "max_batch_size": 1,
-            });
+            let text = merged(
+                shared,
+                json!({
+                    "attention_bias": false,
+                    "hidden_activation": "gelu_pytorch_tanh",
+                    "position_embedding_base": global.rope.base,
+                    "rope_scaling": match global.rope.scaling {
+                        None => json!(0),
+                        scaling => rope_scaling_json(scaling),
+                    },
+                    "query_pre_attn_scalar": query.round(),
+                    "sliding_window_size": window,
+                    "kwargs": {
+                        "rope_local_base_freq": local.map_or(10_000.0, |l| l.rope.base),
+                        "layer_types": layer_types,
+                        "attn_logit_softcapping": global.attn_softcap,
+                        "final_logit_softcapping": c.final_softcap,
+                    },
+                }),
+            );
             (
                 "gemma3_text",
                 json!({
                     "text_config": text,
                     "vocab_size": c.vocab_size,
+                    "context_window_size": context,
                     "sliding_window_size": window,
+                    "prefill_chunk_size": prefill_chunk,
+                    "tensor_parallel_shards": 1,
+                    "max_batch_size": 1,
                     "is_text_model": true,
                 }),
             )
         }
-    };
-    for (k, v) in own.as_object().into_iter().flatten() {
-        shared[k] = v.clone();
     }
-    (model_type, shared)
+}
+
+/// `base` with `extra`'s keys set (both JSON objects).
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
 }
 
 /// The `mlc-chat-config.json` glim writes.
