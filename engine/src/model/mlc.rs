@@ -89,62 +89,60 @@ impl MlcQuant {
 /// matrix (stored as `<base>.q_weight` + `<base>.q_scale`, or `<base>.weight`); `None` for
 /// a fused parameter MLC stores as its parts (Gemma 3's Q, K and V), or a name MLC's model
 /// of the family has no parameter for. Checked against MLC-LLM's
-/// `python/mlc_llm/model/<arch>/` modules: their attribute paths are the names.
+/// `python/mlc_llm/model/<arch>/` modules, whose attribute paths are the names: Hugging
+/// Face's (with the fused `qkv_proj` and `gate_up_proj`), but for Qwen's `c_attn`, Gemma 3's
+/// model under `language_model.`, and Phi-3's modules of its own.
 pub fn mlc_name(family: Family, name: &str) -> Option<(String, bool)> {
-    // Where each family's modules keep the model, its embedding and its layers.
-    let (model, embed, layers) = match family {
-        Family::Gemma3 => (
-            "language_model.model.",
-            "embed_tokens",
-            "language_model.model.layers",
-        ),
-        Family::Phi3 => ("transformer.", "embd", "transformer.h"),
-        Family::Llama | Family::Qwen2 | Family::Qwen3 => ("model.", "embed_tokens", "model.layers"),
+    // Norm weights and biases are stored as they are; matrices by their module's name.
+    let matrix = !(name.ends_with("norm.weight") || name.ends_with(".bias"));
+    let layer_part = name.strip_prefix("blk.").and_then(|r| r.split_once('.'));
+    let named = match (family, layer_part) {
+        (Family::Phi3, _) => phi3_name(name)?,
+        (
+            Family::Qwen2 | Family::Qwen3,
+            Some((layer, part @ ("attn_qkv.weight" | "attn_qkv.bias"))),
+        ) => {
+            let kind = part.rsplit('.').next().unwrap_or("weight");
+            format!("model.layers.{layer}.self_attn.c_attn.{kind}")
+        }
+        (Family::Gemma3, Some((_, "attn_qkv.weight"))) => return None,
+        (Family::Gemma3, _) => match family.hf_name(name)? {
+            under_model if under_model.starts_with("model.") => {
+                format!("language_model.{under_model}")
+            }
+            head => head,
+        },
+        _ => family.hf_name(name)?,
     };
-    match name {
-        "token_embd.weight" => return Some((format!("{model}{embed}"), true)),
-        "output.weight" => return Some(("lm_head".into(), true)),
-        "output_norm.weight" => return Some((format!("{model}norm.weight"), false)),
-        _ => {}
+    let base = match matrix {
+        true => named.strip_suffix(".weight")?.to_string(),
+        false => named,
+    };
+    Some((base, matrix))
+}
+
+/// A glim parameter's name in MLC's Phi-3 model (`transformer.h.N.mixer.qkv_proj`, ...).
+fn phi3_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("transformer.embd.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        "output_norm.weight" => Some("transformer.norm.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
     }
     let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
-    let own = match family {
-        Family::Llama => match part {
-            "attn_qkv.weight" => Some(("self_attn.qkv_proj", true)),
-            _ => None,
-        },
-        Family::Qwen2 | Family::Qwen3 => match part {
-            "attn_qkv.weight" => Some(("self_attn.c_attn", true)),
-            "attn_qkv.bias" => Some(("self_attn.c_attn.bias", false)),
-            _ => None,
-        },
-        Family::Gemma3 => match part {
-            "attn_q.weight" => Some(("self_attn.q_proj", true)),
-            "attn_k.weight" => Some(("self_attn.k_proj", true)),
-            "attn_v.weight" => Some(("self_attn.v_proj", true)),
-            "ffn_norm.weight" => Some(("pre_feedforward_layernorm.weight", false)),
-            "post_attention_norm.weight" => Some(("post_attention_layernorm.weight", false)),
-            "post_ffw_norm.weight" => Some(("post_feedforward_layernorm.weight", false)),
-            _ => None,
-        },
-        Family::Phi3 => match part {
-            "attn_norm.weight" => Some(("ln.weight", false)),
-            "attn_qkv.weight" => Some(("mixer.qkv_proj", true)),
-            "attn_output.weight" => Some(("mixer.out_proj", true)),
-            _ => None,
-        },
+    let module = match part {
+        "attn_norm.weight" => "ln.weight",
+        "attn_qkv.weight" => "mixer.qkv_proj.weight",
+        "attn_output.weight" => "mixer.out_proj.weight",
+        "ffn_gate_up.weight" => "mlp.gate_up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
     };
-    let (mlc, matrix) = own.or(match part {
-        "attn_output.weight" => Some(("self_attn.o_proj", true)),
-        "ffn_gate_up.weight" => Some(("mlp.gate_up_proj", true)),
-        "ffn_down.weight" => Some(("mlp.down_proj", true)),
-        "attn_norm.weight" => Some(("input_layernorm.weight", false)),
-        "ffn_norm.weight" => Some(("post_attention_layernorm.weight", false)),
-        "attn_q_norm.weight" => Some(("self_attn.q_norm.weight", false)),
-        "attn_k_norm.weight" => Some(("self_attn.k_norm.weight", false)),
-        _ => None,
-    })?;
-    Some((format!("{layers}.{layer}.{mlc}"), matrix))
+    Some(format!("transformer.h.{layer}.{module}"))
 }
 
 /// Reads the model config of an `mlc-chat-config.json`, and its quantization.
@@ -331,19 +329,16 @@ impl<S: ShardStore> MlcModel<S> {
     /// The model whose `mlc-chat-config.json` is `chat_config` and whose tensors `shards`
     /// holds.
     pub fn new(shards: S, chat_config: Value) -> Result<Self> {
-        let (mut config, quant) = config_from_chat_config(&chat_config)?;
-        let head = if quant.packed_format().is_some() {
-            "lm_head.q_weight"
-        } else {
-            "lm_head.weight"
-        };
-        config.tied_embeddings = shards.index().get(head).is_none();
-        Ok(Self {
+        let (config, quant) = config_from_chat_config(&chat_config)?;
+        let mut model = Self {
             shards,
             config,
             quant,
             chat_config,
-        })
+        };
+        // A folder without an output head ties it to the embedding table.
+        model.config.tied_embeddings = !model.has("output.weight");
+        Ok(model)
     }
 
     /// The stored tensors glim's parameter `name` is: a packed matrix's codes and scales,
