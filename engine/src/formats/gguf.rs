@@ -312,7 +312,7 @@ pub struct TensorInfo {
     ty: GgmlType,
     offset: u64,
     n_elements: u64,
-    start: usize,
+    start: u64,
     n_bytes: usize,
 }
 
@@ -337,7 +337,7 @@ impl TensorInfo {
     }
 
     /// Offset of the data from the start of the file.
-    pub fn file_offset(&self) -> usize {
+    pub fn file_offset(&self) -> u64 {
         self.start
     }
 
@@ -379,14 +379,20 @@ impl Storage {
     }
 }
 
-/// A parsed GGUF file together with its bytes.
+/// A parsed GGUF file together with its bytes. Its header's accessors ([`GgufHeader`]) are
+/// reached through `Deref`.
 pub struct GgufFile {
     storage: Storage,
-    layout: Layout,
+    header: GgufHeader,
 }
 
-/// Everything parsed out of the header; refers to the bytes by offset only.
-struct Layout {
+/// Everything parsed out of a GGUF header: metadata and tensor infos, which refer to the
+/// data by offset only. Parsed from the whole file ([`GgufFile`]) or from a prefix of one
+/// whose length is known ([`parse_header`], the browser's path: the data then arrives in
+/// pieces).
+#[derive(Debug)]
+pub struct GgufHeader {
+    file_len: u64,
     version: u32,
     alignment: u64,
     data_offset: u64,
@@ -399,10 +405,10 @@ struct Layout {
 impl fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GgufFile")
-            .field("version", &self.layout.version)
+            .field("version", &self.header.version)
             .field("bytes", &self.as_bytes().len())
-            .field("metadata", &self.layout.metadata.len())
-            .field("tensors", &self.layout.tensors.len())
+            .field("metadata", &self.header.metadata.len())
+            .field("tensors", &self.header.tensors.len())
             .finish()
     }
 }
@@ -420,20 +426,20 @@ impl GgufFile {
         // loader (llama.cpp included), glim assumes nobody truncates or rewrites the file
         // while it is open; the parser never trusts the contents either way.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot)?;
-        let layout =
+        let header =
             parse(&map).map_err(|e| context(e, format_args!("GGUF file {}", path.display())))?;
         Ok(Self {
             storage: Storage::Mapped(map),
-            layout,
+            header,
         })
     }
 
     /// Parses a GGUF file held in memory (e.g. fetched by a browser), taking ownership of it.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        let layout = parse(&bytes).map_err(|e| context(e, "GGUF data"))?;
+        let header = parse(&bytes).map_err(|e| context(e, "GGUF data"))?;
         Ok(Self {
             storage: Storage::Owned(bytes),
-            layout,
+            header,
         })
     }
 
@@ -442,32 +448,96 @@ impl GgufFile {
         self.storage.bytes()
     }
 
+    /// The raw data of a tensor of this file, in its GGML encoding (empty for an info that
+    /// came from another file and does not fit this one).
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
+        let Ok(start) = usize::try_from(info.start) else {
+            return &[];
+        };
+        let end = start.saturating_add(info.n_bytes);
+        self.as_bytes().get(start..end).unwrap_or(&[])
+    }
+
+    /// The tensor `name` decoded to f32 (see [`GgufData::tensor_f32`]).
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        GgufData::tensor_f32(self, name)
+    }
+}
+
+/// A GGUF file's tensor data as far as it is at hand: all of it ([`GgufFile`]), or the
+/// tensors that have arrived so far (a file streamed over a network).
+pub trait GgufData {
+    fn header(&self) -> &GgufHeader;
+
+    /// The raw data of a tensor of this file, in its GGML encoding; an error when its bytes
+    /// are not at hand.
+    fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]>;
+
+    /// The tensor `name` decoded to f32, in storage order: row-major with `dims[0]` fastest
+    /// (see the module docs). `Error::Unsupported` for a type glim cannot decode.
+    fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self
+            .header()
+            .tensor(name)
+            .ok_or_else(|| Error::Invalid(format!("GGUF file has no tensor {name:?}")))?;
+        let n = usize::try_from(info.n_elements).map_err(|_| {
+            Error::Unsupported(format!(
+                "tensor {name:?} has {} elements, too many for this platform",
+                info.n_elements
+            ))
+        })?;
+        ggml::dequantize(info.ty, self.tensor_data(info)?, n)
+            .map_err(|e| context(e, format_args!("tensor {name:?}")))
+    }
+}
+
+impl GgufData for GgufFile {
+    fn header(&self) -> &GgufHeader {
+        &self.header
+    }
+
+    fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]> {
+        Ok(self.tensor_bytes(info))
+    }
+}
+
+impl std::ops::Deref for GgufFile {
+    type Target = GgufHeader;
+
+    fn deref(&self) -> &GgufHeader {
+        &self.header
+    }
+}
+
+impl GgufHeader {
+    /// The length of the whole file, which every tensor was checked to fit.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
     /// Format version: 2 or 3.
     pub fn version(&self) -> u32 {
-        self.layout.version
+        self.version
     }
 
     /// Alignment of the data section and of every tensor in it.
     pub fn alignment(&self) -> u64 {
-        self.layout.alignment
+        self.alignment
     }
 
     /// Where the data section starts in the file.
     pub fn data_offset(&self) -> u64 {
-        self.layout.data_offset
+        self.data_offset
     }
 
     /// The value stored under `key`, if any.
     pub fn metadata(&self, key: &str) -> Option<&Value> {
-        self.layout
-            .metadata_index
-            .get(key)
-            .map(|&i| &self.layout.metadata[i].1)
+        self.metadata_index.get(key).map(|&i| &self.metadata[i].1)
     }
 
     /// All metadata, in file order.
     pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.layout.metadata.iter().map(|(k, v)| (k.as_str(), v))
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The value under `key`, or an error naming the missing key.
@@ -556,37 +626,11 @@ impl GgufFile {
 
     /// All tensor infos, in file order.
     pub fn tensors(&self) -> &[TensorInfo] {
-        &self.layout.tensors
+        &self.tensors
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.layout
-            .tensor_index
-            .get(name)
-            .map(|&i| &self.layout.tensors[i])
-    }
-
-    /// The raw data of a tensor of this file, in its GGML encoding (empty for an info that
-    /// came from another file and does not fit this one).
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
-        let end = info.start.saturating_add(info.n_bytes);
-        self.as_bytes().get(info.start..end).unwrap_or(&[])
-    }
-
-    /// The tensor `name` decoded to f32, in storage order: row-major with `dims[0]` fastest
-    /// (see the module docs). `Error::Unsupported` for a type glim cannot decode.
-    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self
-            .tensor(name)
-            .ok_or_else(|| Error::Invalid(format!("GGUF file has no tensor {name:?}")))?;
-        let n = usize::try_from(info.n_elements).map_err(|_| {
-            Error::Unsupported(format!(
-                "tensor {name:?} has {} elements, too many for this platform",
-                info.n_elements
-            ))
-        })?;
-        ggml::dequantize(info.ty, self.tensor_bytes(info), n)
-            .map_err(|e| context(e, format_args!("tensor {name:?}")))
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 }
 
@@ -621,15 +665,20 @@ fn invalid(msg: String) -> Error {
     Error::Invalid(msg)
 }
 
-/// A bounds-checked cursor over the file.
+/// A bounds-checked cursor over the file, or over a prefix of it: counts are checked against
+/// the whole file's length, and reading past the prefix but not past the file is recorded
+/// (`short`), so a caller can fetch more and parse again.
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    file_len: u64,
+    short: bool,
 }
 
 impl<'a> Reader<'a> {
+    /// Bytes left in the file (not only in the prefix), capped at usize.
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        usize::try_from(self.file_len.saturating_sub(self.pos as u64)).unwrap_or(usize::MAX)
     }
 
     /// The next `n` bytes; `what` names them in the error if the file ends first.
@@ -639,6 +688,13 @@ impl<'a> Reader<'a> {
                 "truncated: {what} at byte {} needs {n} bytes, only {} left",
                 self.pos,
                 self.remaining()
+            )));
+        }
+        if n > self.buf.len() - self.pos {
+            self.short = true;
+            return Err(invalid(format!(
+                "the header runs past the first {} bytes read",
+                self.buf.len()
             )));
         }
         let bytes = &self.buf[self.pos..self.pos + n];
@@ -782,9 +838,37 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses header, metadata and tensor infos, and checks every tensor against the file size.
-fn parse(buf: &[u8]) -> Result<Layout> {
-    let mut r = Reader { buf, pos: 0 };
+/// Parses a whole file's header, metadata and tensor infos, and checks every tensor against
+/// the file size.
+fn parse(buf: &[u8]) -> Result<GgufHeader> {
+    Ok(parse_header(buf, buf.len() as u64)?.expect("a whole file is never short"))
+}
+
+/// Parses the header of a `file_len`-byte GGUF file from its first bytes, `prefix`,
+/// checking everything as for a whole file (every tensor must fit in `file_len` bytes).
+/// `Ok(None)` when the header runs past the prefix: read more and call again.
+pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Option<GgufHeader>> {
+    if prefix.len() as u64 > file_len {
+        return Err(invalid(format!(
+            "{} bytes read from a {file_len}-byte file",
+            prefix.len()
+        )));
+    }
+    let mut r = Reader {
+        buf: prefix,
+        pos: 0,
+        file_len,
+        short: false,
+    };
+    match parse_from(&mut r) {
+        Ok(header) => Ok(Some(header)),
+        Err(_) if r.short => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_from(r: &mut Reader<'_>) -> Result<GgufHeader> {
+    let file_len = r.file_len;
     let magic = r.take(4, "magic")?;
     if magic != MAGIC {
         return Err(invalid(format!(
@@ -863,8 +947,8 @@ fn parse(buf: &[u8]) -> Result<Layout> {
         let name = r
             .string("tensor name")
             .map_err(|e| context(e, format_args!("tensor info {i}")))?;
-        let info = tensor_info(&mut r)
-            .map_err(|e| context(e, format_args!("tensor {}", quoted(&name))))?;
+        let info =
+            tensor_info(r).map_err(|e| context(e, format_args!("tensor {}", quoted(&name))))?;
         raw.push((name, info));
     }
 
@@ -875,7 +959,7 @@ fn parse(buf: &[u8]) -> Result<Layout> {
     let mut tensors = Vec::with_capacity(raw.len());
     let mut tensor_index = HashMap::new();
     for (name, (dims, ty, offset)) in raw {
-        let info = place_tensor(buf.len(), data_offset, alignment, name, dims, ty, offset)?;
+        let info = place_tensor(file_len, data_offset, alignment, name, dims, ty, offset)?;
         if tensor_index
             .insert(info.name.clone(), tensors.len())
             .is_some()
@@ -888,7 +972,8 @@ fn parse(buf: &[u8]) -> Result<Layout> {
         tensors.push(info);
     }
 
-    Ok(Layout {
+    Ok(GgufHeader {
+        file_len,
         version,
         alignment,
         data_offset,
@@ -918,7 +1003,7 @@ fn tensor_info(r: &mut Reader<'_>) -> Result<(Vec<u64>, GgmlType, u64)> {
 
 /// Checks one tensor's shape, alignment and extent against the file and builds its info.
 fn place_tensor(
-    file_len: usize,
+    file_len: u64,
     data_offset: u64,
     alignment: u64,
     name: String,
@@ -958,7 +1043,7 @@ fn place_tensor(
         .and_then(|n| Some((n, data_offset.checked_add(offset)?)))
         .and_then(|(n, start)| Some((n, start, start.checked_add(n)?)));
     let (n_bytes, start) = match extent {
-        Some((n, start, end)) if end <= file_len as u64 => (n, start),
+        Some((n, start, end)) if end <= file_len => (n, start),
         _ => {
             return Err(invalid(format!(
                 "tensor {}: {ty} data of dims {dims:?} at offset {offset} runs past the end of the {file_len}-byte file",
@@ -966,14 +1051,20 @@ fn place_tensor(
             )))
         }
     };
+    let n_bytes = usize::try_from(n_bytes).map_err(|_| {
+        Error::Unsupported(format!(
+            "tensor {}: {n_bytes} bytes, too many for this platform",
+            quoted(&name)
+        ))
+    })?;
     Ok(TensorInfo {
         name,
         dims,
         ty,
         offset,
         n_elements,
-        start: start as usize,
-        n_bytes: n_bytes as usize,
+        start,
+        n_bytes,
     })
 }
 
@@ -1268,7 +1359,7 @@ mod tests {
             (a.row_len(), a.n_rows(), a.n_elements(), a.n_bytes()),
             (3, 2, 6, 24)
         );
-        assert_eq!(a.file_offset(), data_offset);
+        assert_eq!(a.file_offset(), data_offset as u64);
         assert_eq!(
             g.tensor_bytes(a),
             &f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[..]
@@ -1371,6 +1462,52 @@ mod tests {
         }
         rejects(bytes[..3].to_vec(), "truncated");
         rejects(bytes[..30].to_vec(), "truncated");
+    }
+
+    #[test]
+    fn a_header_parses_from_any_prefix_that_holds_it() {
+        let (bytes, data_offset) = sample_file();
+        let whole = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let len = bytes.len() as u64;
+        // The infos end somewhere before the aligned data offset.
+        let mut first_complete = None;
+        for k in 0..=bytes.len() {
+            match parse_header(&bytes[..k], len).unwrap() {
+                None => assert!(
+                    first_complete.is_none(),
+                    "prefix {k} short after a full one"
+                ),
+                Some(header) => {
+                    first_complete.get_or_insert(k);
+                    assert_eq!(header.file_len(), len);
+                    assert_eq!(header.data_offset(), data_offset as u64);
+                    assert_eq!(header.tensors(), whole.tensors());
+                    assert_eq!(
+                        header.metadata_entries().collect::<Vec<_>>(),
+                        whole.metadata_entries().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        let first = first_complete.expect("the whole file parses");
+        assert!(first > 24 && first <= data_offset, "complete at {first}");
+    }
+
+    #[test]
+    fn a_prefix_is_checked_against_the_whole_file() {
+        let (bytes, _) = sample_file();
+        let len = bytes.len() as u64;
+        // A lying count fails at once, however little has been read.
+        let liar = header(3, 0, u64::MAX / 64, &[]);
+        assert!(parse_header(&liar, len).is_err());
+        // Tensors must fit the file the prefix comes from, not the prefix.
+        assert!(parse_header(&bytes, len - 1).is_err());
+        assert!(parse_header(&bytes, len + 1000).unwrap().is_some());
+        assert!(matches!(
+            parse_header(&bytes[..4], 3),
+            Err(Error::Invalid(m)) if m.contains("bytes read")
+        ));
+        assert!(parse_header(b"GGML", len).is_err());
     }
 
     /// A header with the given counts, followed by `rest`.

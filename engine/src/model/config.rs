@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 
 use super::arch::{self, Family};
-use crate::formats::gguf::GgufFile;
+use crate::formats::gguf::GgufData;
 use crate::kernels::rope::{Llama3Scaling, RopeMode};
 
 /// How a layer's RoPE frequencies are made: `base^(-2i / head_dim)`, then scaled.
@@ -173,7 +173,7 @@ pub(crate) fn check_size(what: &str, value: usize, max: usize) -> Result<()> {
 impl ModelConfig {
     /// Reads the config of a GGUF model through its architecture's adapter; an architecture
     /// glim has no adapter for is an error naming those it runs.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+    pub fn from_gguf(file: &dyn GgufData) -> Result<Self> {
         let config = arch::config_from_gguf(file)?;
         config.validate()?;
         Ok(config)

@@ -6,7 +6,7 @@ use super::arch::Family;
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::formats::ggml::GgmlType;
-use crate::formats::gguf::GgufFile;
+use crate::formats::gguf::GgufData;
 use crate::quant::{PackedWeight, WeightFormat};
 
 /// A provider of named weights.
@@ -53,7 +53,7 @@ pub(crate) fn check_shape(name: &str, found: &[usize], wanted: &[usize]) -> Resu
 /// rotate-half graph as HF and MLC models, and packs to exactly the bytes an MLC folder
 /// written from it holds.
 pub struct GgufWeights<'a> {
-    pub file: &'a GgufFile,
+    pub file: &'a dyn GgufData,
     family: Family,
     n_heads: usize,
     n_kv_heads: usize,
@@ -61,7 +61,7 @@ pub struct GgufWeights<'a> {
 }
 
 impl<'a> GgufWeights<'a> {
-    pub fn new(file: &'a GgufFile, config: &ModelConfig) -> Self {
+    pub fn new(file: &'a dyn GgufData, config: &ModelConfig) -> Self {
         Self {
             file,
             family: config.family,
@@ -112,7 +112,9 @@ pub fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
 impl GgufWeights<'_> {
     /// The tensor glim calls `name`, under this family's name for it.
     fn info(&self, name: &str) -> Option<&crate::formats::gguf::TensorInfo> {
-        self.file.tensor(&self.family.gguf_tensor_name(name))
+        self.file
+            .header()
+            .tensor(&self.family.gguf_tensor_name(name))
     }
 }
 
@@ -135,7 +137,7 @@ impl WeightSource for GgufWeights<'_> {
                 "tensor {name} is stored as GGML type {ty}, which glim's kernels do not run yet"
             )));
         }
-        let bytes = self.file.tensor_bytes(info);
+        let bytes = self.file.tensor_data(info)?;
         let mut packed = if matches!(ty, GgmlType::F32 | GgmlType::BF16) {
             let values = crate::formats::ggml::dequantize(ty, bytes, rows * cols)?;
             let exact = crate::quant::float::exact_in_f16(&values);

@@ -53,7 +53,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::gguf::GgufHeader;
 
 /// GGUF token types (`llama_token_type` in llama.cpp).
 mod token_type {
@@ -488,11 +488,11 @@ impl GgufVocab<'_> {
 }
 
 /// `key` as a u32, `None` when absent.
-fn opt_u32(g: &GgufFile, key: &str) -> Result<Option<u32>> {
+fn opt_u32(g: &GgufHeader, key: &str) -> Result<Option<u32>> {
     g.metadata(key).map(|_| g.get_u32(key)).transpose()
 }
 
-fn opt_bool(g: &GgufFile, key: &str) -> Result<Option<bool>> {
+fn opt_bool(g: &GgufHeader, key: &str) -> Result<Option<bool>> {
     g.metadata(key).map(|_| g.get_bool(key)).transpose()
 }
 
@@ -504,7 +504,7 @@ impl Tokenizer {
     /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*`), with its chat
     /// template (`tokenizer.chat_template`) when it has one. Ids match llama.cpp's for the
     /// same file; see the module docs.
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+    pub fn from_gguf(g: &GgufHeader) -> Result<Self> {
         if g.metadata("tokenizer.ggml.tokens").is_none() {
             return Err(Error::Invalid(
                 "GGUF file has no tokenizer: tokenizer.ggml.tokens is missing".into(),
@@ -1069,7 +1069,7 @@ fn out_of_range(id: u32, n: usize) -> Error {
 
 /// Reads and checks the GGUF token arrays. llama.cpp reads each token as a C string, so a
 /// token ends at its first NUL; one left empty gets llama.cpp's `[EMPTY_i]` name.
-fn read_vocab(g: &GgufFile, spm: bool) -> Result<GgufVocab<'_>> {
+fn read_vocab(g: &GgufHeader, spm: bool) -> Result<GgufVocab<'_>> {
     let raw = g.get_str_array("tokenizer.ggml.tokens")?;
     if raw.is_empty() {
         return Err(Error::Invalid(
@@ -1121,7 +1121,7 @@ fn read_vocab(g: &GgufFile, spm: bool) -> Result<GgufVocab<'_>> {
 
 /// A byte-level BPE tokenizer (`tokenizer.ggml.model = "gpt2"`), and whether it adds BOS
 /// by default.
-fn build_bpe(g: &GgufFile, vocab: &GgufVocab) -> Result<(tokenizers::Tokenizer, bool)> {
+fn build_bpe(g: &GgufHeader, vocab: &GgufVocab) -> Result<(tokenizers::Tokenizer, bool)> {
     let pre = match g.metadata("tokenizer.ggml.pre") {
         None => {
             log::warn!(
@@ -1203,7 +1203,7 @@ fn build_bpe(g: &GgufFile, vocab: &GgufVocab) -> Result<(tokenizers::Tokenizer, 
 /// A SentencePiece tokenizer (`tokenizer.ggml.model = "llama"`) as a byte-fallback BPE; see
 /// the module docs.
 fn build_spm(
-    g: &GgufFile,
+    g: &GgufHeader,
     vocab: &GgufVocab,
     ids: &HashMap<&str, u32>,
     unk: Option<u32>,

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::config::{check_size, LayerSpec, ModelConfig, Rope, MAX_LAYERS};
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::gguf::{GgufData, GgufHeader};
 use crate::kernels::rope::RopeMode;
 
 /// The architectures glim has an adapter for.
@@ -187,9 +187,11 @@ impl Base {
     }
 }
 
-/// A GGUF file's `{arch}.*` metadata.
+/// A GGUF file's `{arch}.*` metadata, and its data for the small tensors a config holds
+/// (Phi-3's LongRoPE divisors).
 pub(crate) struct GgufKeys<'a> {
-    file: &'a GgufFile,
+    file: &'a GgufHeader,
+    data: &'a dyn GgufData,
     arch: &'a str,
 }
 
@@ -222,14 +224,15 @@ impl GgufKeys<'_> {
 }
 
 /// Reads a GGUF model's config: the keys every architecture shares, then its adapter's.
-pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
+pub fn config_from_gguf(data: &dyn GgufData) -> Result<ModelConfig> {
+    let file = data.header();
     let arch = file.architecture()?;
     let family = NAMES
         .iter()
         .find(|(_, gguf, _)| *gguf == arch)
         .map(|(f, _, _)| *f)
         .ok_or_else(|| Family::unsupported(arch))?;
-    let keys = GgufKeys { file, arch };
+    let keys = GgufKeys { file, data, arch };
     let n_layers = keys.usize("block_count")?;
     let dim = keys.usize("embedding_length")?;
     let n_heads = keys.usize("attention.head_count")?;
@@ -366,6 +369,7 @@ pub fn config_from_hf(json: &Value) -> Result<ModelConfig> {
 mod tests {
     use super::*;
     use crate::formats::ggml::GgmlType;
+    use crate::formats::gguf::GgufFile;
     use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
 
     /// A file claiming billions of layers is an error naming the count, not an allocation

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::model::config::{LongRope, ModelConfig};
 
 /// GGUF tensors with the short and long divisors.
-const SHORT: &str = "rope_factors_short.weight";
-const LONG: &str = "rope_factors_long.weight";
+pub(crate) const SHORT: &str = "rope_factors_short.weight";
+pub(crate) const LONG: &str = "rope_factors_long.weight";
 
 /// Scores scale by the square of the factor that scales cos and sin (both Q and K rotate).
 fn set(config: &mut ModelConfig, long_rope: LongRope) {
@@ -39,8 +39,8 @@ pub(super) fn adapt_gguf(keys: &GgufKeys, config: &mut ModelConfig) -> Result<()
         }
     }
     let long_rope = LongRope {
-        short: file.tensor_f32(SHORT)?,
-        long: file.tensor_f32(LONG)?,
+        short: keys.data.tensor_f32(SHORT)?,
+        long: keys.data.tensor_f32(LONG)?,
         original_context: keys
             .opt_usize("rope.scaling.original_context_length")
             .unwrap_or(config.context_length),
