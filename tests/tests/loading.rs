@@ -350,3 +350,98 @@ fn prompts_past_the_context_are_errors() {
         .generate_blocking(&short, &params, &mut |_| true)
         .is_ok());
 }
+
+/// The browser's GGUF path, natively: the file in 256 KiB chunks (the header spans several,
+/// tensors straddle them), a few fetched at a time, one that comes back short fetched again
+/// fresh. The model answers exactly as the file loaded whole, and memory never holds the
+/// file. The Phi-3-layout model reads its LongRoPE divisors before the weights.
+#[test]
+fn streamed_gguf_gives_the_files_tokens() {
+    use glim::formats::gguf_chunks::Chunk;
+    use glim::model::graph::ModelLoader;
+    use glim::model::streamed::{load_streamed_gguf, open_streamed_gguf};
+
+    let Some(default) = glim_tests::test_model() else {
+        return;
+    };
+    if glim_tests::gpu().is_none() {
+        return;
+    }
+    let phi3 = glim_tests::derived_model(glim::model::arch::Family::Phi3).unwrap();
+    let options = LoadOptions {
+        format: None,
+        ..options(WeightFormat::Q4F16)
+    };
+    let greedy = |session: &mut Session, prompt: &str| {
+        let ids = session.tokenizer.encode(prompt, true).unwrap();
+        let params = GenerationParams {
+            max_tokens: 8,
+            ..Default::default()
+        };
+        let answer = session.generate_blocking(&ids, &params, &mut |_| true);
+        answer.unwrap().0
+    };
+    for path in [default.as_path(), phi3.0.as_path()] {
+        let file = std::fs::read(path).unwrap();
+        let len = file.len() as u64;
+        let chunk_bytes = 256 << 10;
+        let mut asked = Vec::new();
+        let mut fetch = |c: Chunk| {
+            asked.push((c.index, c.fresh));
+            let mut bytes = file[c.start as usize..c.end as usize].to_vec();
+            if c.index == 9 && !c.fresh {
+                bytes.truncate(1000);
+            }
+            std::future::ready(Ok(bytes))
+        };
+        let (mut gguf, config) = pollster::block_on(open_streamed_gguf(
+            "test://m.gguf",
+            len,
+            chunk_bytes,
+            &mut fetch,
+        ))
+        .unwrap();
+        let tokenizer = Tokenizer::from_gguf(gguf.header()).unwrap();
+        let ctx = glim_tests::open_gpu().unwrap();
+        let loader = ModelLoader::new(ctx, config, &options).unwrap();
+        let mut reports = Vec::new();
+        let streamed = pollster::block_on(load_streamed_gguf(
+            loader,
+            &mut gguf,
+            &mut fetch,
+            3,
+            &mut |p| reports.push(p),
+        ))
+        .unwrap();
+        let chunks = len.div_ceil(chunk_bytes) as usize;
+        let mut once: Vec<usize> = asked.iter().filter(|a| !a.1).map(|a| a.0).collect();
+        once.sort_unstable();
+        assert_eq!(once, (0..chunks).collect::<Vec<_>>(), "{path:?}");
+        assert_eq!(
+            asked.iter().filter(|a| a.1).collect::<Vec<_>>(),
+            [&(9, true)]
+        );
+        let last = reports.last().unwrap();
+        assert_eq!((last.bytes_done, last.bytes_total), (len, len));
+        // The largest tensor (the embedding table) waits whole for its upload; apart from
+        // it, a few chunks.
+        let peak = reports.iter().map(|p| p.resident_bytes).max().unwrap() as u64;
+        let largest = gguf.header().tensors().iter().map(|t| t.n_bytes()).max();
+        eprintln!("{path:?}: {chunks} chunks, at most {peak} of {len} bytes held");
+        assert!(
+            peak <= largest.unwrap() as u64 + 4 * chunk_bytes,
+            "{peak} of {len} held"
+        );
+
+        let prompt = "The capital of France is";
+        let mut session = Session::new(streamed, tokenizer);
+        let ctx = glim_tests::open_gpu().unwrap();
+        let whole = load(path, ctx, &options, &mut |_, _| {}).unwrap();
+        let mut reference = Session::new(whole.model, whole.tokenizer);
+        assert_eq!(
+            greedy(&mut session, prompt),
+            greedy(&mut reference, prompt),
+            "{path:?}"
+        );
+    }
+}

@@ -285,13 +285,13 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         }
     };
     let mut progress = |p: StreamProgress| {
-        let _ = on_verified.call1(&JsValue::NULL, &JsValue::from(p.shard as u32));
+        let _ = on_verified.call1(&JsValue::NULL, &JsValue::from(p.piece as u32));
         report(
             &on_progress,
             json!({
                 "stage": "upload",
-                "shardsDone": p.shards_done,
-                "shardsTotal": p.shards_total,
+                "shardsDone": p.pieces_done,
+                "shardsTotal": p.pieces_total,
                 "bytesDone": p.bytes_done,
                 "bytesTotal": p.bytes_total,
                 "residentBytes": p.resident_bytes,

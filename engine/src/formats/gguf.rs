@@ -629,6 +629,11 @@ impl GgufHeader {
         &self.tensors
     }
 
+    /// Where tensor `name` is in [`GgufHeader::tensors`].
+    pub fn tensor_position(&self, name: &str) -> Option<usize> {
+        self.tensor_index.get(name).copied()
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }

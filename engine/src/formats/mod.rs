@@ -3,12 +3,13 @@
 //! tokenizer data.
 //!
 //! - [`gguf`]: llama.cpp's single-file format, with [`ggml`] decoding its tensor types;
-//!   [`gguf_writer`] writes it.
+//!   [`gguf_writer`] writes it, and [`gguf_chunks`] reads it in pieces over a network.
 //! - [`safetensors`]: Hugging Face checkpoints (native only: memory-mapped files).
 //! - [`mlc`]: MLC-LLM's packed model folders, glim's own packed format (read and write).
 
 pub mod ggml;
 pub mod gguf;
+pub mod gguf_chunks;
 pub mod gguf_writer;
 pub mod mlc;
 #[cfg(not(target_arch = "wasm32"))]

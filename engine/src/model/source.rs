@@ -110,6 +110,15 @@ pub fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
 }
 
 impl GgufWeights<'_> {
+    /// The file's tensors glim's parameter is read from: its own, or its parts'.
+    pub fn stored_tensors(&self, param: &crate::model::weights::Param) -> Vec<String> {
+        let stored = |name: &str| self.info(name).map(|t| t.name().to_string());
+        match stored(&param.name) {
+            Some(own) => vec![own],
+            None => param.parts.iter().filter_map(|p| stored(&p.name)).collect(),
+        }
+    }
+
     /// The tensor glim calls `name`, under this family's name for it.
     fn info(&self, name: &str) -> Option<&crate::formats::gguf::TensorInfo> {
         self.file

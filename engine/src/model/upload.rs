@@ -53,7 +53,7 @@ impl Default for LoadOptions {
 pub const FALLBACK_FORMAT: WeightFormat = WeightFormat::Q4F16;
 
 /// The GGUF tensor with Llama 3's per-pair RoPE frequency divisors.
-const ROPE_FACTORS: &str = "rope_freqs.weight";
+pub(crate) const ROPE_FACTORS: &str = "rope_freqs.weight";
 
 /// A model being loaded. Parameters arrive one at a time and in any order — the browser
 /// pushes each one as the shards holding it arrive — and [`ModelLoader::finish`] then

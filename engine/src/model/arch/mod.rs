@@ -223,6 +223,9 @@ impl GgufKeys<'_> {
     }
 }
 
+/// The GGUF tensors a config holds (read by [`config_from_gguf`] with the metadata).
+pub(crate) const GGUF_CONFIG_TENSORS: [&str; 2] = [phi3::SHORT, phi3::LONG];
+
 /// Reads a GGUF model's config: the keys every architecture shares, then its adapter's.
 pub fn config_from_gguf(data: &dyn GgufData) -> Result<ModelConfig> {
     let file = data.header();
