@@ -32,7 +32,7 @@ if command -v wasm-opt >/dev/null; then
 else
     echo "build-web: no wasm-opt on this machine; the module is not size-optimized" >&2
 fi
-cp web/js/index.js web/js/index.d.ts web/js/package.json web/js/README.md "$out/"
+cp web/js/index.js web/js/gguf.js web/js/index.d.ts web/js/package.json web/js/README.md "$out/"
 # wasm-bindgen writes a .gitignore of its own; the package ships what package.json lists.
 rm -f "$out/.gitignore"
 echo "build-web: package in $out ($(du -sh "$out" | cut -f1))" >&2

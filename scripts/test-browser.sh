@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The browser proof, from a fresh checkout: builds the npm package and checks it as a user
-# gets it (npm pack, Node import, tsc), writes the default model as a q4f16 folder, asks
-# `glim run` for the greedy answer to a prompt, then drives the www/ chat page in headless
-# Chromium (WebGPU on SwiftShader: f32 kernels, slow, so few tokens) through the worker
-# engine and checks the page streams the same answer, and that a reload loads the weights
-# from Cache Storage without one shard request reaching the server. Then another
-# architecture in the same page: the default model's weights in Phi-3's layout (`glim synth
-# --arch phi3`: fused Q/K/V, LongRoPE, MLC's Phi-3 names), the same answer as `glim run`.
-# Artifacts (screenshot, server log, expected answer): target/browser-test/.
+# gets it (npm pack, Node import, tsc), asks `glim run` for the greedy answer to a prompt
+# from the default GGUF, then drives the www/ chat page in headless Chromium (WebGPU on
+# SwiftShader: no shader-f16, so f32 activations, and `glim run` is asked at f32 too; slow,
+# so few tokens) through the worker engine: the page loads the GGUF by URL and streams the
+# same answer, and a reload loads the weights from Cache Storage without one weight request
+# reaching the server. Then a model folder of another architecture in the same page: the
+# default model's weights in Phi-3's layout (`glim synth --arch phi3`: fused Q/K/V,
+# LongRoPE, MLC's Phi-3 names) written by `glim quantize`, the same answer as `glim run`.
+# Last, tests/browser/gguf-e2e.mjs checks GGUF URLs through the package's API: a download
+# cut off and resumed, a reload, the cache API, bad files, a server without Range.
+# Artifacts (screenshot, server logs, expected answers): target/browser-test/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/browser-test
 models=$out/models
-model_id=SmolLM2-135M-Instruct-q4f16_1
+model_id=SmolLM2-135M-Instruct-Q4_1
 phi3_id=SmolLM2-135M-as-Phi3-q4f16_1
 prompt="What is the capital of France?"
 mkdir -p "$out"
@@ -31,9 +34,11 @@ node --test www/markdown.test.mjs
 
 cargo build -q -p glim-cli
 gguf=$(scripts/fetch-model.sh)
+gguf_name=$(basename "$gguf")
 rm -rf "$models" && mkdir -p "$models"
-target/debug/glim quantize "$gguf" "$models/$model_id" --quant q4f16
-target/debug/glim run "$models/$model_id" -p "$prompt" --temperature 0 -n 8 > "$out/expected.txt"
+ln -s "$(realpath "$gguf")" "$models/$gguf_name"
+export GLIM_PRECISION=f32
+target/debug/glim run "$gguf" -p "$prompt" --temperature 0 -n 8 > "$out/expected.txt"
 echo "test-browser: glim run answers: $(cat "$out/expected.txt")" >&2
 target/debug/glim synth "$out/phi3.gguf" --from "$gguf" --arch phi3
 target/debug/glim quantize "$out/phi3.gguf" "$models/$phi3_id" --quant q4f16
@@ -43,27 +48,57 @@ echo "test-browser: glim run answers as Phi-3: $(cat "$out/expected-phi3.txt")" 
 # The page's model list, for this models folder (scripts/serve.mjs serves it as models.json).
 cat > "$models/models.json" <<JSON
 [
-  { "id": "$model_id", "name": "SmolLM2 135M Instruct (q4f16_1)", "url": "models/$model_id/" },
-  { "id": "$phi3_id", "name": "SmolLM2 135M in Phi-3's layout (q4f16_1)", "url": "models/$phi3_id/" }
+  { "id": "$model_id", "name": "SmolLM2 135M Instruct (GGUF Q4_1)", "url": "models/$gguf_name", "size": "98 MB" },
+  { "id": "$phi3_id", "name": "SmolLM2 135M in Phi-3's layout (q4f16_1)", "url": "models/$phi3_id/", "size": "76 MB" }
 ]
 JSON
+# Files that are no model glim runs, for gguf-e2e.mjs: an HTML page, and the default GGUF
+# with another architecture's name.
+printf '<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1></body></html>\n' > "$models/not-a-model.gguf"
+python3 - "$gguf" "$models/unknown-arch.gguf" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+key = b"general.architecture"
+at = data.index(struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, 5) + b"llama")
+end = at + 8 + len(key) + 12
+open(sys.argv[2], "wb").write(data[:end] + b"mamba" + data[end + 5:])
+PY
 
-: > "$out/requests.log"
-node scripts/serve.mjs --port 0 --www www --pkg web/pkg --models "$models" --log "$out/requests.log" \
-    > "$out/serve.out" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    if grep -q '^serving ' "$out/serve.out"; then break; fi
-    sleep 0.1
-done
-url=$(sed -n 's/^serving //p' "$out/serve.out" | head -1)
-if [ -z "$url" ]; then
-    cat "$out/serve.out" >&2
-    exit 1
-fi
+servers=()
+trap 'kill "${servers[@]}" 2>/dev/null || true' EXIT
+# Starts scripts/serve.mjs with a log NAME.log and the given options; sets $url.
+serve() {
+    local name=$1
+    shift
+    : > "$out/$name.log"
+    node scripts/serve.mjs --port 0 --pkg web/pkg --models "$models" --log "$out/$name.log" "$@" \
+        > "$out/$name.out" 2>&1 &
+    servers+=($!)
+    for _ in $(seq 50); do
+        if grep -q '^serving ' "$out/$name.out"; then break; fi
+        sleep 0.1
+    done
+    url=$(sed -n 's/^serving //p' "$out/$name.out" | head -1)
+    if [ -z "$url" ]; then
+        cat "$out/$name.out" >&2
+        exit 1
+    fi
+}
 
+serve requests --www www
 node tests/browser/chat-e2e.mjs \
     --url "${url}?model=$model_id&temperature=0&max_tokens=8&autoload=1" \
     --log "$out/requests.log" --prompt "$prompt" --expected "$out/expected.txt" \
     --screenshot "$out/chat.png" --also "$phi3_id=$out/expected-phi3.txt"
+
+# The cut falls in the middle of the file, in the middle of a chunk.
+size=$(stat -L -c %s "$gguf")
+cut_at=$((size / 2 + 12345))
+serve ranged --www tests/browser/page --cut-at "$cut_at"
+ranged=$url
+serve plain --www tests/browser/page --ranges no
+node tests/browser/gguf-e2e.mjs --ranged "$ranged" --ranged-log "$out/ranged.log" --cut-at "$cut_at" \
+    --plain "$url" --plain-log "$out/plain.log" --model "models/$gguf_name" --size "$size" \
+    --prompt "$prompt" --expected "$out/expected.txt" \
+    --bad "missing.gguf=HTTP 404" --bad "not-a-model.gguf=not a GGUF file" \
+    --bad "unknown-arch.gguf=model architecture \`mamba\`"

@@ -44,7 +44,7 @@ const ERROR_ADVICE = {
     "This browser has no WebGPU: use a recent Chrome or Edge, or start Chromium with --enable-unsafe-webgpu (on Linux also --enable-features=Vulkan).",
   ModelTooLargeError: "This model does not fit this GPU (too little GPU memory, or the GPU's limits are too low): try a smaller model.",
   DeviceLostError: "The GPU was reset and the model is gone: press Load to start again.",
-  ModelLoadError: "The model could not be loaded: check the network connection and that the model folder is served.",
+  ModelLoadError: "The model could not be loaded: check the network connection and that the model (a GGUF file or a model folder) is served.",
 };
 
 function showError(error) {

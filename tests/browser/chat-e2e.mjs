@@ -7,11 +7,12 @@
 //     [--chromium /usr/bin/chromium] [--chromium-arg FLAG]... [--viewport 1280x800] \
 //     [--load-timeout 600] [--answer-timeout 300] [--also MODEL_ID=ANSWER_FILE]...
 //
-// SERVER_LOG is the --log file of scripts/serve.mjs (one `METHOD PATH STATUS` line per request).
+// SERVER_LOG is the --log file of scripts/serve.mjs (one `METHOD PATH STATUS BYTES` line per request).
 // Steps: open the page in a fresh profile; wait until the model is loaded; send the prompt and
 // compare the answer exactly with ANSWER_FILE (less one trailing newline); screenshot; reload
 // the page in the same profile and wait until the model is loaded again, this time without any
-// `params_shard_` request reaching the server (the weights must come from Cache Storage).
+// weight request (a GET of a `params_shard_` or a `.gguf`) reaching the server (the weights
+// must come from Cache Storage).
 // Then hasModelInCache must see the folder and deleteModelInCache remove it. Each --also model
 // (another architecture) is then loaded in the same page and must give its ANSWER_FILE to the
 // same prompt. Last, the same page in a Chromium without WebGPU must show the banner that says so.
@@ -110,7 +111,7 @@ async function waitFor(page, what, timeoutMs, done) {
 }
 
 const logLines = (file) => (fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter(Boolean) : []);
-const isShardRequest = (line) => /^\S+ \/models\/\S*params_shard_/.test(line);
+const isWeightRequest = (line) => /^GET \/models\/\S*(params_shard_\S*|\.gguf) /.test(line);
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
@@ -152,8 +153,8 @@ async function main() {
     await waitFor(page, "the model to load", options.loadTimeout, (s) => s.state === "ready");
     const firstLoad = Date.now() - started;
     log("[e2e]", `loaded in ${seconds(firstLoad)}`);
-    const shardsFetched = logLines(options.log).slice(linesAtStart).filter(isShardRequest).length;
-    if (!shardsFetched) fail(`${options.log} shows no params_shard_ request for the first load: is it the server's --log file?`);
+    const weightRequests = logLines(options.log).slice(linesAtStart).filter(isWeightRequest).length;
+    if (!weightRequests) fail(`${options.log} shows no weight request for the first load: is it the server's --log file?`);
 
     // One answer.
     const answerTime = await ask(page, options, options.expected);
@@ -165,9 +166,9 @@ async function main() {
     await waitFor(page, "the model to load after the reload", options.loadTimeout, (s) => s.state === "ready");
     const secondLoad = Date.now() - started;
     const after = logLines(options.log).slice(linesBefore);
-    const refetched = after.filter(isShardRequest);
+    const refetched = after.filter(isWeightRequest);
     log("[e2e]", `loaded again in ${seconds(secondLoad)}; ${after.length} requests, ${after.filter((l) => l.includes(" /models/")).length} of them under /models/`);
-    if (refetched.length) fail(`after the reload the page fetched weight shards again instead of using its cache:\n  ${refetched.join("\n  ")}`);
+    if (refetched.length) fail(`after the reload the page fetched weights again instead of using its cache:\n  ${refetched.join("\n  ")}`);
 
     // The cache API of the package, on the page's origin: the folder is cached whole, and
     // deleting it leaves nothing behind.
@@ -196,7 +197,7 @@ async function main() {
     }
 
     await checkWithoutWebGPU(options);
-    log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${shardsFetched} shard requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
+    log("[e2e]", `PASS  first load ${seconds(firstLoad)} (${weightRequests} weight requests), answer ${seconds(answerTime)}, load after reload ${seconds(secondLoad)}`);
   } finally {
     await context.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });

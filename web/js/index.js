@@ -1,11 +1,13 @@
 // glim-llm: glim's engine in the browser, with WebLLM's API shape.
 //
-// This file is transport only: it fetches a model folder's files (caching shards with the
-// Cache Storage API), hands them to the wasm engine, turns its errors into classes, and
-// carries requests and streamed chunks to and from a Web Worker. Requests are checked,
-// rendered, generated and answered inside the engine (crate glim, through glim_web.js).
+// This file is transport only: it fetches a model folder's files or a GGUF file's chunks
+// (gguf.js), caching them with the Cache Storage API, hands them to the wasm engine, turns
+// its errors into classes, and carries requests and streamed chunks to and from a Web
+// Worker. Requests are checked, rendered, generated and answered inside the engine (crate
+// glim, through glim_web.js).
 
 import initWasm, { Engine as WasmEngine } from "./glim_web.js";
+import { CHUNK_BYTES, deleteGgufFromCache, ggufInCache, isGgufPath, openGguf, startsWithGguf } from "./gguf.js";
 
 // ---------------------------------------------------------------------------- errors
 
@@ -66,10 +68,24 @@ function typed(e) {
 const CACHE_NAME = "glim-llm-models";
 const INDEX_FILES = ["tensor-cache.json", "ndarray-cache.json"];
 
-function folderUrl(modelUrl) {
+function absoluteUrl(modelUrl) {
   const base = typeof location !== "undefined" ? location.href : undefined;
-  const url = new URL(modelUrl, base).href;
+  return new URL(modelUrl, base).href;
+}
+
+function folderUrl(modelUrl) {
+  const url = absoluteUrl(modelUrl);
   return url.endsWith("/") ? url : url + "/";
+}
+
+/**
+ * Whether `modelUrl` is a GGUF file rather than a model folder: its path ends in `.gguf`,
+ * or (a path ending neither in `.gguf` nor in `/`) its first four bytes are `GGUF`.
+ */
+async function isGguf(modelUrl) {
+  const url = absoluteUrl(modelUrl);
+  if (isGgufPath(url)) return true;
+  return !new URL(url).pathname.endsWith("/") && (await startsWithGguf(url));
 }
 
 async function openCache() {
@@ -147,15 +163,15 @@ const decoder = new TextDecoder();
 let wasmReady = null;
 
 /**
- * Loads the model folder at `modelUrl` and returns an engine running in this thread.
+ * Loads the model at `modelUrl` (a model folder, or a GGUF file: see isGguf) and returns
+ * an engine running in this thread.
  * `options.initProgressCallback({ progress, timeElapsed, text, loadedBytes, totalBytes })`
  * follows the load; `options.contextWindowSize` sets the KV cache length (default 2048);
- * `options.parallelFetches` how many shards download at once (default 4).
+ * `options.parallelFetches` how many shards or chunks download at once (default 4).
  */
 export async function CreateEngine(modelUrl, options = {}) {
   requireWebGPU();
   const started = performance.now();
-  const base = folderUrl(modelUrl);
   const report = (progress, text, loadedBytes = 0, totalBytes = 0) => {
     options.initProgressCallback?.({
       progress, text, loadedBytes, totalBytes, timeElapsed: (performance.now() - started) / 1000,
@@ -166,15 +182,80 @@ export async function CreateEngine(modelUrl, options = {}) {
   await wasmReady;
 
   const opened = await openCache();
-  let cacheNote = opened.why;
   const store = {
     cache: opened.cache,
+    note: opened.why,
     refuse(e) {
       // Quota exceeded or private mode: keep loading, without caching.
       this.cache = null;
-      cacheNote = `not caching: the browser refused to store more (${e.message || e})`;
+      this.note = `not caching: the browser refused to store more (${e.message || e})`;
     },
   };
+  // Progress counts bytes as they arrive, from the network or the cache, and as they
+  // reach the GPU.
+  const counts = { loaded: 0, fromCache: 0, uploaded: 0, total: 0, detail: "" };
+  const tell = () => {
+    const { loaded, fromCache, uploaded, total } = counts;
+    const parts = [`Loading ${mb(loaded)} / ${mb(total)} MB`];
+    if (fromCache) parts.push(`${mb(fromCache)} MB from cache`);
+    parts.push(counts.detail);
+    if (store.note) parts.push(store.note);
+    const progress = total ? 0.9 * Math.min(loaded, total) / total + 0.1 * uploaded / total : 0;
+    report(Math.min(progress, 0.999), parts.filter(Boolean).join(", "), Math.min(loaded, total), total);
+  };
+  let wasm;
+  try {
+    wasm = (await isGguf(modelUrl))
+      ? await loadGguf(absoluteUrl(modelUrl), options, store, counts, tell)
+      : await loadFolder(folderUrl(modelUrl), options, store, counts, tell);
+  } catch (e) {
+    throw typed(e);
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const finished = [`Loaded in ${seconds} s`];
+  if (counts.fromCache) finished.push(`${mb(counts.fromCache)} of ${mb(counts.total)} MB from cache`);
+  if (store.note) finished.push(store.note);
+  report(1, finished.join(", "), counts.total, counts.total);
+  return new Engine(wasm);
+}
+
+/** The name a model's responses carry: `options.modelId`, else the URL's last segment. */
+function modelName(url, options) {
+  return options.modelId ?? new URL(url).pathname.split("/").filter(Boolean).pop() ?? url;
+}
+
+/** Loads the GGUF file at `url` onto the GPU, chunk by chunk. */
+async function loadGguf(url, options, store, counts, tell) {
+  const file = await openGguf(url, store, (n, fromCache) => {
+    counts.loaded += n;
+    if (fromCache) counts.fromCache += n;
+    tell();
+  }, { load: (message) => new ModelLoadError(message) });
+  counts.total = file.size;
+  try {
+    return await WasmEngine.loadGguf({
+      modelId: modelName(url, options).replace(/\.gguf$/i, ""),
+      url,
+      fileSize: file.size,
+      chunkBytes: CHUNK_BYTES,
+      contextWindowSize: options.contextWindowSize,
+      parallelFetches: options.parallelFetches,
+      fetchChunk: file.fetchChunk,
+      onProgress: (p) => {
+        counts.uploaded = p.bytesDone;
+        counts.detail = `${mb(p.bytesDone)} MB read into the GPU`;
+        tell();
+      },
+    });
+  } finally {
+    file.close();
+  }
+}
+
+const mb = (n) => (n / 1e6).toFixed(1);
+
+/** Loads the model folder at `base` onto the GPU, shard by shard. */
+async function loadFolder(base, options, store, counts, tell) {
   let indexText = null;
   for (const name of INDEX_FILES) {
     const bytes = await fetchSmall(store, base + name, true);
@@ -190,18 +271,8 @@ export async function CreateEngine(modelUrl, options = {}) {
   const tokenizer = await fetchSmall(store, base + "tokenizer.json");
   const tokenizerConfig = await fetchSmall(store, base + "tokenizer_config.json", true);
 
-  // Progress counts shard bytes as they arrive, from the network or the cache.
-  const totalBytes = shards.reduce((sum, s) => sum + (Number(s.nbytes) || 0), 0);
-  let loadedBytes = 0, fromCache = 0, uploaded = 0, shardsUploaded = 0;
-  const mb = (n) => (n / 1e6).toFixed(1);
-  const tell = () => {
-    const parts = [`Loading ${mb(loadedBytes)} / ${mb(totalBytes)} MB`];
-    if (fromCache) parts.push(`${mb(fromCache)} MB from cache`);
-    parts.push(`${shardsUploaded} / ${shards.length} shards on the GPU`);
-    if (cacheNote) parts.push(cacheNote);
-    const progress = totalBytes ? 0.9 * Math.min(loadedBytes, totalBytes) / totalBytes + 0.1 * uploaded / totalBytes : 0;
-    report(Math.min(progress, 0.999), parts.join(", "), Math.min(loadedBytes, totalBytes), totalBytes);
-  };
+  counts.total = shards.reduce((sum, s) => sum + (Number(s.nbytes) || 0), 0);
+  counts.detail = `0 / ${shards.length} shards on the GPU`;
   // Network copies wait here until the engine has checked them; only then are they cached,
   // so a broken download is never kept.
   const unchecked = new Map();
@@ -215,14 +286,14 @@ export async function CreateEngine(modelUrl, options = {}) {
       const hit = await store.cache.match(url);
       if (hit) {
         const bytes = new Uint8Array(await hit.arrayBuffer());
-        loadedBytes += bytes.length;
-        fromCache += bytes.length;
+        counts.loaded += bytes.length;
+        counts.fromCache += bytes.length;
         tell();
         return bytes;
       }
     }
     const response = await fetchOk(url, { cache: fresh ? "reload" : "default" });
-    const bytes = await readBody(response, Number(record.nbytes) || 0, (k) => { loadedBytes += k; tell(); });
+    const bytes = await readBody(response, Number(record.nbytes) || 0, (k) => { counts.loaded += k; tell(); });
     unchecked.set(n, { url, bytes });
     return bytes;
   };
@@ -234,34 +305,23 @@ export async function CreateEngine(modelUrl, options = {}) {
     }
   };
   const onProgress = (p) => {
-    uploaded = p.bytesDone;
-    shardsUploaded = p.shardsDone;
+    counts.uploaded = p.bytesDone;
+    counts.detail = `${p.shardsDone} / ${shards.length} shards on the GPU`;
     tell();
   };
-  let wasm;
-  try {
-    wasm = await WasmEngine.load({
-      modelId: options.modelId ?? base.split("/").filter(Boolean).pop(),
-      baseUrl: base,
-      chatConfig,
-      tensorCache: indexText,
-      tokenizer,
-      tokenizerConfig: tokenizerConfig ? decoder.decode(tokenizerConfig) : undefined,
-      contextWindowSize: options.contextWindowSize,
-      parallelFetches: options.parallelFetches,
-      fetchShard,
-      onShardVerified,
-      onProgress,
-    });
-  } catch (e) {
-    throw typed(e);
-  }
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  const finished = [`Loaded in ${seconds} s`];
-  if (fromCache) finished.push(`${mb(fromCache)} of ${mb(totalBytes)} MB from cache`);
-  if (cacheNote) finished.push(cacheNote);
-  report(1, finished.join(", "), totalBytes, totalBytes);
-  return new Engine(wasm);
+  return WasmEngine.load({
+    modelId: options.modelId ?? base.split("/").filter(Boolean).pop(),
+    baseUrl: base,
+    chatConfig,
+    tensorCache: indexText,
+    tokenizer,
+    tokenizerConfig: tokenizerConfig ? decoder.decode(tokenizerConfig) : undefined,
+    contextWindowSize: options.contextWindowSize,
+    parallelFetches: options.parallelFetches,
+    fetchShard,
+    onShardVerified,
+    onProgress,
+  });
 }
 
 /** An async iterable of chunks fed by callbacks, ending when `done` settles. */
@@ -407,7 +467,7 @@ class WebWorkerEngine {
 
   load(modelUrl, options = {}) {
     const { initProgressCallback, ...rest } = options;
-    return this.#call({ kind: "load", modelUrl: folderUrl(modelUrl), options: rest }, { onProgress: initProgressCallback });
+    return this.#call({ kind: "load", modelUrl: absoluteUrl(modelUrl), options: rest }, { onProgress: initProgressCallback });
   }
 
   async #create(request, chat) {
@@ -444,10 +504,13 @@ async function cachedIndex(cache, base) {
   return null;
 }
 
-/** Whether every file of the model folder at `modelUrl` is in the cache. */
+/** Whether every file of the model folder, or every byte of the GGUF file, at `modelUrl`
+ * is in the cache. */
 export async function hasModelInCache(modelUrl) {
   const { cache } = await openCache();
   if (!cache) return false;
+  if (await ggufInCache(cache, absoluteUrl(modelUrl))) return true;
+  if (isGgufPath(absoluteUrl(modelUrl))) return false;
   const base = folderUrl(modelUrl);
   const index = await cachedIndex(cache, base);
   if (!index || !Array.isArray(index.records)) return false;
@@ -457,10 +520,12 @@ export async function hasModelInCache(modelUrl) {
   return true;
 }
 
-/** Removes every cached file of the model folder at `modelUrl`. */
+/** Removes everything cached of the model folder or GGUF file at `modelUrl`. */
 export async function deleteModelInCache(modelUrl) {
   const { cache } = await openCache();
   if (!cache) return;
+  await deleteGgufFromCache(cache, absoluteUrl(modelUrl));
+  if (isGgufPath(absoluteUrl(modelUrl))) return;
   const base = folderUrl(modelUrl);
   for (const request of await cache.keys()) {
     if (request.url.startsWith(base)) await cache.delete(request);

@@ -1,8 +1,8 @@
 //! The wasm-bindgen half of the npm package `glim-llm`: one class, `Engine`, that opens
-//! WebGPU, streams a model folder's shards onto it and answers OpenAI-shaped requests
-//! through the engine crate's `api::ChatEngine`. The package's JavaScript (`web/js/`)
-//! fetches and caches the bytes, gives errors their classes and carries everything to
-//! and from a Web Worker; nothing of the model lives there.
+//! WebGPU, streams a model folder's shards or a GGUF file's chunks onto it and answers
+//! OpenAI-shaped requests through the engine crate's `api::ChatEngine`. The package's
+//! JavaScript (`web/js/`) fetches and caches the bytes, gives errors their classes and
+//! carries everything to and from a Web Worker; nothing of the model lives there.
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::RefCell;
@@ -11,12 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glim::api::{ChatEngine, Defaults, Request, UnknownFields};
+use glim::formats::gguf_chunks::{Chunk, DEFAULT_CHUNK_BYTES};
 use glim::formats::mlc::{ResidentShards, TensorCache, INDEX_FILE};
 use glim::generate::Session;
 use glim::gpu::{AdapterChoice, GpuContext, Precision};
-use glim::model::graph::{LoadOptions, ModelLoader};
+use glim::model::graph::{LoadOptions, Model, ModelLoader};
 use glim::model::mlc::{mlc_text, MlcModel};
-use glim::model::streamed::{load_streamed, StreamProgress};
+use glim::model::streamed::{
+    load_streamed, load_streamed_gguf, open_streamed_gguf, StreamProgress,
+};
+use glim::text::{ChatTemplate, Tokenizer};
 use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
@@ -118,6 +122,16 @@ impl Engine {
     /// Resolves to an `Engine`.
     pub fn load(options: JsValue) -> Promise {
         future_to_promise(async move { load(options).await.map(JsValue::from) })
+    }
+
+    /// Loads a GGUF file. `options`: `{ modelId, url, fileSize, chunkBytes?,
+    /// contextWindowSize?, parallelFetches?, fetchChunk({ index, start, end, fresh }) ->
+    /// Promise<Uint8Array>, onProgress(report) }`; `fetchChunk` gives bytes `start..end` of
+    /// the file (`fresh`: a first copy had the wrong length, so bypass any cache). Resolves
+    /// to an `Engine`.
+    #[wasm_bindgen(js_name = loadGguf)]
+    pub fn load_gguf(options: JsValue) -> Promise {
+        future_to_promise(async move { load_gguf(options).await.map(JsValue::from) })
     }
 
     /// Answers a `/chat/completions` body (JSON text); streamed chunks go to `on_chunk` as
@@ -254,7 +268,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     let ctx = GpuContext::new(&AdapterChoice::default())
         .await
         .map_err(load_error)?;
-    let summary = ctx.summary.clone();
+    let ctx_summary = ctx.summary.clone();
     let options_for_load = LoadOptions {
         format: None,
         context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
@@ -266,23 +280,11 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         ModelLoader::new(ctx, model.config.clone(), &options_for_load).map_err(load_error)?;
     let window = get_usize(&options, "parallelFetches").unwrap_or(DEFAULT_PARALLEL_FETCHES);
     let fetch = |n: usize, fresh: bool| {
-        let promise = fetch_shard.call2(
+        bytes_of(fetch_shard.call2(
             &JsValue::NULL,
             &JsValue::from(n as u32),
             &JsValue::from(fresh),
-        );
-        async move {
-            let promise: Promise = promise
-                .and_then(|p| {
-                    p.dyn_into()
-                        .map_err(|_| js_error("Error", "fetchShard must return a Promise"))
-                })
-                .map_err(|e| glim::Error::Invalid(describe(&e)))?;
-            let bytes = JsFuture::from(promise)
-                .await
-                .map_err(|e| glim::Error::Invalid(describe(&e)))?;
-            Ok(Uint8Array::new(&bytes).to_vec())
-        }
+        ))
     };
     let mut progress = |p: StreamProgress| {
         let _ = on_verified.call1(&JsValue::NULL, &JsValue::from(p.piece as u32));
@@ -298,9 +300,87 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
             }),
         );
     };
-    let mut llama = load_streamed(loader, &mut model, fetch, window, &mut progress)
+    let llama = load_streamed(loader, &mut model, fetch, window, &mut progress)
         .await
         .map_err(load_error)?;
+    let defaults = Defaults::from_chat_config(&model.chat_config);
+    ready(llama, tokenizer, template, model_id, &ctx_summary, defaults)
+}
+
+/// Loads a GGUF file by chunks (see [`Engine::load_gguf`]).
+async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
+    let model_id = get_string(&options, "modelId")?;
+    let url = get_string(&options, "url")?;
+    let fetch_chunk = get_function(&options, "fetchChunk")?;
+    let on_progress = get_function(&options, "onProgress")?;
+    let file_size = get(&options, "fileSize")
+        .as_f64()
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| js_error("ModelLoadError", "load options: `fileSize` is missing"))?;
+    let chunk_bytes = get_usize(&options, "chunkBytes")
+        .map(|n| n as u64)
+        .unwrap_or(DEFAULT_CHUNK_BYTES);
+    let mut fetch = |chunk: Chunk| {
+        let request = json!({
+            "index": chunk.index,
+            "start": chunk.start,
+            "end": chunk.end,
+            "fresh": chunk.fresh,
+        });
+        let request = js_sys::JSON::parse(&request.to_string()).unwrap_or(JsValue::NULL);
+        bytes_of(fetch_chunk.call1(&JsValue::NULL, &request))
+    };
+    let (mut gguf, config) = open_streamed_gguf(&url, file_size as u64, chunk_bytes, &mut fetch)
+        .await
+        .map_err(load_error)?;
+    let text = |e: glim::Error| js_error("ModelLoadError", format!("{url}: {e}"));
+    let tokenizer = Tokenizer::from_gguf(gguf.header()).map_err(text)?;
+    let template = ChatTemplate::from_tokenizer(&tokenizer).map_err(text)?;
+
+    let ctx = GpuContext::new(&AdapterChoice::default())
+        .await
+        .map_err(load_error)?;
+    let ctx_summary = ctx.summary.clone();
+    let load_options = LoadOptions {
+        context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
+        ..LoadOptions::default()
+    };
+    // The adapter's limits are checked here, before a byte of the weights is fetched.
+    let loader = ModelLoader::new(ctx, config, &load_options).map_err(load_error)?;
+    let window = get_usize(&options, "parallelFetches").unwrap_or(DEFAULT_PARALLEL_FETCHES);
+    let mut progress = |p: StreamProgress| {
+        report(
+            &on_progress,
+            json!({
+                "stage": "upload",
+                "bytesDone": p.bytes_done,
+                "bytesTotal": p.bytes_total,
+                "residentBytes": p.resident_bytes,
+            }),
+        );
+    };
+    let llama = load_streamed_gguf(loader, &mut gguf, fetch, window, &mut progress)
+        .await
+        .map_err(load_error)?;
+    ready(
+        llama,
+        tokenizer,
+        template,
+        model_id,
+        &ctx_summary,
+        Defaults::default(),
+    )
+}
+
+/// The engine for a loaded model, once its tokenizer is known to fit it.
+fn ready(
+    mut llama: Model,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    model_id: String,
+    summary: &glim::gpu::AdapterSummary,
+    defaults: Defaults,
+) -> Result<Engine, JsValue> {
     llama.fit_tokenizer(&tokenizer).map_err(load_error)?;
     let info = json!({
         "model": model_id,
@@ -315,12 +395,27 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     })
     .to_string();
     let mut engine = ChatEngine::new(Session::new(llama, tokenizer), template, model_id);
-    engine.protocol.defaults = Defaults::from_chat_config(&model.chat_config);
+    engine.protocol.defaults = defaults;
     Ok(Engine {
         interrupt: engine.interrupt_handle(),
         state: Rc::new(RefCell::new(State::Ready(Box::new(engine)))),
         info,
     })
+}
+
+/// The bytes a fetch callback's promise resolves to (the callback has been called, so the
+/// transfer is under way).
+async fn bytes_of(called: Result<JsValue, JsValue>) -> glim::Result<Vec<u8>> {
+    let promise: Promise = called
+        .and_then(|p| {
+            p.dyn_into()
+                .map_err(|_| js_error("Error", "the fetch callback must return a Promise"))
+        })
+        .map_err(|e| glim::Error::Invalid(describe(&e)))?;
+    let bytes = JsFuture::from(promise)
+        .await
+        .map_err(|e| glim::Error::Invalid(describe(&e)))?;
+    Ok(Uint8Array::new(&bytes).to_vec())
 }
 
 /// A thrown JavaScript value in words.
