@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The in-browser chat page from a fresh checkout: builds the npm package (web/pkg), writes
-# the default model as a q4f16 model folder (once, under $GLIM_HOME/models), serves www/,
-# the package and the models folder on 127.0.0.1, and prints the URL to open in a browser
-# with WebGPU (Chrome or Edge; Chromium on Linux may need --enable-unsafe-webgpu).
+# The in-browser chat page from a fresh checkout: builds the npm package (web/pkg), fetches
+# the default GGUF (the page's first model, run as stored) and writes it as a q4f16 model
+# folder too (once, under $GLIM_HOME/models), serves www/, the package and the models
+# folder on 127.0.0.1 (with Range requests, as the GGUF loader uses them), and prints the
+# URL to open in a browser with WebGPU (Chrome or Edge; Chromium on Linux may need
+# --enable-unsafe-webgpu).
 #   scripts/web.sh [--port 8765]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,9 +14,9 @@ export interface EngineOptions {
   initProgressCallback?: (report: InitProgressReport) => void;
   /** KV cache length in tokens (default 2048, at most the model's). */
   contextWindowSize?: number;
-  /** Shards downloaded at once (default 4). */
+  /** Shards, or GGUF chunks of 4 MiB, downloaded at once (default 4). */
   parallelFetches?: number;
-  /** The name responses carry and requests may ask for (default: the folder's name). */
+  /** The name responses carry and requests may ask for (default: the folder's or file's name). */
   modelId?: string;
 }
 
@@ -140,6 +140,10 @@ export interface GlimEngine {
   unload(): Promise<void>;
 }
 
+/**
+ * `modelUrl`: a GGUF file (its path ends in `.gguf`, or its first four bytes are `GGUF`),
+ * read with Range requests and run as stored, or a model folder in MLC-LLM's layout.
+ */
 export function CreateEngine(modelUrl: string, options?: EngineOptions): Promise<GlimEngine>;
 export function CreateWebWorkerEngine(worker: Worker, modelUrl: string, options?: EngineOptions): Promise<GlimEngine>;
 
