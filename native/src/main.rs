@@ -106,6 +106,16 @@ Examples:
   glim synth llama2-7b.Q4_0.gguf
   glim bench llama2-7b.Q4_0.gguf --prompt-len 512 --gen 128")]
     Synth(SynthArgs),
+    /// Write a GGUF file as several, in llama.cpp's gguf-split layout
+    #[command(after_help = "\
+The parts are OUT-00001-of-0000N.gguf and its siblings, the tensors in order and about as
+many in each, every metadata key in the first: what llama.cpp's gguf-split writes, and what
+glim, llama.cpp and the browser package load given the first part (smaller files for hosts
+and browser caches with a size limit per file).
+
+Example:
+  glim split model.gguf model --parts 3   # model-00001-of-00003.gguf ... model-00003-of-00003.gguf")]
+    Split(SplitArgs),
     /// Download a model from Hugging Face (or a .gguf URL) into glim's model cache
     #[command(after_help = "\
 SOURCE is ORG/NAME[@REVISION][:FILE] or an http(s) URL of a .gguf file:
@@ -427,6 +437,21 @@ struct SynthArgs {
     arch: Option<String>,
 }
 
+#[derive(Args, Debug)]
+struct SplitArgs {
+    /// The GGUF file to split
+    #[arg(value_name = "MODEL.gguf")]
+    input: PathBuf,
+
+    /// The parts' path without `-00001-of-0000N.gguf` (they must not exist)
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
+
+    /// How many parts
+    #[arg(long, value_name = "N")]
+    parts: usize,
+}
+
 /// An error for the user: printed as `error: <message>`, exit status 1.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -472,6 +497,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::quantize(args),
         Command::Bench(args) => bench::bench(args),
         Command::Synth(args) => synth::synth(args),
+        Command::Split(args) => synth::split(args),
         Command::Serve(args) => serve::serve(args),
         Command::Pull(args) => pull::pull(args),
         Command::List => cache::print_list(),

@@ -1,7 +1,8 @@
 //! `glim synth`: a Llama-shaped GGUF with random weights (Llama 2 7B's shapes by default),
 //! so 7B-class speed can be measured, by glim and by llama.cpp on the identical file,
 //! without 7B weights; or (`--from`, `--arch`) a real Llama GGUF's weights in another
-//! architecture's layout, to test that architecture against llama.cpp.
+//! architecture's layout, to test that architecture against llama.cpp. And `glim split`: a
+//! GGUF file written again as the parts of a split model.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -12,7 +13,7 @@ use glim::model::arch::Family;
 use glim::model::rearrange::write_as;
 use glim::model::synthetic::{write_random_llama, LlamaShape, Mix};
 
-use crate::{bail, model, CliError, CliResult, SynthArgs, SynthType};
+use crate::{bail, model, CliError, CliResult, SplitArgs, SynthArgs, SynthType};
 
 pub fn synth(args: SynthArgs) -> CliResult<()> {
     if let (Some(from), Some(arch)) = (&args.from, &args.arch) {
@@ -89,6 +90,45 @@ fn rewrite(from: &std::path::Path, arch: &str, args: &SynthArgs) -> CliResult<()
         "wrote {}: {}'s weights as {arch}",
         args.output.display(),
         from.display()
+    );
+    Ok(())
+}
+
+/// `glim split MODEL OUT --parts N`: OUT-00001-of-0000N.gguf and its siblings.
+pub fn split(args: SplitArgs) -> CliResult<()> {
+    let src = GgufFile::open(&args.input)
+        .map_err(|e| CliError(format!("{}: {e}", args.input.display())))?;
+    let n = args.parts;
+    let name = |i: usize| {
+        let mut path = args.output.clone().into_os_string();
+        path.push(format!("-{:05}-of-{n:05}.gguf", i + 1));
+        std::path::PathBuf::from(path)
+    };
+    let mut created = Vec::new();
+    let written = glim::formats::gguf_writer::write_split(&src, n, |i| {
+        // Never overwrite: the path may be a real model.
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(name(i))
+            .map_err(|e| {
+                glim::Error::Invalid(format!("cannot create {}: {e}", name(i).display()))
+            })?;
+        created.push(name(i));
+        Ok(BufWriter::new(file))
+    });
+    if let Err(e) = written {
+        // Half a split model is no model: remove what was written.
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e.into());
+    }
+    eprintln!(
+        "wrote {} in {n} parts: {} ... {}",
+        args.input.display(),
+        name(0).display(),
+        name(n - 1).display()
     );
     Ok(())
 }

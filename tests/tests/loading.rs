@@ -354,7 +354,8 @@ fn prompts_past_the_context_are_errors() {
 /// The browser's GGUF path, natively: the file in 256 KiB chunks (the header spans several,
 /// tensors straddle them), a few fetched at a time, one that comes back short fetched again
 /// fresh. The model answers exactly as the file loaded whole, and memory never holds the
-/// file. The Phi-3-layout model reads its LongRoPE divisors before the weights.
+/// file. The Phi-3-layout model reads its LongRoPE divisors before the weights; the default
+/// model split in three parts (`glim split`) streams part by part.
 #[test]
 fn streamed_gguf_gives_the_files_tokens() {
     use glim::formats::gguf_chunks::Chunk;
@@ -381,14 +382,22 @@ fn streamed_gguf_gives_the_files_tokens() {
         let answer = session.generate_blocking(&ids, &params, &mut |_| true);
         answer.unwrap().0
     };
-    for path in [default.as_path(), phi3.0.as_path()] {
-        let file = std::fs::read(path).unwrap();
-        let len = file.len() as u64;
+    let whole = GgufFile::open(&default).unwrap();
+    let split = glim::formats::gguf_writer::write_split(&whole, 3, |_| Ok(Vec::new())).unwrap();
+    let cases = [
+        (default.as_path(), vec![std::fs::read(&default).unwrap()]),
+        (phi3.0.as_path(), vec![std::fs::read(&phi3.0).unwrap()]),
+        (default.as_path(), split),
+    ];
+    for (path, files) in &cases {
+        let path = *path;
+        let lens: Vec<u64> = files.iter().map(|f| f.len() as u64).collect();
+        let len: u64 = lens.iter().sum();
         let chunk_bytes = 256 << 10;
         let mut asked = Vec::new();
         let mut fetch = |c: Chunk| {
             asked.push((c.index, c.fresh));
-            let mut bytes = file[c.start as usize..c.end as usize].to_vec();
+            let mut bytes = files[c.part][c.start as usize..c.end as usize].to_vec();
             if c.index == 9 && !c.fresh {
                 bytes.truncate(1000);
             }
@@ -396,7 +405,7 @@ fn streamed_gguf_gives_the_files_tokens() {
         };
         let (mut gguf, config) = pollster::block_on(open_streamed_gguf(
             "test://m.gguf",
-            len,
+            &lens,
             chunk_bytes,
             &mut fetch,
         ))
@@ -413,7 +422,7 @@ fn streamed_gguf_gives_the_files_tokens() {
             &mut |p| reports.push(p),
         ))
         .unwrap();
-        let chunks = len.div_ceil(chunk_bytes) as usize;
+        let chunks: usize = lens.iter().map(|l| l.div_ceil(chunk_bytes) as usize).sum();
         let mut once: Vec<usize> = asked.iter().filter(|a| !a.1).map(|a| a.0).collect();
         once.sort_unstable();
         assert_eq!(once, (0..chunks).collect::<Vec<_>>(), "{path:?}");
@@ -427,7 +436,10 @@ fn streamed_gguf_gives_the_files_tokens() {
         // it, a few chunks.
         let peak = reports.iter().map(|p| p.resident_bytes).max().unwrap() as u64;
         let largest = gguf.header().tensors().iter().map(|t| t.n_bytes()).max();
-        eprintln!("{path:?}: {chunks} chunks, at most {peak} of {len} bytes held");
+        eprintln!(
+            "{path:?} in {} parts: {chunks} chunks, at most {peak} of {len} bytes held",
+            files.len()
+        );
         assert!(
             peak <= largest.unwrap() as u64 + 4 * chunk_bytes,
             "{peak} of {len} held"

@@ -17,6 +17,14 @@
 //! u32 element type, a u64 count and the elements; arrays may nest. Version 1, which used u32
 //! counts and lengths, is rejected.
 //!
+//! # Split files
+//!
+//! llama.cpp's `gguf-split` cuts a model into `NAME-00001-of-0000N.gguf` and its siblings:
+//! each part is a GGUF file with `split.no` (from 0), `split.count` and, in the first, every
+//! metadata key and `split.tensors.count`. A tensor's offset is into its own part's data
+//! section. [`GgufFile::open`] given the first part opens them all, and
+//! [`GgufHeader::join`] makes one header of the parts', each tensor knowing its part.
+//!
 //! # Dimension order
 //!
 //! [`TensorInfo::dims`] is GGML's `ne`: `dims[0]` varies fastest. A 2-D weight is stored as
@@ -39,6 +47,11 @@ use std::fmt;
 
 use super::ggml::{self, GgmlType};
 use crate::error::{Error, Result};
+
+/// Metadata keys of split files.
+pub const SPLIT_NO: &str = "split.no";
+pub const SPLIT_COUNT: &str = "split.count";
+pub const SPLIT_TENSORS: &str = "split.tensors.count";
 
 /// The first four bytes of every GGUF file.
 pub const MAGIC: [u8; 4] = *b"GGUF";
@@ -314,6 +327,8 @@ pub struct TensorInfo {
     n_elements: u64,
     start: u64,
     n_bytes: usize,
+    /// The part of a split model the tensor is in (0 for a single file).
+    part: usize,
 }
 
 impl TensorInfo {
@@ -336,7 +351,12 @@ impl TensorInfo {
         self.offset
     }
 
-    /// Offset of the data from the start of the file.
+    /// The part of a split model holding the tensor (0 for a single file).
+    pub fn part(&self) -> usize {
+        self.part
+    }
+
+    /// Offset of the data from the start of the file (of its part, for a split model).
     pub fn file_offset(&self) -> u64 {
         self.start
     }
@@ -379,10 +399,11 @@ impl Storage {
     }
 }
 
-/// A parsed GGUF file together with its bytes. Its header's accessors ([`GgufHeader`]) are
-/// reached through `Deref`.
+/// A parsed GGUF file (every part of a split model) together with its bytes. Its header's
+/// accessors ([`GgufHeader`]) are reached through `Deref`.
 pub struct GgufFile {
-    storage: Storage,
+    /// The bytes of each part: one for a single file.
+    storage: Vec<Storage>,
     header: GgufHeader,
 }
 
@@ -406,7 +427,7 @@ impl fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GgufFile")
             .field("version", &self.header.version)
-            .field("bytes", &self.as_bytes().len())
+            .field("parts", &self.storage.len())
             .field("metadata", &self.header.metadata.len())
             .field("tensors", &self.header.tensors.len())
             .finish()
@@ -414,10 +435,50 @@ impl fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Opens and parses the file at `path`, memory-mapping it rather than reading it.
+    /// Opens and parses the file at `path`, memory-mapping it rather than reading it; the
+    /// first part of a split model opens every part.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
+        let (storage, header) = Self::open_part(path)?;
+        let Some(count) = header.split_count()? else {
+            return Ok(Self {
+                storage: vec![storage],
+                header,
+            });
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let no = header.get_u32(SPLIT_NO)?;
+        if no != 0 {
+            return Err(Error::Invalid(format!(
+                "{} is part {} of {count} of a split model: open the first part (NAME-00001-of-{count:05}.gguf)",
+                path.display(),
+                no + 1
+            )));
+        }
+        let mut storages = vec![storage];
+        let mut headers = vec![header];
+        for i in 1..count {
+            let sibling = split_part_name(&name, i).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: part 1 of a split model, but not named as one (NAME-00001-of-{count:05}.gguf)",
+                    path.display()
+                ))
+            })?;
+            let (storage, header) = Self::open_part(&path.with_file_name(sibling))?;
+            storages.push(storage);
+            headers.push(header);
+        }
+        let header = GgufHeader::join(headers)
+            .map_err(|e| context(e, format_args!("split GGUF {}", path.display())))?;
+        Ok(Self {
+            storage: storages,
+            header,
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn open_part(path: &std::path::Path) -> Result<(Storage, GgufHeader)> {
         let cannot = |e: std::io::Error| {
             Error::Invalid(format!("cannot open GGUF file {}: {e}", path.display()))
         };
@@ -428,24 +489,36 @@ impl GgufFile {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot)?;
         let header =
             parse(&map).map_err(|e| context(e, format_args!("GGUF file {}", path.display())))?;
-        Ok(Self {
-            storage: Storage::Mapped(map),
-            header,
-        })
+        Ok((Storage::Mapped(map), header))
     }
 
     /// Parses a GGUF file held in memory (e.g. fetched by a browser), taking ownership of it.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
         let header = parse(&bytes).map_err(|e| context(e, "GGUF data"))?;
         Ok(Self {
-            storage: Storage::Owned(bytes),
+            storage: vec![Storage::Owned(bytes)],
             header,
         })
     }
 
-    /// The whole file.
+    /// Parses the parts of a split model held in memory, in order.
+    pub fn from_parts(parts: Vec<Vec<u8>>) -> Result<Self> {
+        let headers = parts
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                parse(bytes).map_err(|e| context(e, format_args!("GGUF part {}", i + 1)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            header: GgufHeader::join(headers)?,
+            storage: parts.into_iter().map(Storage::Owned).collect(),
+        })
+    }
+
+    /// The whole file (the first part of a split model).
     pub fn as_bytes(&self) -> &[u8] {
-        self.storage.bytes()
+        self.storage[0].bytes()
     }
 
     /// The raw data of a tensor of this file, in its GGML encoding (empty for an info that
@@ -455,7 +528,10 @@ impl GgufFile {
             return &[];
         };
         let end = start.saturating_add(info.n_bytes);
-        self.as_bytes().get(start..end).unwrap_or(&[])
+        self.storage
+            .get(info.part)
+            .and_then(|s| s.bytes().get(start..end))
+            .unwrap_or(&[])
     }
 
     /// The tensor `name` decoded to f32 (see [`GgufData::tensor_f32`]).
@@ -510,9 +586,87 @@ impl std::ops::Deref for GgufFile {
 }
 
 impl GgufHeader {
-    /// The length of the whole file, which every tensor was checked to fit.
+    /// The length of the whole file (the first part of a split model), which every tensor
+    /// was checked to fit.
     pub fn file_len(&self) -> u64 {
         self.file_len
+    }
+
+    /// `split.count` when this is a part of a split model (more than one part), checked to
+    /// sit with a `split.no` below it.
+    pub fn split_count(&self) -> Result<Option<usize>> {
+        let count = match self.metadata(SPLIT_COUNT) {
+            None => return Ok(None),
+            Some(_) => self.get_u32(SPLIT_COUNT)? as usize,
+        };
+        if count <= 1 {
+            return Ok(None);
+        }
+        let no = self.get_u32(SPLIT_NO)? as usize;
+        if no >= count {
+            return Err(Error::Invalid(format!(
+                "{SPLIT_NO} is {no}, not below {SPLIT_COUNT} {count}"
+            )));
+        }
+        Ok(Some(count))
+    }
+
+    /// One header for the parts of a split model, in order: the first part's metadata and
+    /// every part's tensors, each knowing its part. Checks that the parts are those of one
+    /// model, each in its place.
+    pub fn join(parts: Vec<GgufHeader>) -> Result<GgufHeader> {
+        let count = parts.len();
+        if count == 1 && parts[0].split_count()?.is_none() {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let wanted = parts
+            .first()
+            .map(GgufHeader::split_count)
+            .transpose()?
+            .flatten();
+        if wanted != Some(count) {
+            return Err(Error::Invalid(format!(
+                "{count} parts given, and the first says {SPLIT_COUNT} {}",
+                wanted.map_or("is missing".into(), |n| n.to_string())
+            )));
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let (no, of) = (part.get_u32(SPLIT_NO)? as usize, part.split_count()?);
+            if no != i || of != Some(count) {
+                return Err(Error::Invalid(format!(
+                    "part {} says it is part {} of {}",
+                    i + 1,
+                    no + 1,
+                    of.unwrap_or(1)
+                )));
+            }
+        }
+        let listed = parts[0].get_u64(SPLIT_TENSORS)?;
+        let mut parts = parts.into_iter();
+        let mut header = parts.next().expect("parts");
+        for (i, part) in parts.enumerate() {
+            for mut info in part.tensors {
+                info.part = i + 1;
+                if header
+                    .tensor_index
+                    .insert(info.name.clone(), header.tensors.len())
+                    .is_some()
+                {
+                    return Err(invalid(format!(
+                        "tensor {} is in two parts",
+                        quoted(&info.name)
+                    )));
+                }
+                header.tensors.push(info);
+            }
+        }
+        if header.tensors.len() as u64 != listed {
+            return Err(Error::Invalid(format!(
+                "the parts hold {} tensors, the first says {SPLIT_TENSORS} {listed}",
+                header.tensors.len()
+            )));
+        }
+        Ok(header)
     }
 
     /// Format version: 2 or 3.
@@ -637,6 +791,17 @@ impl GgufHeader {
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
+}
+
+/// The file name of part `i` (from 0) of the split model whose first part is `first`
+/// (`NAME-00001-of-0000N.gguf`), or `None` when `first` is not named so.
+pub fn split_part_name(first: &str, i: usize) -> Option<String> {
+    let stem = first.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(no) && digits(count) && no == "00001")
+        .then(|| format!("{prefix}-{:05}-of-{count}.gguf", i + 1))
 }
 
 fn wrong_type(key: &str, v: &Value, want: &str) -> Error {
@@ -1070,6 +1235,7 @@ fn place_tensor(
         n_elements,
         start,
         n_bytes,
+        part: 0,
     })
 }
 

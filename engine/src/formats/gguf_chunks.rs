@@ -1,8 +1,8 @@
-//! A GGUF file read in fixed-size chunks: the browser's path, where each chunk is one Range
-//! request and one Cache Storage entry.
+//! A GGUF file (or the parts of a split model) read in fixed-size chunks: the browser's
+//! path, where each chunk is one Range request and one Cache Storage entry.
 //!
-//! The header is parsed from the first chunks, checked against the file's length as a
-//! whole file would be. The tensor data is then consumed chunk by chunk in file order, and
+//! Each part's header is parsed from its first chunks, checked against the part's length as
+//! a whole file would be, and the parts' headers joined. The tensor data is then consumed chunk by chunk in file order, and
 //! only the bytes of the tensors asked for ([`ChunkedGguf::keep`]) are copied out, so memory
 //! holds a few chunks and the tensors waiting for their parameter, never the file: a 4 GiB
 //! model loads in a 4 GiB WASM memory.
@@ -22,11 +22,13 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
 /// take about 10 MB.
 pub const MAX_HEADER_BYTES: u64 = 64 << 20;
 
-/// One chunk to fetch: bytes `start..end` of the file. `fresh` when a first copy had the
-/// wrong length (a cached copy may be stale or cut short): fetch it past any cache and
-/// replace what is kept.
+/// One chunk to fetch: bytes `start..end` of part `part` (0 for a single file). `index`
+/// numbers the chunks of every part in order. `fresh` when a first copy had the wrong
+/// length (a cached copy may be stale or cut short): fetch it past any cache and replace
+/// what is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chunk {
+    pub part: usize,
     pub index: usize,
     pub start: u64,
     pub end: u64,
@@ -39,28 +41,71 @@ impl Chunk {
     }
 }
 
+/// How a file's parts are cut into chunks: each part's length and the index of its first
+/// chunk.
+struct Parts {
+    chunk_bytes: u64,
+    parts: Vec<(u64, usize)>,
+}
+
+impl Parts {
+    fn new(lens: &[u64], chunk_bytes: u64) -> Self {
+        let mut parts = Vec::new();
+        let mut first = 0;
+        for &len in lens {
+            parts.push((len, first));
+            first += len.div_ceil(chunk_bytes) as usize;
+        }
+        Self { chunk_bytes, parts }
+    }
+
+    /// Chunk `n`, counting every part's chunks in order.
+    fn chunk(&self, n: usize) -> Option<Chunk> {
+        let part = self.parts.iter().rposition(|&(_, first)| first <= n)?;
+        let (len, first) = self.parts[part];
+        let start = ((n - first) as u64).checked_mul(self.chunk_bytes)?;
+        (start < len).then(|| Chunk {
+            part,
+            index: n,
+            start,
+            end: (start + self.chunk_bytes).min(len),
+            fresh: false,
+        })
+    }
+
+    /// The chunks holding bytes `range` of part `part`.
+    fn chunks_of(&self, part: usize, range: Range<u64>) -> Range<usize> {
+        let first = self.parts[part].1;
+        first + (range.start / self.chunk_bytes) as usize
+            ..first + range.end.div_ceil(self.chunk_bytes) as usize
+    }
+}
+
 /// A GGUF file's header and the tensor bytes that have arrived.
 pub struct ChunkedGguf {
     header: GgufHeader,
-    chunk_bytes: u64,
     /// Where the file came from, for errors.
     name: String,
-    /// Chunks fetched before their turn (the header's last one, those of tensors read
+    parts: Parts,
+    /// Chunks fetched before their turn (the headers' last ones, those of tensors read
     /// first), to be consumed in order without fetching them again.
     held: BTreeMap<usize, Vec<u8>>,
-    /// The next chunk [`ChunkedGguf::consume`] takes.
-    next: usize,
+    /// The chunks holding tensor data, in the order [`ChunkedGguf::consume`] takes them,
+    /// and how many it has taken.
+    order: Vec<usize>,
+    consumed: usize,
     /// Tensors asked for, by index in the header: their bytes so far, complete when as long
     /// as the tensor.
     kept: HashMap<usize, Vec<u8>>,
 }
 
 impl ChunkedGguf {
-    /// Reads the header of the `file_len`-byte GGUF file `name`, fetching chunks of
-    /// `chunk_bytes` from the first until it parses.
+    /// Reads the headers of the GGUF file `name` whose parts (one for a single file) are
+    /// `part_lens` bytes long, fetching chunks of `chunk_bytes` from each part's first until
+    /// its header parses.
     pub async fn open<F, Fut>(
         name: &str,
-        file_len: u64,
+        part_lens: &[u64],
         chunk_bytes: u64,
         fetch: &mut F,
     ) -> Result<Self>
@@ -68,44 +113,26 @@ impl ChunkedGguf {
         F: FnMut(Chunk) -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let chunk_bytes = chunk_bytes.max(1);
-        let mut prefix = Vec::new();
-        let mut chunks = Vec::new();
-        let header = loop {
-            let n = chunks.len();
-            let chunk = chunk_at(n, chunk_bytes, file_len).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{name}: the file ends ({file_len} bytes) inside its GGUF header"
-                ))
-            })?;
-            if chunk.start >= MAX_HEADER_BYTES {
-                return Err(Error::Invalid(format!(
-                    "{name}: the GGUF header is longer than {} MiB",
-                    MAX_HEADER_BYTES >> 20
-                )));
-            }
-            let bytes = fetch_checked(name, fetch, chunk).await?;
-            prefix.extend_from_slice(&bytes);
-            chunks.push(bytes);
-            match parse_header(&prefix, file_len) {
-                Ok(Some(header)) => break header,
-                Ok(None) => continue,
-                Err(e) => return Err(named(name, e)),
-            }
-        };
-        let data_offset = header.data_offset();
-        let held = chunks
-            .into_iter()
-            .enumerate()
-            .filter(|(n, _)| (*n as u64 + 1) * chunk_bytes > data_offset)
-            .collect();
-        let next = (data_offset / chunk_bytes) as usize;
+        let parts = Parts::new(part_lens, chunk_bytes.max(1));
+        let mut held = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut headers = Vec::new();
+        for (part, &len) in part_lens.iter().enumerate() {
+            let what = match part_lens.len() {
+                1 => name.to_string(),
+                n => format!("{name} (part {} of {n})", part + 1),
+            };
+            let header = read_header(&what, &parts, part, &mut held, fetch).await?;
+            order.extend(parts.chunks_of(part, header.data_offset()..len));
+            headers.push(header);
+        }
         Ok(Self {
-            header,
-            chunk_bytes,
+            header: GgufHeader::join(headers).map_err(|e| named(name, e))?,
             name: name.to_string(),
+            parts,
             held,
-            next,
+            order,
+            consumed: 0,
             kept: HashMap::new(),
         })
     }
@@ -114,19 +141,36 @@ impl ChunkedGguf {
         &self.header
     }
 
-    /// Chunks of the file, header included.
-    pub fn chunk_count(&self) -> usize {
-        self.header.file_len().div_ceil(self.chunk_bytes) as usize
+    /// The chunks still to consume, in order: in each part, from the one its data starts
+    /// in to its end.
+    pub fn chunks_left(&self) -> Vec<usize> {
+        self.order[self.consumed..].to_vec()
     }
 
-    /// The chunks still to consume, in order: from the one the data starts in to the end.
-    pub fn chunks_left(&self) -> Range<usize> {
-        self.next..self.chunk_count()
-    }
-
-    /// Chunk `n` of this file.
+    /// Chunk `n`, counting every part's chunks in order.
     pub fn chunk(&self, n: usize) -> Option<Chunk> {
-        chunk_at(n, self.chunk_bytes, self.header.file_len())
+        self.parts.chunk(n)
+    }
+
+    /// Bytes of every part.
+    pub fn total_bytes(&self) -> u64 {
+        self.parts.parts.iter().map(|&(len, _)| len).sum()
+    }
+
+    /// Bytes of every part up to the end of `chunk`, as if the parts were one file.
+    pub fn bytes_through(&self, chunk: Chunk) -> u64 {
+        let before: u64 = self.parts.parts[..chunk.part]
+            .iter()
+            .map(|&(len, _)| len)
+            .sum();
+        before + chunk.end
+    }
+
+    /// The chunks holding `info`'s bytes.
+    fn chunks_of(&self, info: &TensorInfo) -> Range<usize> {
+        let start = info.file_offset();
+        self.parts
+            .chunks_of(info.part(), start..start + info.n_bytes() as u64)
     }
 
     /// Takes the chunks fetched ahead of their turn; the caller consumes them in order
@@ -144,8 +188,8 @@ impl ChunkedGguf {
     /// Keeps `tensor`'s bytes as its chunks are consumed.
     pub fn keep(&mut self, tensor: &str) -> Result<()> {
         let i = self.index_of(tensor)?;
-        let start = self.header.tensors()[i].file_offset();
-        if (start / self.chunk_bytes) < self.next as u64 && !self.kept.contains_key(&i) {
+        let first = self.chunks_of(&self.header.tensors()[i]).start;
+        if self.order[..self.consumed].contains(&first) && !self.kept.contains_key(&i) {
             return Err(Error::Invalid(format!(
                 "{}: tensor {tensor} was asked for after its bytes went by",
                 self.name
@@ -172,7 +216,7 @@ impl ChunkedGguf {
                 info.file_offset() + info.n_bytes() as u64,
             );
             let mut bytes = Vec::with_capacity(info.n_bytes());
-            for n in (start / self.chunk_bytes) as usize..end.div_ceil(self.chunk_bytes) as usize {
+            for n in self.chunks_of(info) {
                 let chunk = self.chunk(n).expect("tensors fit the file");
                 if !self.held.contains_key(&n) {
                     let fetched = fetch_checked(&self.name, fetch, chunk).await?;
@@ -188,18 +232,25 @@ impl ChunkedGguf {
 
     /// Consumes chunk `n`, the next in order, copying out the bytes of the tensors kept.
     pub fn consume(&mut self, n: usize, bytes: &[u8]) -> Result<()> {
-        let chunk = self.chunk(n).filter(|_| n == self.next).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: chunk {n} consumed out of order (expected {})",
-                self.name, self.next
-            ))
-        })?;
+        let expected = self.order.get(self.consumed).copied();
+        let chunk = self
+            .chunk(n)
+            .filter(|_| expected == Some(n))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: chunk {n} consumed out of order (expected {expected:?})",
+                    self.name
+                ))
+            })?;
         check_len(&self.name, chunk, bytes.len())?;
         for (&i, kept) in &mut self.kept {
             let info = &self.header.tensors()[i];
             let start = info.file_offset();
             let range = start..start + info.n_bytes() as u64;
-            if kept.len() == info.n_bytes() || range.end <= chunk.start || range.start >= chunk.end
+            if info.part() != chunk.part
+                || kept.len() == info.n_bytes()
+                || range.end <= chunk.start
+                || range.start >= chunk.end
             {
                 continue;
             }
@@ -217,7 +268,7 @@ impl ChunkedGguf {
             }
             kept.extend_from_slice(&bytes[overlap(chunk, range)]);
         }
-        self.next += 1;
+        self.consumed += 1;
         Ok(())
     }
 
@@ -270,14 +321,52 @@ impl GgufData for ChunkedGguf {
     }
 }
 
-fn chunk_at(n: usize, chunk_bytes: u64, file_len: u64) -> Option<Chunk> {
-    let start = (n as u64).checked_mul(chunk_bytes)?;
-    (start < file_len).then(|| Chunk {
-        index: n,
-        start,
-        end: (start + chunk_bytes).min(file_len),
-        fresh: false,
-    })
+/// Part `part`'s header, read from its chunks (`name` says which part); those of its chunks
+/// that also hold data go into `held`.
+async fn read_header<F, Fut>(
+    name: &str,
+    parts: &Parts,
+    part: usize,
+    held: &mut BTreeMap<usize, Vec<u8>>,
+    fetch: &mut F,
+) -> Result<GgufHeader>
+where
+    F: FnMut(Chunk) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>>>,
+{
+    let (len, first) = parts.parts[part];
+    let mut prefix = Vec::new();
+    let mut chunks = Vec::new();
+    let header = loop {
+        let chunk = parts
+            .chunk(first + chunks.len())
+            .filter(|c| c.part == part)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{name}: the file ends ({len} bytes) inside its GGUF header"
+                ))
+            })?;
+        if chunk.start >= MAX_HEADER_BYTES {
+            return Err(Error::Invalid(format!(
+                "{name}: the GGUF header is longer than {} MiB",
+                MAX_HEADER_BYTES >> 20
+            )));
+        }
+        let bytes = fetch_checked(name, fetch, chunk).await?;
+        prefix.extend_from_slice(&bytes);
+        chunks.push((chunk, bytes));
+        match parse_header(&prefix, len) {
+            Ok(Some(header)) => break header,
+            Ok(None) => continue,
+            Err(e) => return Err(named(name, e)),
+        }
+    };
+    for (chunk, bytes) in chunks {
+        if chunk.end > header.data_offset() {
+            held.insert(chunk.index, bytes);
+        }
+    }
+    Ok(header)
 }
 
 /// Where bytes `range` of the file lie in `chunk`'s bytes.
@@ -351,7 +440,7 @@ mod tests {
     use super::*;
     use crate::formats::ggml::GgmlType;
     use crate::formats::gguf::{GgufFile, Value};
-    use crate::formats::gguf_writer::{GgufWriter, TensorSpec};
+    use crate::formats::gguf_writer::{write_split, GgufWriter, TensorSpec};
 
     /// A GGUF file with a header of a few hundred bytes and tensors of odd sizes.
     fn sample() -> Vec<u8> {
@@ -378,38 +467,34 @@ mod tests {
         w.finish().unwrap()
     }
 
-    /// A fetcher over `file` that records what it was asked for; `cut(chunk)` drops bytes
-    /// off a copy.
+    /// A fetcher over `files` (a model's parts) that records what it was asked for;
+    /// `cut(chunk)` drops bytes off a copy.
     fn server<'a>(
-        file: &'a [u8],
+        files: &'a [&'a [u8]],
         asked: &'a mut Vec<Chunk>,
         cut: impl Fn(&Chunk) -> usize + 'a,
     ) -> impl FnMut(Chunk) -> std::future::Ready<Result<Vec<u8>>> + 'a {
         move |c: Chunk| {
             asked.push(c);
-            let bytes = &file[c.start as usize..c.end as usize];
+            let bytes = &files[c.part][c.start as usize..c.end as usize];
             std::future::ready(Ok(bytes[..bytes.len() - cut(&c)].to_vec()))
         }
     }
 
-    #[test]
-    fn tensors_come_out_whole_from_chunks_they_straddle() {
-        let file = sample();
-        let whole = GgufFile::from_bytes(file.clone()).unwrap();
+    /// Opens `files` in chunks of `chunk_bytes`, keeps every tensor, consumes every chunk
+    /// and checks each tensor's bytes against `whole`'s; returns the chunks asked for.
+    fn stream_all(files: &[&[u8]], chunk_bytes: u64, whole: &GgufFile) -> Vec<Chunk> {
+        let lens: Vec<u64> = files.iter().map(|f| f.len() as u64).collect();
         let mut asked = Vec::new();
-        let mut fetch = server(&file, &mut asked, |_| 0);
-        let mut gguf = pollster::block_on(ChunkedGguf::open(
-            "t.gguf",
-            file.len() as u64,
-            100,
-            &mut fetch,
-        ))
-        .unwrap();
-        assert_eq!(gguf.header().tensors(), whole.tensors());
-        pollster::block_on(gguf.read_first(&["c", "missing"], &mut fetch)).unwrap();
-        assert!(gguf.is_complete("c"));
-        for t in ["a", "b", "d"] {
-            gguf.keep(t).unwrap();
+        let mut fetch = server(files, &mut asked, |_| 0);
+        let open = ChunkedGguf::open("t.gguf", &lens, chunk_bytes, &mut fetch);
+        let mut gguf = pollster::block_on(open).unwrap();
+        assert_eq!(gguf.header().tensors().len(), whole.tensors().len());
+        let early = whole.tensors()[2].name();
+        pollster::block_on(gguf.read_first(&[early, "missing"], &mut fetch)).unwrap();
+        assert!(gguf.is_complete(early));
+        for t in whole.tensors() {
+            gguf.keep(t.name()).unwrap();
         }
         let mut held = gguf.take_held();
         for n in gguf.chunks_left() {
@@ -421,8 +506,9 @@ mod tests {
         assert!(held.is_empty());
         drop(fetch);
         for t in whole.tensors() {
+            let mine = gguf.header().tensor(t.name()).unwrap();
             assert_eq!(
-                gguf.tensor_data(t).unwrap(),
+                gguf.tensor_data(mine).unwrap(),
                 whole.tensor_bytes(t),
                 "{}",
                 t.name()
@@ -430,33 +516,72 @@ mod tests {
             gguf.release(t.name());
         }
         assert_eq!(gguf.resident_bytes(), 0);
-        // Every chunk was fetched once (c's ahead of its turn).
+        assert_eq!(gguf.total_bytes(), lens.iter().sum::<u64>());
+        asked
+    }
+
+    #[test]
+    fn tensors_come_out_whole_from_chunks_they_straddle() {
+        let file = sample();
+        let whole = GgufFile::from_bytes(file.clone()).unwrap();
+        let asked = stream_all(&[&file], 100, &whole);
+        // Every chunk was fetched once (one of them ahead of its turn).
         let mut order: Vec<usize> = asked.iter().map(|c| c.index).collect();
         order.sort_unstable();
         assert_eq!(order, (0..file.len().div_ceil(100)).collect::<Vec<_>>());
-        assert!(asked.iter().all(|c| !c.fresh));
+        assert!(asked.iter().all(|c| !c.fresh && c.part == 0));
+    }
+
+    #[test]
+    fn a_split_model_streams_part_by_part() {
+        let whole = GgufFile::from_bytes(sample()).unwrap();
+        let parts = write_split(&whole, 3, |_| Ok(Vec::new())).unwrap();
+        let files: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let asked = stream_all(&files, 64, &whole);
+        for (p, file) in files.iter().enumerate() {
+            let mut mine: Vec<u64> = asked
+                .iter()
+                .filter(|c| c.part == p)
+                .map(|c| c.start)
+                .collect();
+            mine.sort_unstable();
+            let all: Vec<u64> = (0..file.len() as u64).step_by(64).collect();
+            assert_eq!(mine, all, "part {p}");
+        }
+        // A split model given as one file is refused.
+        let mut asked = Vec::new();
+        let mut fetch = server(&files, &mut asked, |_| 0);
+        let one = [files[0].len() as u64];
+        let open = ChunkedGguf::open("t.gguf", &one, 64, &mut fetch);
+        let err = pollster::block_on(open).err().unwrap().to_string();
+        assert!(
+            err.contains("1 parts given, and the first says split.count 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_short_chunk_is_fetched_again_fresh_then_refused() {
         let file = sample();
         let len = file.len() as u64;
+        let files = [file.as_slice()];
         let mut asked = Vec::new();
-        let mut once = server(&file, &mut asked, |c| usize::from(c.index == 1 && !c.fresh));
-        assert!(pollster::block_on(ChunkedGguf::open("t.gguf", len, 100, &mut once)).is_ok());
+        let mut once = server(&files, &mut asked, |c| {
+            usize::from(c.index == 1 && !c.fresh)
+        });
+        assert!(pollster::block_on(ChunkedGguf::open("t.gguf", &[len], 100, &mut once)).is_ok());
         drop(once);
-        assert!(
-            asked.contains(&Chunk {
-                index: 1,
-                start: 100,
-                end: 200,
-                fresh: true
-            }),
-            "{asked:?}"
-        );
+        let again = Chunk {
+            part: 0,
+            index: 1,
+            start: 100,
+            end: 200,
+            fresh: true,
+        };
+        assert!(asked.contains(&again), "{asked:?}");
 
-        let mut always = server(&file, &mut asked, |c| usize::from(c.index == 1));
-        let err = pollster::block_on(ChunkedGguf::open("t.gguf", len, 100, &mut always))
+        let mut always = server(&files, &mut asked, |c| usize::from(c.index == 1));
+        let err = pollster::block_on(ChunkedGguf::open("t.gguf", &[len], 100, &mut always))
             .err()
             .unwrap()
             .to_string();
@@ -471,8 +596,9 @@ mod tests {
         let file = sample();
         let mut asked = Vec::new();
         let open = |bytes: &[u8], len: u64, asked: &mut Vec<Chunk>| {
-            let mut fetch = server(bytes, asked, |_| 0);
-            pollster::block_on(ChunkedGguf::open("t.gguf", len, 64, &mut fetch))
+            let files = [bytes];
+            let mut fetch = server(&files, asked, |_| 0);
+            pollster::block_on(ChunkedGguf::open("t.gguf", &[len], 64, &mut fetch))
                 .err()
                 .expect("opened")
                 .to_string()

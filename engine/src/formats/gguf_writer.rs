@@ -5,7 +5,9 @@
 use std::io::Write;
 
 use super::ggml::GgmlType;
-use super::gguf::{Array, Value, DEFAULT_ALIGNMENT, MAGIC};
+use super::gguf::{
+    Array, GgufFile, Value, DEFAULT_ALIGNMENT, MAGIC, SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS,
+};
 use crate::error::{Error, Result};
 
 /// A tensor to be written: GGML's dimension order (`dims[0]` varies fastest).
@@ -167,6 +169,57 @@ fn put_array(out: &mut Vec<u8>, array: &Array) {
     }
 }
 
+/// Writes `file` again as `parts` files in llama.cpp's `gguf-split` layout: the tensors in
+/// order, about as many in each part; every metadata key in the first part, and each part's
+/// `split.*` keys. `out(i)` opens part `i` (from 0); the written parts come back.
+pub fn write_split<W: Write>(
+    file: &GgufFile,
+    parts: usize,
+    mut out: impl FnMut(usize) -> Result<W>,
+) -> Result<Vec<W>> {
+    let tensors = file.tensors();
+    if parts < 2 || parts > tensors.len() || parts > u16::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "cannot split {} tensors into {parts} parts",
+            tensors.len()
+        )));
+    }
+    let split_keys = |i: usize| {
+        vec![
+            (SPLIT_NO, Value::U16(i as u16)),
+            (SPLIT_COUNT, Value::U16(parts as u16)),
+            (SPLIT_TENSORS, Value::I32(tensors.len() as i32)),
+        ]
+    };
+    let mut written = Vec::new();
+    for i in 0..parts {
+        let mut metadata = Vec::new();
+        if i == 0 {
+            metadata.extend(
+                file.metadata_entries()
+                    .filter(|(k, _)| !k.starts_with("split."))
+                    .map(|(k, v)| (k, v.clone())),
+            );
+        }
+        metadata.extend(split_keys(i));
+        let mine = &tensors[i * tensors.len() / parts..(i + 1) * tensors.len() / parts];
+        let specs: Vec<TensorSpec> = mine
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name().to_string(),
+                dims: t.dims().to_vec(),
+                ggml_type: t.ggml_type(),
+            })
+            .collect();
+        let mut writer = GgufWriter::new(out(i)?, &metadata, &specs)?;
+        for t in mine {
+            writer.write_tensor(file.tensor_bytes(t))?;
+        }
+        written.push(writer.finish()?);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::gguf::GgufFile;
@@ -227,5 +280,85 @@ mod tests {
         assert_eq!(w.dims(), [64, 3]);
         assert_eq!(w.offset() % DEFAULT_ALIGNMENT, 0);
         assert_eq!(file.tensor_bytes(w), q4.as_slice());
+    }
+
+    #[test]
+    fn split_files_read_back_as_one_model() {
+        use crate::formats::gguf::split_part_name;
+        let metadata = [
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(3)),
+        ];
+        let tensors: Vec<TensorSpec> = (0..5)
+            .map(|i| TensorSpec {
+                name: format!("t{i}"),
+                dims: vec![8 + i],
+                ggml_type: GgmlType::F32,
+            })
+            .collect();
+        let mut w = GgufWriter::new(Vec::new(), &metadata, &tensors).unwrap();
+        for t in &tensors {
+            let values: Vec<u8> = (0..t.dims[0])
+                .flat_map(|v| (v as f32).to_le_bytes())
+                .collect();
+            w.write_tensor(&values).unwrap();
+        }
+        let whole = GgufFile::from_bytes(w.finish().unwrap()).unwrap();
+
+        let parts = write_split(&whole, 3, |_| Ok(Vec::new())).unwrap();
+        let split = GgufFile::from_parts(parts.clone()).unwrap();
+        assert_eq!(split.metadata("llama.block_count"), Some(&Value::U32(3)));
+        let names = |f: &GgufFile| {
+            f.tensors()
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&split), names(&whole));
+        assert_eq!(
+            split.tensors().iter().map(|t| t.part()).collect::<Vec<_>>(),
+            [0, 1, 1, 2, 2]
+        );
+        for t in whole.tensors() {
+            assert_eq!(
+                split.tensor_f32(t.name()).unwrap(),
+                whole.tensor_f32(t.name()).unwrap()
+            );
+        }
+        // Parts missing, out of order, or alone are refused.
+        let refused = |parts: Vec<Vec<u8>>| GgufFile::from_parts(parts).err().unwrap().to_string();
+        assert!(refused(parts[..2].to_vec()).contains("2 parts given"));
+        let swapped = vec![parts[0].clone(), parts[2].clone(), parts[1].clone()];
+        assert!(refused(swapped).contains("part 2 says it is part 3 of 3"));
+        assert!(refused(parts[1..2].to_vec()).contains("1 parts given"));
+
+        // On disk, the first part opens them all; another part says which to open.
+        let dir = std::env::temp_dir().join(format!("glim-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, bytes) in parts.iter().enumerate() {
+            std::fs::write(dir.join(format!("m-{:05}-of-00003.gguf", i + 1)), bytes).unwrap();
+        }
+        let opened = GgufFile::open(dir.join("m-00001-of-00003.gguf")).unwrap();
+        assert_eq!(
+            opened.tensor_f32("t4").unwrap(),
+            whole.tensor_f32("t4").unwrap()
+        );
+        let err = GgufFile::open(dir.join("m-00002-of-00003.gguf"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("is part 2 of 3 of a split model"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join("m-00003-of-00003.gguf")).unwrap();
+        assert!(GgufFile::open(dir.join("m-00001-of-00003.gguf")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(
+            split_part_name("m-Q4_K-00001-of-00003.gguf", 2).as_deref(),
+            Some("m-Q4_K-00003-of-00003.gguf")
+        );
+        assert_eq!(split_part_name("m-00002-of-00003.gguf", 0), None);
+        assert_eq!(split_part_name("m.gguf", 1), None);
     }
 }

@@ -172,13 +172,13 @@ where
 /// divisors), or the loader takes them apart from the parameters (Llama 3's RoPE divisors).
 const READ_FIRST: [&str; 3] = [GGUF_CONFIG_TENSORS[0], GGUF_CONFIG_TENSORS[1], ROPE_FACTORS];
 
-/// Opens the `file_len`-byte GGUF file `name` from its chunks (see [`ChunkedGguf`]): reads
-/// its header and the small tensors its config holds, and reads the config. Nothing of the
-/// weights is fetched yet, so a model the adapter cannot hold is refused before its
-/// download.
+/// Opens the GGUF file `name` from its chunks (see [`ChunkedGguf`]), its parts `part_lens`
+/// bytes long (one for a single file): reads its headers and the small tensors its config
+/// holds, and reads the config. Nothing of the weights is fetched yet, so a model the
+/// adapter cannot hold is refused before its download.
 pub async fn open_streamed_gguf<F, Fut>(
     name: &str,
-    file_len: u64,
+    part_lens: &[u64],
     chunk_bytes: u64,
     fetch: &mut F,
 ) -> Result<(ChunkedGguf, ModelConfig)>
@@ -186,7 +186,7 @@ where
     F: FnMut(Chunk) -> Fut,
     Fut: Future<Output = Result<Vec<u8>>>,
 {
-    let mut gguf = ChunkedGguf::open(name, file_len, chunk_bytes, fetch).await?;
+    let mut gguf = ChunkedGguf::open(name, part_lens, chunk_bytes, fetch).await?;
     gguf.read_first(&READ_FIRST, fetch).await?;
     let config = ModelConfig::from_gguf(&gguf).map_err(|e| match e {
         Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
@@ -228,12 +228,12 @@ where
         waiting.push((param, tensors));
     }
     let chunks = gguf.chunks_left();
-    let (first, total) = (chunks.start, chunks.end);
-    let bytes_total = gguf.header().file_len();
+    let total = chunks.len();
+    let bytes_total = gguf.total_bytes();
     let mut held = gguf.take_held();
     let mut ahead = Ahead::new(window);
-    let mut pieces = chunks;
-    for done in 1..=total - first {
+    let mut pieces = chunks.into_iter();
+    for done in 1..=total {
         ahead.fill(&mut pieces, |n| match held.remove(&n) {
             Some(bytes) => Transfer::Held(bytes),
             None => Transfer::Fetching(fetch(gguf.chunk(n).expect("a chunk of the file"))),
@@ -258,8 +258,8 @@ where
         progress(StreamProgress {
             piece: n,
             pieces_done: done,
-            pieces_total: total - first,
-            bytes_done: chunk.end,
+            pieces_total: total,
+            bytes_done: gguf.bytes_through(chunk),
             bytes_total,
             resident_bytes: gguf.resident_bytes(),
         });
