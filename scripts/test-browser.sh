@@ -9,7 +9,8 @@
 # default model's weights in Phi-3's layout (`glim synth --arch phi3`: fused Q/K/V,
 # LongRoPE, MLC's Phi-3 names) written by `glim quantize`, the same answer as `glim run`.
 # Last, tests/browser/gguf-e2e.mjs checks GGUF URLs through the package's API: a download
-# cut off and resumed, a reload, the cache API, bad files, a server without Range.
+# cut off and resumed, a reload, the cache API, a split model, bad files, a server without
+# Range.
 # Artifacts (screenshot, server logs, expected answers): target/browser-test/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +53,10 @@ cat > "$models/models.json" <<JSON
   { "id": "$phi3_id", "name": "SmolLM2 135M in Phi-3's layout (q4f16_1)", "url": "models/$phi3_id/", "size": "76 MB" }
 ]
 JSON
-# Files that are no model glim runs, for gguf-e2e.mjs: an HTML page, and the default GGUF
-# with another architecture's name.
+# For gguf-e2e.mjs: the default GGUF split in three parts, and files that are no model glim
+# runs: an HTML page, and the default GGUF with another architecture's name.
+mkdir -p "$models/split"
+target/debug/glim split "$gguf" "$models/split/SmolLM2" --parts 3
 printf '<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1></body></html>\n' > "$models/not-a-model.gguf"
 python3 - "$gguf" "$models/unknown-arch.gguf" <<'PY'
 import struct, sys
@@ -99,6 +102,6 @@ ranged=$url
 serve plain --www tests/browser/page --ranges no
 node tests/browser/gguf-e2e.mjs --ranged "$ranged" --ranged-log "$out/ranged.log" --cut-at "$cut_at" \
     --plain "$url" --plain-log "$out/plain.log" --model "models/$gguf_name" --size "$size" \
-    --prompt "$prompt" --expected "$out/expected.txt" \
+    --prompt "$prompt" --expected "$out/expected.txt" --split models/split/SmolLM2-00001-of-00003.gguf \
     --bad "missing.gguf=HTTP 404" --bad "not-a-model.gguf=not a GGUF file" \
     --bad "unknown-arch.gguf=model architecture \`mamba\`"

@@ -9,11 +9,12 @@
 //   .message[data-role]          "user" or "assistant", one element per message in #log
 //   .message[data-raw]           on assistant messages: the raw answer text, set once it finished
 //   #error                       the error banner (hidden when there is no error)
+//   #notice                      what the adapter means for speed (shown for a software adapter)
 import { renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  model: $("model"), load: $("load"), error: $("error"),
+  model: $("model"), load: $("load"), error: $("error"), notice: $("notice"),
   progress: $("progress"), progressBar: $("progress-bar"), progressNumbers: $("progress-numbers"), progressText: $("progress-text"),
   log: $("log"), empty: $("empty"), composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
   temperature: $("temperature"), maxTokens: $("max-tokens"), clear: $("clear"), status: $("status"),
@@ -299,6 +300,14 @@ async function start() {
     return;
   }
   setState(document.body.dataset.state === "error" ? "error" : "idle");
+  // A software adapter is said before loading: the user then knows why answers take minutes.
+  if (navigator.gpu) {
+    const adapter = await glim.adapterInfo().catch(() => null);
+    if (adapter?.software) {
+      ui.notice.textContent = adapter.note;
+      ui.notice.hidden = false;
+    }
+  }
   if (params.get("autoload") === "1" && navigator.gpu) load();
 }
 

@@ -152,6 +152,10 @@ async function main() {
     log("[e2e]", `WebGPU adapter: ${gpu}`);
     await waitFor(page, "the model to load", options.loadTimeout, (s) => s.state === "ready");
     const firstLoad = Date.now() - started;
+    // A software adapter (SwiftShader here) is named before loading, with the speed to expect.
+    const notice = await page.evaluate(() => { const n = document.getElementById("notice"); return n && !n.hidden ? n.textContent : ""; });
+    log("[e2e]", `notice: ${notice || "(none)"}`);
+    if (/swiftshader/i.test(gpu) && !/software one \(.+\).*token\/s/.test(notice)) fail(`on SwiftShader the page shows no software-adapter notice (it says ${JSON.stringify(notice)})`);
     log("[e2e]", `loaded in ${seconds(firstLoad)}`);
     const weightRequests = logLines(options.log).slice(linesAtStart).filter(isWeightRequest).length;
     if (!weightRequests) fail(`${options.log} shows no weight request for the first load: is it the server's --log file?`);

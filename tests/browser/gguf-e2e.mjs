@@ -4,7 +4,7 @@
 //
 //   node tests/browser/gguf-e2e.mjs --ranged URL --ranged-log FILE --cut-at BYTE \
 //     --plain URL --plain-log FILE --model PATH --size BYTES --prompt "..." --expected FILE \
-//     [--chromium /usr/bin/chromium] [--bad NAME=NEEDLE]...
+//     --split PATH [--chromium /usr/bin/chromium] [--bad NAME=NEEDLE]...
 //
 // --ranged: a scripts/serve.mjs with Range support started with `--cut-at BYTE` (its
 // responses break off before that byte of a .gguf until /__heal); --plain: one started with
@@ -16,9 +16,12 @@
 //      crosses the network about once in all, and the greedy answer to the prompt is the
 //      text of --expected (`GLIM_PRECISION=f32 glim run`: SwiftShader has no shader-f16);
 //   3. a reload reads nothing of the file; hasModelInCache and deleteModelInCache;
-//   4. each --bad file (under /models/) fails with a ModelLoadError containing NEEDLE.
+//   4. the same model split in parts (--split: the first part's path) reads each part once;
+//   5. each --bad file (under /models/) fails with a ModelLoadError containing NEEDLE.
 // Then on the plain server (another origin, so an empty cache) the load reads the file in one
-// 200 response, exactly once. Exit status 0 when all of that held, 1 (`FAIL: ...`) otherwise.
+// 200 response, exactly once. Every load but the first then continues a raw prompt exactly
+// as the resumed load did (a cheap check that each path got the same bytes). Exit status 0
+// when all of that held, 1 (`FAIL: ...`) otherwise.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -35,7 +38,7 @@ const log = (text) => console.log(`[gguf-e2e] ${text}`);
 
 function parseArgs(argv) {
   const options = { ranged: null, "ranged-log": null, "cut-at": null, plain: null, "plain-log": null, model: null,
-    size: null, prompt: null, expected: null, chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", bad: [] };
+    size: null, prompt: null, expected: null, split: null, chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", bad: [] };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, "");
     if (!argv[i].startsWith("--") || !(name in options) || i + 1 >= argv.length) {
@@ -103,11 +106,20 @@ async function main() {
     if (before.length) fail(`the resumed load fetched again bytes it had before the cut: ${JSON.stringify(before)}`);
     const total = bytesOf(firstTry) + bytesOf(again);
     if (total < o.size || total > o.size + 4 * CHUNK) fail(`the file crossed the network as ${total} bytes for a ${o.size}-byte file`);
-    log(`adapter: ${resumed.info.adapter} (${resumed.info.backend}), precision ${resumed.info.precision}, formats ${JSON.stringify(resumed.info.format)}`);
+    log(`adapter: ${resumed.info.adapter} (${resumed.info.backend}), precision ${resumed.info.precision}, formats ${JSON.stringify(resumed.info.format)}, software: ${resumed.info.software}`);
+    if (/swiftshader/i.test(JSON.stringify(resumed.info.adapterInfo)) && !(resumed.info.software && resumed.info.note)) fail(`info() does not say SwiftShader is a software adapter: ${JSON.stringify(resumed.info)}`);
     const answer = await call("ask", o.prompt, 8);
     if (!answer.ok) fail(`asking failed: ${answer.error.name}: ${answer.error.message}`);
     log(`answer: ${JSON.stringify(answer.text)}`);
     if (answer.text !== expected) fail(`the answer differs from ${o.expected}:\n  expected ${JSON.stringify(expected)}\n  got      ${JSON.stringify(answer.text)}`);
+    const RAW = "The capital of France is";
+    const continuation = await call("complete", RAW, 3);
+    if (!continuation.ok) fail(`completing failed: ${continuation.error.name}: ${continuation.error.message}`);
+    log(`continuation of ${JSON.stringify(RAW)}: ${JSON.stringify(continuation.text)}`);
+    const sameContinuation = async (what) => {
+      const got = await call("complete", RAW, 3);
+      if (!got.ok || got.text !== continuation.text) fail(`${what} continues ${JSON.stringify(RAW)} as ${JSON.stringify(got.text ?? got.error)}, not ${JSON.stringify(continuation.text)}`);
+    };
 
     // 3. A reload reads nothing of the file.
     mark = lineCount(o["ranged-log"]);
@@ -118,12 +130,25 @@ async function main() {
     const reread = requests(o["ranged-log"], modelPath, mark).filter((r) => r.method === "GET");
     log(`after a reload: loaded in ${reloaded.seconds.toFixed(1)} s, ${reread.length} GET requests of the file; ${reloaded.last?.text}`);
     if (reread.length) fail(`after a reload the file was fetched again: ${JSON.stringify(reread)}`);
+    await sameContinuation("the model loaded from the cache");
     const cached = await call("inCache", o.model);
     await call("deleteFromCache", o.model);
     const afterDelete = await call("inCache", o.model);
     if (!cached || afterDelete) fail(`hasModelInCache said ${cached}, then after deleteModelInCache ${afterDelete}`);
 
-    // 4. Files that are not a model glim runs.
+    // 4. The model split in parts: each part read once, in Range requests.
+    mark = lineCount(o["ranged-log"]);
+    const split = await call("load", o.split);
+    if (!split.ok) fail(`the split model failed to load: ${split.error.name}: ${split.error.message}`);
+    const splitDir = path.posix.dirname(new URL(o.split, o.ranged).pathname);
+    const partReqs = fs.readFileSync(o["ranged-log"], "utf8").split("\n").filter(Boolean).slice(mark)
+      .map((l) => l.split(" ")).filter(([m, p]) => m === "GET" && p.startsWith(`${splitDir}/`) && /-of-\d{5}\.gguf$/.test(p));
+    const parts = new Set(partReqs.map(([, p]) => p));
+    log(`split: loaded in ${split.seconds.toFixed(1)} s from ${parts.size} parts in ${partReqs.length} requests; ${split.last?.text}`);
+    if (parts.size < 2) fail(`the split model was read from ${parts.size} file(s): ${JSON.stringify([...parts])}`);
+    await sameContinuation("the split model");
+
+    // 5. Files that are not a model glim runs.
     for (const bad of o.bad) {
       const [file, needle] = bad.split("=");
       const result = await call("load", `models/${file}`);
@@ -141,6 +166,7 @@ async function main() {
     const got = requests(o["plain-log"], modelPath, mark).filter((r) => r.method === "GET");
     log(`without Range: loaded in ${plain.seconds.toFixed(1)} s from ${got.length} GET (${bytesOf(got)} bytes)`);
     if (got.length !== 1 || got[0].status !== 200 || bytesOf(got) !== o.size) fail(`without Range the file was read as ${JSON.stringify(got)}`);
+    await sameContinuation("the model read without Range");
     log("PASS");
   } finally {
     await context.close().catch(() => {});

@@ -22,6 +22,26 @@ export function isGgufPath(url) {
   return new URL(url).pathname.toLowerCase().endsWith(".gguf");
 }
 
+const SPLIT_NAME = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/**
+ * The URLs of a GGUF model's files: `url` alone, or for the first part of a split model
+ * (`NAME-00001-of-0000N.gguf`) every part's, in order. Another part's URL is an error.
+ */
+export function ggufParts(url, errors) {
+  const u = new URL(url);
+  const m = SPLIT_NAME.exec(u.pathname);
+  if (!m || Number(m[2]) <= 1) return [url];
+  if (m[1] !== "00001") {
+    throw errors.load(`${url} is part ${Number(m[1])} of ${Number(m[2])} of a split model: give the first part's URL (-00001-of-${m[2]}.gguf)`);
+  }
+  return Array.from({ length: Number(m[2]) }, (_, i) => {
+    const part = new URL(u.href);
+    part.pathname = u.pathname.replace(SPLIT_NAME, `-${String(i + 1).padStart(5, "0")}-of-${m[2]}.gguf`);
+    return part.href;
+  });
+}
+
 /** Whether the resource at `url` starts with GGUF's magic (a URL without `.gguf`). */
 export async function startsWithGguf(url) {
   try {

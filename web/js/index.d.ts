@@ -116,6 +116,11 @@ export interface EngineInfo {
   backend: string;
   shaderF16: boolean;
   maxStorageBufferBindingSize: number;
+  /** The adapter as the browser describes it (null where it would not say). */
+  adapterInfo: AdapterInfo | null;
+  /** The adapter runs on the CPU; `note` then says what speed to expect. */
+  software: boolean;
+  note: string | null;
 }
 
 export interface ChatCompletions {
@@ -151,6 +156,20 @@ export class WebWorkerEngineHandler {
   constructor(post?: (message: unknown) => void);
   onmessage(event: MessageEvent): Promise<void>;
 }
+
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** The adapter runs on the CPU (SwiftShader, WARP, lavapipe). */
+  software: boolean;
+  /** For a software adapter, what speed to expect; else null. */
+  note: string | null;
+}
+
+/** The WebGPU adapter this context gets, before anything is loaded. */
+export function adapterInfo(): Promise<AdapterInfo>;
 
 export function hasModelInCache(modelUrl: string): Promise<boolean>;
 export function deleteModelInCache(modelUrl: string): Promise<void>;

@@ -7,7 +7,9 @@
 // glim, through glim_web.js).
 
 import initWasm, { Engine as WasmEngine } from "./glim_web.js";
-import { CHUNK_BYTES, deleteGgufFromCache, ggufInCache, isGgufPath, openGguf, startsWithGguf } from "./gguf.js";
+import {
+  CHUNK_BYTES, deleteGgufFromCache, ggufInCache, ggufParts, isGgufPath, openGguf, startsWithGguf,
+} from "./gguf.js";
 
 // ---------------------------------------------------------------------------- errors
 
@@ -61,6 +63,33 @@ function typed(e) {
   }
   if (e instanceof Error) return e;
   return new Error(String(e));
+}
+
+// ---------------------------------------------------------------------------- the adapter
+
+// Software WebGPU adapters: Chromium's SwiftShader, Windows' WARP, Mesa's lavapipe.
+const SOFTWARE_ADAPTER = /swiftshader|warp|basic render|llvmpipe|lavapipe|software/i;
+
+/**
+ * The WebGPU adapter this context gets, before anything is loaded: `{ vendor, architecture,
+ * device, description, software, note }`. `software` is true for an adapter that runs on
+ * the CPU, and `note` then says what to expect. Throws WebGPUUnavailableError without one.
+ */
+export async function adapterInfo() {
+  requireWebGPU();
+  const adapter = await navigator.gpu.requestAdapter().catch(() => null);
+  if (!adapter) throw new WebGPUUnavailableError(`this browser offers no WebGPU adapter. ${ERROR_HINTS.WebGPUUnavailableError}`);
+  const info = adapter.info ?? {};
+  const fields = {
+    vendor: info.vendor ?? "", architecture: info.architecture ?? "", device: info.device ?? "", description: info.description ?? "",
+  };
+  const software = !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter)
+    || SOFTWARE_ADAPTER.test(Object.values(fields).join(" "));
+  const name = fields.description || [fields.vendor, fields.architecture].filter(Boolean).join(" ") || "unknown";
+  const note = software
+    ? `The only WebGPU adapter here is a software one (${name}): it runs on the CPU, about a hundred times slower than a GPU. Expect minutes per answer (a 135M model prefills about 1 token/s and writes about 0.3 token/s on 2 cores), and enable hardware acceleration or use a browser with GPU access for real use.`
+    : null;
+  return { ...fields, software, note };
 }
 
 // ---------------------------------------------------------------------------- fetching
@@ -224,23 +253,29 @@ function modelName(url, options) {
   return options.modelId ?? new URL(url).pathname.split("/").filter(Boolean).pop() ?? url;
 }
 
-/** Loads the GGUF file at `url` onto the GPU, chunk by chunk. */
+const ERRORS = { load: (message) => new ModelLoadError(message) };
+
+/** Loads the GGUF file at `url` (every part of a split model) onto the GPU, chunk by chunk. */
 async function loadGguf(url, options, store, counts, tell) {
-  const file = await openGguf(url, store, (n, fromCache) => {
+  const onBytes = (n, fromCache) => {
     counts.loaded += n;
     if (fromCache) counts.fromCache += n;
     tell();
-  }, { load: (message) => new ModelLoadError(message) });
-  counts.total = file.size;
+  };
+  const parts = [];
   try {
+    for (const part of ggufParts(url, ERRORS)) {
+      parts.push(await openGguf(part, store, onBytes, ERRORS));
+      counts.total = parts.reduce((sum, p) => sum + p.size, 0);
+    }
     return await WasmEngine.loadGguf({
-      modelId: modelName(url, options).replace(/\.gguf$/i, ""),
+      modelId: modelName(url, options).replace(/(-00001-of-\d{5})?\.gguf$/i, ""),
       url,
-      fileSize: file.size,
+      fileSizes: parts.map((p) => p.size),
       chunkBytes: CHUNK_BYTES,
       contextWindowSize: options.contextWindowSize,
       parallelFetches: options.parallelFetches,
-      fetchChunk: file.fetchChunk,
+      fetchChunk: (chunk) => parts[chunk.part].fetchChunk(chunk),
       onProgress: (p) => {
         counts.uploaded = p.bytesDone;
         counts.detail = `${mb(p.bytesDone)} MB read into the GPU`;
@@ -248,7 +283,7 @@ async function loadGguf(url, options, store, counts, tell) {
       },
     });
   } finally {
-    file.close();
+    for (const p of parts) p.close();
   }
 }
 
@@ -374,8 +409,19 @@ class Engine {
     try { this.#wasm.reset(); } catch (e) { throw typed(e); }
   }
   async runtimeStatsText() { return this.#wasm.runtimeStatsText(); }
-  /** The adapter and model: { model, format, precision, context, weightBytes, adapter, ... }. */
-  async info() { return JSON.parse(this.#wasm.info()); }
+  /** The adapter and model: { model, format, precision, context, weightBytes, adapter,
+   * software, note, ... }. */
+  async info() {
+    const adapter = await adapterInfo().catch(() => null);
+    const own = JSON.parse(this.#wasm.info());
+    return {
+      ...own,
+      adapter: own.adapter || adapter?.description || [adapter?.vendor, adapter?.architecture].filter(Boolean).join(" "),
+      adapterInfo: adapter,
+      software: adapter?.software ?? false,
+      note: adapter?.note ?? null,
+    };
+  }
   /** Frees the GPU memory; the engine cannot be used afterwards. */
   async unload() { this.#wasm.unload(); }
 }
@@ -509,8 +555,12 @@ async function cachedIndex(cache, base) {
 export async function hasModelInCache(modelUrl) {
   const { cache } = await openCache();
   if (!cache) return false;
-  if (await ggufInCache(cache, absoluteUrl(modelUrl))) return true;
-  if (isGgufPath(absoluteUrl(modelUrl))) return false;
+  const url = absoluteUrl(modelUrl);
+  if (isGgufPath(url)) {
+    for (const part of ggufParts(url, ERRORS)) if (!(await ggufInCache(cache, part))) return false;
+    return true;
+  }
+  if (await ggufInCache(cache, url)) return true;
   const base = folderUrl(modelUrl);
   const index = await cachedIndex(cache, base);
   if (!index || !Array.isArray(index.records)) return false;
@@ -524,8 +574,12 @@ export async function hasModelInCache(modelUrl) {
 export async function deleteModelInCache(modelUrl) {
   const { cache } = await openCache();
   if (!cache) return;
-  await deleteGgufFromCache(cache, absoluteUrl(modelUrl));
-  if (isGgufPath(absoluteUrl(modelUrl))) return;
+  const url = absoluteUrl(modelUrl);
+  if (isGgufPath(url)) {
+    for (const part of ggufParts(url, ERRORS)) await deleteGgufFromCache(cache, part);
+    return;
+  }
+  await deleteGgufFromCache(cache, url);
   const base = folderUrl(modelUrl);
   for (const request of await cache.keys()) {
     if (request.url.startsWith(base)) await cache.delete(request);

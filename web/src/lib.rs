@@ -124,11 +124,12 @@ impl Engine {
         future_to_promise(async move { load(options).await.map(JsValue::from) })
     }
 
-    /// Loads a GGUF file. `options`: `{ modelId, url, fileSize, chunkBytes?,
-    /// contextWindowSize?, parallelFetches?, fetchChunk({ index, start, end, fresh }) ->
-    /// Promise<Uint8Array>, onProgress(report) }`; `fetchChunk` gives bytes `start..end` of
-    /// the file (`fresh`: a first copy had the wrong length, so bypass any cache). Resolves
-    /// to an `Engine`.
+    /// Loads a GGUF file. `options`: `{ modelId, url, fileSizes, chunkBytes?,
+    /// contextWindowSize?, parallelFetches?, fetchChunk({ part, index, start, end, fresh })
+    /// -> Promise<Uint8Array>, onProgress(report) }`: `fileSizes` has one size, or a split
+    /// model's parts' sizes in order; `fetchChunk` gives bytes `start..end` of part `part`
+    /// (`fresh`: a first copy had the wrong length, so bypass any cache). Resolves to an
+    /// `Engine`.
     #[wasm_bindgen(js_name = loadGguf)]
     pub fn load_gguf(options: JsValue) -> Promise {
         future_to_promise(async move { load_gguf(options).await.map(JsValue::from) })
@@ -313,15 +314,28 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
     let url = get_string(&options, "url")?;
     let fetch_chunk = get_function(&options, "fetchChunk")?;
     let on_progress = get_function(&options, "onProgress")?;
-    let file_size = get(&options, "fileSize")
-        .as_f64()
-        .filter(|x| x.is_finite() && *x >= 0.0)
-        .ok_or_else(|| js_error("ModelLoadError", "load options: `fileSize` is missing"))?;
+    let sizes = js_sys::Array::from(&get(&options, "fileSizes"));
+    let file_sizes: Vec<u64> = sizes
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .map(|x| x as u64)
+        })
+        .collect::<Option<_>>()
+        .filter(|v: &Vec<u64>| !v.is_empty())
+        .ok_or_else(|| {
+            js_error(
+                "ModelLoadError",
+                "load options: `fileSizes` must list the file's size (or its parts')",
+            )
+        })?;
     let chunk_bytes = get_usize(&options, "chunkBytes")
         .map(|n| n as u64)
         .unwrap_or(DEFAULT_CHUNK_BYTES);
     let mut fetch = |chunk: Chunk| {
         let request = json!({
+            "part": chunk.part,
             "index": chunk.index,
             "start": chunk.start,
             "end": chunk.end,
@@ -330,7 +344,7 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
         let request = js_sys::JSON::parse(&request.to_string()).unwrap_or(JsValue::NULL);
         bytes_of(fetch_chunk.call1(&JsValue::NULL, &request))
     };
-    let (mut gguf, config) = open_streamed_gguf(&url, file_size as u64, chunk_bytes, &mut fetch)
+    let (mut gguf, config) = open_streamed_gguf(&url, &file_sizes, chunk_bytes, &mut fetch)
         .await
         .map_err(load_error)?;
     let text = |e: glim::Error| js_error("ModelLoadError", format!("{url}: {e}"));

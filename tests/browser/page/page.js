@@ -37,6 +37,15 @@ window.glimTest = {
       return failure(e);
     }
   },
+  /** The greedy continuation of `prompt` (no chat template), `maxTokens` tokens at most. */
+  async complete(prompt, maxTokens) {
+    try {
+      const reply = await engine.completions.create({ prompt, temperature: 0, max_tokens: maxTokens });
+      return { ok: true, text: reply.choices[0].text };
+    } catch (e) {
+      return failure(e);
+    }
+  },
   async inCache(url) { return glim.hasModelInCache(new URL(url, location.href).href); },
   async deleteFromCache(url) { return glim.deleteModelInCache(new URL(url, location.href).href); },
 };
