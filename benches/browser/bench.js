@@ -12,12 +12,12 @@ window.bench = {
     return glim.adapterInfo().catch((e) => ({ error: String(e?.message ?? e) }));
   },
 
-  async glim(url, prompt, maxTokens, context) {
+  async glim(url, prompt, maxTokens, context, kernels) {
     await glim.deleteModelInCache(url);
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     try {
       const started = now();
-      const engine = await glim.CreateWebWorkerEngine(worker, url, { contextWindowSize: context });
+      const engine = await glim.CreateWebWorkerEngine(worker, url, { contextWindowSize: context, kernels });
       const loadSeconds = (now() - started) / 1000;
       const reply = await engine.completions.create({ prompt, max_tokens: maxTokens, temperature: 0 });
       const extra = reply.usage.extra ?? {};
@@ -30,7 +30,7 @@ window.bench = {
         prefill: extra.prefill_tokens_per_s,
         decode: extra.decode_tokens_per_s,
         text: reply.choices[0].text,
-        how: `${info.adapter} (${info.precision} activations, ${info.format})`,
+        how: `${info.adapter}, ${info.kernels} kernels, ${info.precision} activations, ${info.format}`,
       };
     } finally {
       worker.terminate();

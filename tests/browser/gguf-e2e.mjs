@@ -106,8 +106,10 @@ async function main() {
     if (before.length) fail(`the resumed load fetched again bytes it had before the cut: ${JSON.stringify(before)}`);
     const total = bytesOf(firstTry) + bytesOf(again);
     if (total < o.size || total > o.size + 4 * CHUNK) fail(`the file crossed the network as ${total} bytes for a ${o.size}-byte file`);
-    log(`adapter: ${resumed.info.adapter} (${resumed.info.backend}), precision ${resumed.info.precision}, formats ${JSON.stringify(resumed.info.format)}, software: ${resumed.info.software}`);
-    if (/swiftshader/i.test(JSON.stringify(resumed.info.adapterInfo)) && !(resumed.info.software && resumed.info.note)) fail(`info() does not say SwiftShader is a software adapter: ${JSON.stringify(resumed.info)}`);
+    log(`adapter: ${resumed.info.adapter} (${resumed.info.backend}), precision ${resumed.info.precision}, formats ${JSON.stringify(resumed.info.format)}, software: ${resumed.info.software}, ${resumed.info.kernels} kernels`);
+    if (/swiftshader/i.test(JSON.stringify(resumed.info.adapterInfo)) && !(resumed.info.software && resumed.info.note && resumed.info.kernels === "cpu")) {
+      fail(`info() does not say SwiftShader is a software adapter running the CPU kernels: ${JSON.stringify(resumed.info)}`);
+    }
     const answer = await call("ask", o.prompt, 8);
     if (!answer.ok) fail(`asking failed: ${answer.error.name}: ${answer.error.message}`);
     log(`answer: ${JSON.stringify(answer.text)}`);

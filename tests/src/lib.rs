@@ -37,14 +37,14 @@ pub fn gpu() -> Option<&'static GpuContext> {
 }
 
 /// A second shared context that runs the kernels built for GPUs even on a CPU adapter
-/// (see `GpuContext::use_gpu_kernels`): on lavapipe it launches `gemv` as GPUs do, with
+/// (see `GpuContext::use_kernels`): on lavapipe it launches `gemv` as GPUs do, with
 /// 32-thread teams that reduce over workgroup memory, where [`gpu`]'s 8-thread teams
 /// reduce by subgroup shuffles.
 pub fn gpu_with_gpu_kernels() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {
         let mut ctx = open_gpu()?;
-        ctx.use_gpu_kernels();
+        ctx.use_kernels(glim::gpu::KernelSet::Gpu);
         Some(ctx)
     })
     .as_ref()

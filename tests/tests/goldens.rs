@@ -73,7 +73,7 @@ fn load_file(
 ) -> Option<(Model, GgufFile)> {
     let mut ctx = glim_tests::open_gpu()?;
     if gpu_kernels {
-        ctx.use_gpu_kernels();
+        ctx.use_kernels(glim::gpu::KernelSet::Gpu);
     }
     let file = GgufFile::open(path).unwrap();
     let options = LoadOptions {

@@ -18,6 +18,8 @@ export interface EngineOptions {
   parallelFetches?: number;
   /** The name responses carry and requests may ask for (default: the folder's or file's name). */
   modelId?: string;
+  /** The kernels built for GPUs or for CPU adapters' SIMD lanes (default: "cpu" on a software adapter, else "gpu"). */
+  kernels?: "gpu" | "cpu";
 }
 
 export interface ChatMessage {
@@ -118,6 +120,8 @@ export interface EngineInfo {
   maxStorageBufferBindingSize: number;
   /** The adapter as the browser describes it (null where it would not say). */
   adapterInfo: AdapterInfo | null;
+  /** The kernel set running: built for GPUs, or for CPU adapters. */
+  kernels: "gpu" | "cpu";
   /** The adapter runs on the CPU; `note` then says what speed to expect. */
   software: boolean;
   note: string | null;

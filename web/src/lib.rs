@@ -14,7 +14,7 @@ use glim::api::{ChatEngine, Defaults, Request, UnknownFields};
 use glim::formats::gguf_chunks::{Chunk, DEFAULT_CHUNK_BYTES};
 use glim::formats::mlc::{ResidentShards, TensorCache, INDEX_FILE};
 use glim::generate::Session;
-use glim::gpu::{AdapterChoice, GpuContext, Precision};
+use glim::gpu::{AdapterChoice, GpuContext, KernelSet, Precision};
 use glim::model::graph::{LoadOptions, Model, ModelLoader};
 use glim::model::mlc::{mlc_text, MlcModel};
 use glim::model::streamed::{
@@ -266,10 +266,9 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     let mut model = MlcModel::new(ResidentShards::new(index, base_url.clone()), chat_config)
         .map_err(load_error)?;
 
-    let ctx = GpuContext::new(&AdapterChoice::default())
-        .await
-        .map_err(load_error)?;
+    let ctx = open_gpu(&options).await?;
     let ctx_summary = ctx.summary.clone();
+    let kernels = ctx.kernel_set();
     let options_for_load = LoadOptions {
         format: None,
         context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
@@ -305,7 +304,28 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         .await
         .map_err(load_error)?;
     let defaults = Defaults::from_chat_config(&model.chat_config);
-    ready(llama, tokenizer, template, model_id, &ctx_summary, defaults)
+    let adapter = (&ctx_summary, kernels);
+    ready(llama, tokenizer, template, model_id, adapter, defaults)
+}
+
+/// The WebGPU device, running the kernel set `options.kernels` asks for (`"cpu"` or
+/// `"gpu"`; the adapter's own otherwise).
+async fn open_gpu(options: &JsValue) -> Result<GpuContext, JsValue> {
+    let mut ctx = GpuContext::new(&AdapterChoice::default())
+        .await
+        .map_err(load_error)?;
+    match get(options, "kernels").as_string().as_deref() {
+        None => {}
+        Some("cpu") => ctx.use_kernels(KernelSet::Cpu),
+        Some("gpu") => ctx.use_kernels(KernelSet::Gpu),
+        Some(other) => {
+            return Err(js_error(
+                "ModelLoadError",
+                format!("load options: `kernels` is {other:?}, not \"cpu\" or \"gpu\""),
+            ))
+        }
+    }
+    Ok(ctx)
 }
 
 /// Loads a GGUF file by chunks (see [`Engine::load_gguf`]).
@@ -351,10 +371,9 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
     let tokenizer = Tokenizer::from_gguf(gguf.header()).map_err(text)?;
     let template = ChatTemplate::from_tokenizer(&tokenizer).map_err(text)?;
 
-    let ctx = GpuContext::new(&AdapterChoice::default())
-        .await
-        .map_err(load_error)?;
+    let ctx = open_gpu(&options).await?;
     let ctx_summary = ctx.summary.clone();
+    let kernels = ctx.kernel_set();
     let load_options = LoadOptions {
         context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
         ..LoadOptions::default()
@@ -381,7 +400,7 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
         tokenizer,
         template,
         model_id,
-        &ctx_summary,
+        (&ctx_summary, kernels),
         Defaults::default(),
     )
 }
@@ -392,9 +411,13 @@ fn ready(
     tokenizer: Tokenizer,
     template: ChatTemplate,
     model_id: String,
-    summary: &glim::gpu::AdapterSummary,
+    (summary, kernels): (&glim::gpu::AdapterSummary, KernelSet),
     defaults: Defaults,
 ) -> Result<Engine, JsValue> {
+    let kernels = match kernels {
+        KernelSet::Cpu => "cpu",
+        KernelSet::Gpu => "gpu",
+    };
     llama.fit_tokenizer(&tokenizer).map_err(load_error)?;
     let info = json!({
         "model": model_id,
@@ -405,6 +428,7 @@ fn ready(
         "adapter": summary.name,
         "backend": summary.backend,
         "shaderF16": summary.shader_f16,
+        "kernels": kernels,
         "maxStorageBufferBindingSize": summary.max_storage_binding,
     })
     .to_string();

@@ -223,8 +223,16 @@ pub struct GpuContext {
     /// Errors wgpu reports outside an error scope (and device loss) land here instead of
     /// panicking; the next submit or readback turns them into an [`Error`].
     pub(crate) pending_error: Arc<Mutex<Option<String>>>,
-    /// Run the kernels built for GPUs even on a CPU adapter (see [`Self::use_gpu_kernels`]).
-    gpu_kernels: bool,
+    /// The kernels asked for, whatever the adapter (see [`Self::use_kernels`]).
+    kernels: Option<KernelSet>,
+}
+
+/// Which of glim's two kernel sets runs the matrix products: those built for GPU warps, or
+/// those built for a CPU adapter's SIMD lanes (see `kernels::matmul`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSet {
+    Gpu,
+    Cpu,
 }
 
 impl GpuContext {
@@ -275,7 +283,7 @@ impl GpuContext {
             limits,
             pipelines: Default::default(),
             pending_error,
-            gpu_kernels: false,
+            kernels: None,
         })
     }
 
@@ -304,15 +312,27 @@ impl GpuContext {
         }
     }
 
-    /// Whether the adapter runs on the CPU (lavapipe): kernels that suit SIMD lanes better
-    /// than GPU warps are picked for it. Not in the browser: there the CPU adapter is
-    /// Chromium's SwiftShader, where the CPU matmul kernels give wrong answers (Chromium
-    /// 156; not yet understood) while the GPU ones are right.
+    /// Whether to run the kernels built for CPU adapters: asked for with
+    /// [`Self::use_kernels`], else on an adapter that runs on the CPU (lavapipe). The
+    /// browser does not say what its adapter is through wgpu: the package asks for the CPU
+    /// kernels where `adapter.info` names a software adapter.
     pub fn is_cpu(&self) -> bool {
-        !cfg!(target_arch = "wasm32")
-            && !self.gpu_kernels
-            && (self.summary.device_type == "Cpu"
-                || self.summary.name.to_lowercase().contains("llvmpipe"))
+        match self.kernels {
+            Some(set) => set == KernelSet::Cpu,
+            None => {
+                self.summary.device_type == "Cpu"
+                    || self.summary.name.to_lowercase().contains("llvmpipe")
+            }
+        }
+    }
+
+    /// The kernel set [`Self::is_cpu`] picks.
+    pub fn kernel_set(&self) -> KernelSet {
+        if self.is_cpu() {
+            KernelSet::Cpu
+        } else {
+            KernelSet::Gpu
+        }
     }
 
     /// The one size every subgroup has on this device, where kernels may use subgroup
@@ -326,10 +346,10 @@ impl GpuContext {
         usable.then_some(min)
     }
 
-    /// Pick the kernels built for GPUs even on a CPU adapter: lets tests run a whole model
-    /// through them on lavapipe, where [`Self::is_cpu`] would pick the CPU ones.
-    pub fn use_gpu_kernels(&mut self) {
-        self.gpu_kernels = true;
+    /// Run `set` whatever the adapter: lets tests run a whole model through the GPU kernels
+    /// on lavapipe, and the browser pick the CPU ones on a software adapter.
+    pub fn use_kernels(&mut self, set: KernelSet) {
+        self.kernels = Some(set);
     }
 
     /// Largest buffer one shader binding may cover; weights larger than this are split.

@@ -9,7 +9,7 @@ pub mod tensor;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
-pub use context::{match_adapter, AdapterChoice, AdapterSummary, GpuContext, Precision};
+pub use context::{match_adapter, AdapterChoice, AdapterSummary, GpuContext, KernelSet, Precision};
 pub use pipeline::{assemble, Binding, KernelSource};
 pub use recorder::{grid, Dispatch, KernelTimer, Recorder};
 pub use tensor::{DType, Tensor};
