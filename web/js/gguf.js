@@ -85,7 +85,7 @@ async function readManifest(cache, url) {
   if (!hit) return null;
   try {
     const m = await hit.json();
-    return Number.isSafeInteger(m.size) && m.chunkBytes === CHUNK_BYTES ? m : null;
+    return Number.isSafeInteger(m.size) ? m : null;
   } catch {
     return null;
   }
@@ -101,7 +101,7 @@ function chunkRanges(size) {
 /** Whether every chunk of the GGUF file at `url` is in `cache`. */
 export async function ggufInCache(cache, url) {
   const manifest = await readManifest(cache, url);
-  if (!manifest) return false;
+  if (manifest?.chunkBytes !== CHUNK_BYTES) return false;
   for (const [start, end] of chunkRanges(manifest.size)) {
     if (!(await cache.match(chunkKey(url, start, end)))) return false;
   }
@@ -201,6 +201,11 @@ class BodyStream {
  */
 export async function openGguf(url, store, onBytes, errors) {
   let manifest = store.cache ? await readManifest(store.cache, url) : null;
+  if (manifest && manifest.chunkBytes !== CHUNK_BYTES) {
+    // Cut by another version of the package: its chunks are no use to this one.
+    await deleteGgufFromCache(store.cache, url);
+    manifest = null;
+  }
   if (manifest) {
     // Is the cached copy still the server's file? A HEAD request reads none of it; with no
     // network, the cache is what there is.
