@@ -153,7 +153,7 @@ async function readAll(response, onBytes) {
  * past on the way to the one asked for are kept until asked for.
  */
 class BodyStream {
-  #reader; #pos = 0; #carry = new Uint8Array(0); #kept = new Map(); #turn = Promise.resolve(); #done = false;
+  #reader; #pos = 0; #parts = []; #have = 0; #kept = new Map(); #turn = Promise.resolve(); #done = false;
   constructor(response) { this.#reader = response.body.getReader(); }
 
   /** Bytes start..end, or null when the stream has passed them. */
@@ -169,11 +169,10 @@ class BodyStream {
     if (start < this.#pos) return null;
     for (;;) {
       // Whole chunks at the front of what has been read go out or are kept.
-      while (this.#carry.length >= CHUNK_BYTES || (this.#done && this.#carry.length)) {
-        const n = Math.min(CHUNK_BYTES, this.#carry.length);
-        const piece = this.#carry.slice(0, n);
+      while (this.#have >= CHUNK_BYTES || (this.#done && this.#have)) {
+        const n = Math.min(CHUNK_BYTES, this.#have);
+        const piece = this.#take(n);
         const at = this.#pos;
-        this.#carry = this.#carry.subarray(n);
         this.#pos += n;
         if (at === start) return piece.subarray(0, end - start);
         if (at > start) return null;
@@ -183,11 +182,24 @@ class BodyStream {
       const { done, value } = await this.#reader.read();
       if (done) { this.#done = true; continue; }
       onBytes(value.length);
-      const grown = new Uint8Array(this.#carry.length + value.length);
-      grown.set(this.#carry);
-      grown.set(value, this.#carry.length);
-      this.#carry = grown;
+      this.#parts.push(value);
+      this.#have += value.length;
     }
+  }
+
+  /** The first `n` bytes read and not yet taken, copied once into one buffer. */
+  #take(n) {
+    const out = new Uint8Array(n);
+    for (let at = 0; at < n;) {
+      const part = this.#parts[0];
+      const k = Math.min(part.length, n - at);
+      out.set(part.subarray(0, k), at);
+      at += k;
+      if (k === part.length) this.#parts.shift();
+      else this.#parts[0] = part.subarray(k);
+    }
+    this.#have -= n;
+    return out;
   }
 
   cancel() { this.#reader.cancel().catch(() => {}); }
