@@ -41,6 +41,9 @@ ln -s "$(realpath "$gguf")" "$models/$gguf_name"
 export GLIM_PRECISION=f32
 target/debug/glim run "$gguf" -p "$prompt" --temperature 0 -n 8 > "$out/expected.txt"
 echo "test-browser: glim run answers: $(cat "$out/expected.txt")" >&2
+raw_prompt="The first printing press in Europe was built by"
+target/debug/glim run "$gguf" --raw -p "$raw_prompt" --temperature 0 -n 6 > "$out/expected-raw.txt"
+echo "test-browser: glim run continues: $(cat "$out/expected-raw.txt")" >&2
 target/debug/glim synth "$out/phi3.gguf" --from "$gguf" --arch phi3
 target/debug/glim quantize "$out/phi3.gguf" "$models/$phi3_id" --quant q4f16
 rm "$out/phi3.gguf"
@@ -102,6 +105,7 @@ ranged=$url
 serve plain --www tests/browser/page --ranges no
 node tests/browser/gguf-e2e.mjs --ranged "$ranged" --ranged-log "$out/ranged.log" --cut-at "$cut_at" \
     --plain "$url" --plain-log "$out/plain.log" --model "models/$gguf_name" --size "$size" \
-    --prompt "$prompt" --expected "$out/expected.txt" --split models/split/SmolLM2-00001-of-00003.gguf \
+    --prompt "$raw_prompt" --tokens 6 --expected "$out/expected-raw.txt" \
+    --split models/split/SmolLM2-00001-of-00003.gguf \
     --bad "missing.gguf=HTTP 404" --bad "not-a-model.gguf=not a GGUF file" \
     --bad "unknown-arch.gguf=model architecture \`mamba\`"

@@ -26,17 +26,6 @@ window.glimTest = {
       return { ...failure(e), last: reports.at(-1) };
     }
   },
-  /** The greedy answer to `prompt`, `maxTokens` tokens at most. */
-  async ask(prompt, maxTokens) {
-    try {
-      const reply = await engine.chat.completions.create({
-        messages: [{ role: "user", content: prompt }], temperature: 0, max_tokens: maxTokens,
-      });
-      return { ok: true, text: reply.choices[0].message.content };
-    } catch (e) {
-      return failure(e);
-    }
-  },
   /** The greedy continuation of `prompt` (no chat template), `maxTokens` tokens at most. */
   async complete(prompt, maxTokens) {
     try {
