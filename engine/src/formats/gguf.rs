@@ -812,7 +812,7 @@ fn wrong_type(key: &str, v: &Value, want: &str) -> Error {
 }
 
 /// Prefixes the message of a data error with where it happened.
-fn context(e: Error, what: impl fmt::Display) -> Error {
+pub(crate) fn context(e: Error, what: impl fmt::Display) -> Error {
     match e {
         Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
         Error::Unsupported(m) => Error::Unsupported(format!("{what}: {m}")),

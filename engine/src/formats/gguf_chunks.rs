@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::Range;
 
-use super::gguf::{parse_header, GgufData, GgufHeader, TensorInfo};
+use super::gguf::{context, parse_header, GgufData, GgufHeader, TensorInfo};
 use crate::error::{Error, Result};
 
 /// Bytes per chunk unless the caller picks another size: a few requests per second on a
@@ -127,7 +127,7 @@ impl ChunkedGguf {
             headers.push(header);
         }
         Ok(Self {
-            header: GgufHeader::join(headers).map_err(|e| named(name, e))?,
+            header: GgufHeader::join(headers).map_err(|e| context(e, name))?,
             name: name.to_string(),
             parts,
             held,
@@ -168,9 +168,7 @@ impl ChunkedGguf {
 
     /// The chunks holding `info`'s bytes.
     fn chunks_of(&self, info: &TensorInfo) -> Range<usize> {
-        let start = info.file_offset();
-        self.parts
-            .chunks_of(info.part(), start..start + info.n_bytes() as u64)
+        self.parts.chunks_of(info.part(), bytes_of(info))
     }
 
     /// Takes the chunks fetched ahead of their turn; the caller consumes them in order
@@ -211,10 +209,6 @@ impl ChunkedGguf {
                 continue;
             };
             let info = &self.header.tensors()[i];
-            let (start, end) = (
-                info.file_offset(),
-                info.file_offset() + info.n_bytes() as u64,
-            );
             let mut bytes = Vec::with_capacity(info.n_bytes());
             for n in self.chunks_of(info) {
                 let chunk = self.chunk(n).expect("tensors fit the file");
@@ -222,8 +216,7 @@ impl ChunkedGguf {
                     let fetched = fetch_checked(&self.name, fetch, chunk).await?;
                     self.held.insert(n, fetched);
                 }
-                let overlap = overlap(chunk, start..end);
-                bytes.extend_from_slice(&self.held[&n][overlap]);
+                bytes.extend_from_slice(&self.held[&n][overlap(chunk, bytes_of(info))]);
             }
             self.kept.insert(i, bytes);
         }
@@ -245,8 +238,8 @@ impl ChunkedGguf {
         check_len(&self.name, chunk, bytes.len())?;
         for (&i, kept) in &mut self.kept {
             let info = &self.header.tensors()[i];
-            let start = info.file_offset();
-            let range = start..start + info.n_bytes() as u64;
+            let range = bytes_of(info);
+            let start = range.start;
             if info.part() != chunk.part
                 || kept.len() == info.n_bytes()
                 || range.end <= chunk.start
@@ -358,7 +351,7 @@ where
         match parse_header(&prefix, len) {
             Ok(Some(header)) => break header,
             Ok(None) => continue,
-            Err(e) => return Err(named(name, e)),
+            Err(e) => return Err(context(e, name)),
         }
     };
     for (chunk, bytes) in chunks {
@@ -367,6 +360,11 @@ where
         }
     }
     Ok(header)
+}
+
+/// Where `info`'s bytes lie in its part.
+fn bytes_of(info: &TensorInfo) -> Range<u64> {
+    info.file_offset()..info.file_offset() + info.n_bytes() as u64
 }
 
 /// Where bytes `range` of the file lie in `chunk`'s bytes.
@@ -424,15 +422,6 @@ where
         return Ok(bytes);
     }
     Ok(bytes)
-}
-
-/// `e` with the file named.
-fn named(name: &str, e: Error) -> Error {
-    match e {
-        Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
-        Error::Unsupported(m) => Error::Unsupported(format!("{name}: {m}")),
-        other => other,
-    }
 }
 
 #[cfg(test)]

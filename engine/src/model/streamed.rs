@@ -17,6 +17,7 @@ use super::mlc::MlcModel;
 use super::source::{GgufWeights, WeightSource};
 use super::upload::ROPE_FACTORS;
 use crate::error::{Error, Result};
+use crate::formats::gguf::context;
 use crate::formats::gguf_chunks::{recheck, Chunk, ChunkedGguf};
 use crate::formats::mlc::ResidentShards;
 
@@ -188,11 +189,7 @@ where
 {
     let mut gguf = ChunkedGguf::open(name, part_lens, chunk_bytes, fetch).await?;
     gguf.read_first(&READ_FIRST, fetch).await?;
-    let config = ModelConfig::from_gguf(&gguf).map_err(|e| match e {
-        Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
-        Error::Unsupported(m) => Error::Unsupported(format!("{name}: {m}")),
-        other => other,
-    })?;
+    let config = ModelConfig::from_gguf(&gguf).map_err(|e| context(e, name))?;
     Ok((gguf, config))
 }
 
