@@ -15,7 +15,8 @@
 //   2. after /__heal the load resumes: no chunk before the cut is asked for again, and the
 //      file crosses the network about once in all;
 //   3. a reload reads nothing of the file; hasModelInCache and deleteModelInCache;
-//   4. the same model split in parts (--split: the first part's path) reads each part once;
+//   4. the same model split in parts (--split: the first part's path) reads each part once,
+//      run with gemv's subgroup reduction where the device has subgroups;
 //   5. each --bad file (under /models/) fails with a ModelLoadError containing NEEDLE.
 // Then on the plain server (another origin, so an empty cache) the load reads the file in one
 // 200 response, exactly once. Every load but the first must continue the raw --prompt
@@ -133,17 +134,27 @@ async function main() {
     const afterDelete = await call("inCache", o.model);
     if (!cached || afterDelete) fail(`hasModelInCache said ${cached}, then after deleteModelInCache ${afterDelete}`);
 
-    // 4. The model split in parts: each part read once, in Range requests.
+    // 4. The model split in parts: each part read once, in Range requests. It runs the
+    // matrix-vector kernel in teams of one subgroup, reducing by shuffles, where the device
+    // has subgroups (SwiftShader does, 4 lanes wide: no default launch uses such a team).
+    const subgroup = resumed.info.subgroupSize;
+    if (!subgroup && /swiftshader/i.test(JSON.stringify(resumed.info.adapterInfo))) {
+      fail(`the device has no subgroups on SwiftShader, which offers them: ${JSON.stringify(resumed.info)}`);
+    }
+    const gemv = subgroup ? `${subgroup},${Math.max(1, 64 / subgroup)},8,2,1` : undefined;
     mark = lineCount(o["ranged-log"]);
-    const split = await call("load", o.split);
+    const split = await call("load", o.split, { gemv });
     if (!split.ok) fail(`the split model failed to load: ${split.error.name}: ${split.error.message}`);
+    log(`split: gemv ${JSON.stringify(split.info.gemv)}, subgroup size ${subgroup}`);
+    if (subgroup && split.info.gemv.reduction !== "subgroup") fail(`gemv in teams of ${subgroup} does not reduce by subgroup shuffles: ${JSON.stringify(split.info.gemv)}`);
+    if (!subgroup) log("SKIPPED: no subgroups on this device, so the subgroup reduction is not checked in the browser");
     const splitDir = path.posix.dirname(new URL(o.split, o.ranged).pathname);
     const partReqs = fs.readFileSync(o["ranged-log"], "utf8").split("\n").filter(Boolean).slice(mark)
       .map((l) => l.split(" ")).filter(([m, p]) => m === "GET" && p.startsWith(`${splitDir}/`) && /-of-\d{5}\.gguf$/.test(p));
     const parts = new Set(partReqs.map(([, p]) => p));
     log(`split: loaded in ${split.seconds.toFixed(1)} s from ${parts.size} parts in ${partReqs.length} requests; ${split.last?.text}`);
     if (parts.size < 2) fail(`the split model was read from ${parts.size} file(s): ${JSON.stringify([...parts])}`);
-    await sameContinuation("the split model");
+    await sameContinuation(`the split model (gemv ${JSON.stringify(split.info.gemv)})`);
 
     // 5. Files that are not a model glim runs.
     for (const bad of o.bad) {

@@ -20,6 +20,10 @@ export interface EngineOptions {
   modelId?: string;
   /** The kernels built for GPUs or for CPU adapters' SIMD lanes (default: "cpu" on a software adapter, else "gpu"). */
   kernels?: "gpu" | "cpu";
+  /** `false` keeps the device from WebGPU's subgroup operations (default: used where the adapter has them). */
+  subgroups?: boolean;
+  /** Launches the matrix-vector kernel as "TEAM,TEAMS,OUT1,OUT4,OUT8" says (as GLIM_GEMV natively), for sweeps. */
+  gemv?: string;
 }
 
 export interface ChatMessage {
@@ -122,6 +126,10 @@ export interface EngineInfo {
   adapterInfo: AdapterInfo | null;
   /** The kernel set running: built for GPUs, or for CPU adapters. */
   kernels: "gpu" | "cpu";
+  /** The device's one subgroup size where subgroup operations run on it, else null. */
+  subgroupSize: number | null;
+  /** How the matrix-vector kernel runs: threads per row, rows at once, and how a team adds up its sums. */
+  gemv: { team: number; teams: number; reduction: "subgroup" | "workgroup" };
   /** The adapter runs on the CPU; `note` then says what speed to expect. */
   software: boolean;
   note: string | null;

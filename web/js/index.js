@@ -198,7 +198,9 @@ let wasmReady = null;
  * follows the load; `options.contextWindowSize` sets the KV cache length (default 2048);
  * `options.parallelFetches` how many shards or chunks download at once (default 4);
  * `options.kernels` ("gpu" or "cpu") which kernel set runs (default: "cpu" on a software
- * adapter, else "gpu").
+ * adapter, else "gpu"); `options.subgroups: false` keeps the device from subgroup
+ * operations; `options.gemv` ("TEAM,TEAMS,OUT1,OUT4,OUT8", as GLIM_GEMV natively) launches
+ * the matrix-vector kernel otherwise, for sweeps.
  */
 export async function CreateEngine(modelUrl, options = {}) {
   requireWebGPU();
@@ -240,9 +242,10 @@ export async function CreateEngine(modelUrl, options = {}) {
   const settings = software ? { ...options, kernels: "cpu" } : options;
   let wasm;
   try {
-    wasm = (await isGguf(modelUrl))
-      ? await loadGguf(absoluteUrl(modelUrl), settings, store, counts, tell)
-      : await loadFolder(folderUrl(modelUrl), settings, store, counts, tell);
+    const load = (await isGguf(modelUrl))
+      ? () => loadGguf(absoluteUrl(modelUrl), settings, store, counts, tell)
+      : () => loadFolder(folderUrl(modelUrl), settings, store, counts, tell);
+    wasm = options.subgroups === false ? await load() : await withSubgroups(load);
   } catch (e) {
     throw typed(e);
   }
@@ -252,6 +255,33 @@ export async function CreateEngine(modelUrl, options = {}) {
   if (store.note) finished.push(store.note);
   report(1, finished.join(", "), counts.total, counts.total);
   return new Engine(wasm);
+}
+
+/**
+ * Runs `open` (a load, whose WASM opens the WebGPU device) with `subgroups` among the
+ * device's features wherever the adapter has them. wgpu has no name for that feature on the
+ * web and never asks for it, so `GPUAdapter.requestDevice` adds it, for the one call the
+ * engine makes, and is put back as it was.
+ */
+async function withSubgroups(open) {
+  const proto = globalThis.GPUAdapter?.prototype;
+  const original = proto?.requestDevice;
+  if (!original) return open();
+  const restore = () => {
+    if (proto.requestDevice === asking) proto.requestDevice = original;
+  };
+  function asking(descriptor = {}) {
+    restore();
+    const features = [...(descriptor.requiredFeatures ?? [])];
+    if (this.features.has("subgroups") && !features.includes("subgroups")) features.push("subgroups");
+    return original.call(this, { ...descriptor, requiredFeatures: features });
+  }
+  proto.requestDevice = asking;
+  try {
+    return await open();
+  } finally {
+    restore();
+  }
 }
 
 /** The name a model's responses carry: `options.modelId`, else the URL's last segment. */
@@ -282,6 +312,7 @@ async function loadGguf(url, options, store, counts, tell) {
       contextWindowSize: options.contextWindowSize,
       parallelFetches: options.parallelFetches,
       kernels: options.kernels,
+    gemv: options.gemv,
       fetchChunk: (chunk) => parts[chunk.part].fetchChunk(chunk),
       onProgress: (p) => {
         counts.uploaded = p.bytesDone;
@@ -361,6 +392,7 @@ async function loadFolder(base, options, store, counts, tell) {
     contextWindowSize: options.contextWindowSize,
     parallelFetches: options.parallelFetches,
     kernels: options.kernels,
+    gemv: options.gemv,
     fetchShard,
     onShardVerified,
     onProgress,

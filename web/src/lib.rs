@@ -15,6 +15,7 @@ use glim::formats::gguf_chunks::{Chunk, DEFAULT_CHUNK_BYTES};
 use glim::formats::mlc::{ResidentShards, TensorCache, INDEX_FILE};
 use glim::generate::Session;
 use glim::gpu::{AdapterChoice, GpuContext, KernelSet, Precision};
+use glim::kernels::matmul::GemvLaunch;
 use glim::model::graph::{LoadOptions, Model, ModelLoader};
 use glim::model::mlc::{mlc_text, MlcModel};
 use glim::model::streamed::{
@@ -266,9 +267,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     let mut model = MlcModel::new(ResidentShards::new(index, base_url.clone()), chat_config)
         .map_err(load_error)?;
 
-    let ctx = open_gpu(&options).await?;
-    let ctx_summary = ctx.summary.clone();
-    let kernels = ctx.kernel_set();
+    let (ctx, adapter) = open_gpu(&options).await?;
     let options_for_load = LoadOptions {
         format: None,
         context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
@@ -304,13 +303,12 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
         .await
         .map_err(load_error)?;
     let defaults = Defaults::from_chat_config(&model.chat_config);
-    let adapter = (&ctx_summary, kernels);
     ready(llama, tokenizer, template, model_id, adapter, defaults)
 }
 
 /// The WebGPU device, running the kernel set `options.kernels` asks for (`"cpu"` or
 /// `"gpu"`; the adapter's own otherwise).
-async fn open_gpu(options: &JsValue) -> Result<GpuContext, JsValue> {
+async fn open_gpu(options: &JsValue) -> Result<(GpuContext, Value), JsValue> {
     let mut ctx = GpuContext::new(&AdapterChoice::default())
         .await
         .map_err(load_error)?;
@@ -325,7 +323,41 @@ async fn open_gpu(options: &JsValue) -> Result<GpuContext, JsValue> {
             ))
         }
     }
-    Ok(ctx)
+    if let Some(text) = get(options, "gemv").as_string() {
+        let launch = GemvLaunch::parse(&text).map_err(|why| {
+            js_error(
+                "ModelLoadError",
+                format!("load options: `gemv` {text:?}: {why}"),
+            )
+        })?;
+        ctx.use_gemv(launch);
+    }
+    let adapter = adapter_info(&ctx);
+    Ok((ctx, adapter))
+}
+
+/// What `info()` says of the adapter and the kernels that run on it.
+fn adapter_info(ctx: &GpuContext) -> Value {
+    let summary = &ctx.summary;
+    let gemv = GemvLaunch::for_context(ctx);
+    json!({
+        "adapter": summary.name,
+        "backend": summary.backend,
+        "shaderF16": summary.shader_f16,
+        "subgroupSize": ctx.subgroup_size(),
+        "kernels": match ctx.kernel_set() {
+            KernelSet::Cpu => "cpu",
+            KernelSet::Gpu => "gpu",
+        },
+        // How a matrix-vector product spreads over threads, and how a team adds up its
+        // partial sums: by subgroup shuffles or over workgroup memory.
+        "gemv": {
+            "team": gemv.team,
+            "teams": gemv.teams,
+            "reduction": if gemv.subgroup { "subgroup" } else { "workgroup" },
+        },
+        "maxStorageBufferBindingSize": summary.max_storage_binding,
+    })
 }
 
 /// Loads a GGUF file by chunks (see [`Engine::load_gguf`]).
@@ -371,9 +403,7 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
     let tokenizer = Tokenizer::from_gguf(gguf.header()).map_err(text)?;
     let template = ChatTemplate::from_tokenizer(&tokenizer).map_err(text)?;
 
-    let ctx = open_gpu(&options).await?;
-    let ctx_summary = ctx.summary.clone();
-    let kernels = ctx.kernel_set();
+    let (ctx, adapter) = open_gpu(&options).await?;
     let load_options = LoadOptions {
         context: get_usize(&options, "contextWindowSize").unwrap_or(LoadOptions::default().context),
         ..LoadOptions::default()
@@ -400,7 +430,7 @@ async fn load_gguf(options: JsValue) -> Result<Engine, JsValue> {
         tokenizer,
         template,
         model_id,
-        (&ctx_summary, kernels),
+        adapter,
         Defaults::default(),
     )
 }
@@ -411,27 +441,21 @@ fn ready(
     tokenizer: Tokenizer,
     template: ChatTemplate,
     model_id: String,
-    (summary, kernels): (&glim::gpu::AdapterSummary, KernelSet),
+    adapter: Value,
     defaults: Defaults,
 ) -> Result<Engine, JsValue> {
-    let kernels = match kernels {
-        KernelSet::Cpu => "cpu",
-        KernelSet::Gpu => "gpu",
-    };
     llama.fit_tokenizer(&tokenizer).map_err(load_error)?;
-    let info = json!({
+    let mut info = json!({
         "model": model_id,
         "format": llama.weight_formats(),
         "precision": format!("{:?}", llama.precision).to_lowercase(),
         "context": llama.context,
         "weightBytes": llama.weight_bytes(),
-        "adapter": summary.name,
-        "backend": summary.backend,
-        "shaderF16": summary.shader_f16,
-        "kernels": kernels,
-        "maxStorageBufferBindingSize": summary.max_storage_binding,
-    })
-    .to_string();
+    });
+    if let (Some(info), Value::Object(adapter)) = (info.as_object_mut(), adapter) {
+        info.extend(adapter);
+    }
+    let info = info.to_string();
     let mut engine = ChatEngine::new(Session::new(llama, tokenizer), template, model_id);
     engine.protocol.defaults = defaults;
     Ok(Engine {

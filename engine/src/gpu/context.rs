@@ -225,6 +225,8 @@ pub struct GpuContext {
     pub(crate) pending_error: Arc<Mutex<Option<String>>>,
     /// The kernels asked for, whatever the adapter (see [`Self::use_kernels`]).
     kernels: Option<KernelSet>,
+    /// How `gemv` is launched, where asked for (see [`Self::use_gemv`]).
+    pub(crate) gemv: Option<crate::kernels::matmul::GemvLaunch>,
 }
 
 /// Which of glim's two kernel sets runs the matrix products: those built for GPU warps, or
@@ -273,7 +275,15 @@ impl GpuContext {
             // A loss outranks whatever error it caused.
             *slot = Some(format!("{DEVICE_LOST}({reason:?}): {message}"));
         });
-        let summary = summarize(index, &adapter);
+        // wgpu's WebGPU backend has no name for `subgroups`: the package asks the browser
+        // for it (web/js/index.js) and the device says whether it got it.
+        #[cfg(target_arch = "wasm32")]
+        let features = match device.as_webgpu() {
+            Some(web) if web.features().has("subgroups") => features | wgpu::Features::SUBGROUP,
+            _ => features,
+        };
+        let mut summary = summarize(index, &adapter);
+        summary.subgroups = features.contains(wgpu::Features::SUBGROUP);
         log::info!("glim adapter: {} ({})", summary.name, summary.backend);
         Ok(Self {
             device,
@@ -284,6 +294,7 @@ impl GpuContext {
             pipelines: Default::default(),
             pending_error,
             kernels: None,
+            gemv: None,
         })
     }
 
@@ -336,13 +347,10 @@ impl GpuContext {
     }
 
     /// The one size every subgroup has on this device, where kernels may use subgroup
-    /// operations: the adapter has them and runs a single size. Never in the browser:
-    /// Chromium wants `enable subgroups;`, which naga (validating every shader) rejects.
+    /// operations: the device has them and the adapter runs a single size.
     pub fn subgroup_size(&self) -> Option<u32> {
         let [min, max] = self.summary.subgroup_sizes;
-        let usable = !cfg!(target_arch = "wasm32")
-            && self.features.contains(wgpu::Features::SUBGROUP)
-            && min == max;
+        let usable = self.features.contains(wgpu::Features::SUBGROUP) && min == max;
         usable.then_some(min)
     }
 
@@ -350,6 +358,13 @@ impl GpuContext {
     /// on lavapipe, and the browser pick the CPU ones on a software adapter.
     pub fn use_kernels(&mut self, set: KernelSet) {
         self.kernels = Some(set);
+    }
+
+    /// Launch `gemv` as `launch` says (team, teams, outputs; subgroups where the team is
+    /// the adapter's subgroup size) instead of the kernel set's own launch: for sweeps, as
+    /// `GLIM_GEMV` natively and the package's `gemv` option in the browser.
+    pub fn use_gemv(&mut self, launch: crate::kernels::matmul::GemvLaunch) {
+        self.gemv = Some(launch);
     }
 
     /// Largest buffer one shader binding may cover; weights larger than this are split.

@@ -93,6 +93,14 @@ impl GpuContext {
             name: kernel.label.clone(),
             message: e.emit_to_string(&kernel.source),
         })?;
+        // naga takes subgroup operations as they are but refuses `enable subgroups;` (not
+        // implemented in naga 30), which browsers require: the directive is added only for
+        // the browser, after naga has checked the rest.
+        let source = if cfg!(target_arch = "wasm32") && uses_subgroups(&module) {
+            format!("enable subgroups;\n{}", kernel.source).into()
+        } else {
+            std::borrow::Cow::Borrowed(kernel.source.as_str())
+        };
 
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .bindings
@@ -135,7 +143,7 @@ impl GpuContext {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&kernel.label),
-                source: wgpu::ShaderSource::Wgsl(kernel.source.as_str().into()),
+                source: wgpu::ShaderSource::Wgsl(source),
             });
         let pipeline = self
             .device
@@ -155,5 +163,61 @@ impl GpuContext {
             other => other,
         })?;
         Ok(pipeline)
+    }
+}
+
+/// Whether `module` uses subgroup built-ins or operations (each operation leaves a result
+/// expression in its function's arena).
+fn uses_subgroups(module: &naga::Module) -> bool {
+    use naga::{BuiltIn, Expression};
+    let subgroup_builtin = |binding: &Option<naga::Binding>| {
+        matches!(
+            binding,
+            Some(naga::Binding::BuiltIn(
+                BuiltIn::SubgroupId
+                    | BuiltIn::SubgroupInvocationId
+                    | BuiltIn::SubgroupSize
+                    | BuiltIn::NumSubgroups
+            ))
+        )
+    };
+    let functions = module
+        .functions
+        .iter()
+        .map(|(_, f)| f)
+        .chain(module.entry_points.iter().map(|e| &e.function));
+    functions.into_iter().any(|f| {
+        f.arguments.iter().any(|a| subgroup_builtin(&a.binding))
+            || f.expressions.iter().any(|(_, e)| {
+                matches!(
+                    e,
+                    Expression::SubgroupBallotResult | Expression::SubgroupOperationResult { .. }
+                )
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::matmul;
+    use crate::quant::WeightFormat;
+
+    /// The browser gets `enable subgroups;` on exactly the kernels that reduce by shuffles.
+    #[test]
+    fn subgroup_kernels_are_the_ones_found_using_subgroups() {
+        let sources = matmul::sources(Precision::F32, WeightFormat::Q4F16);
+        let mut found = 0;
+        for kernel in &sources {
+            let module = naga::front::wgsl::parse_str(&kernel.source).unwrap();
+            let expected = kernel.label.contains(".subgroup");
+            assert_eq!(uses_subgroups(&module), expected, "{}", kernel.label);
+            found += usize::from(expected);
+        }
+        assert!(
+            found > 0 && found < sources.len(),
+            "{found} of {}",
+            sources.len()
+        );
     }
 }

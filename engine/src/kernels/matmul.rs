@@ -87,10 +87,11 @@ impl GemvLaunch {
         subgroup: false,
     };
 
-    /// The launch `gemv` uses on `ctx`: [`Self::CPU`] or [`Self::GPU`] by the adapter's
-    /// kind, or `GLIM_GEMV=TEAM,TEAMS,OUT1,OUT4,OUT8` (for sweeps with `kernel-bench`; a
-    /// value that does not parse or fit is reported once and ignored). Teams reduce by
-    /// subgroup shuffles where the adapter's one subgroup size is the team's.
+    /// The launch `gemv` uses on `ctx`: the one [`GpuContext::use_gemv`] gave, else
+    /// `GLIM_GEMV=TEAM,TEAMS,OUT1,OUT4,OUT8` (for sweeps with `kernel-bench`; a value that
+    /// does not parse or fit is reported once and ignored), else [`Self::CPU`] or
+    /// [`Self::GPU`] by the kernel set. Teams reduce by subgroup shuffles where the
+    /// adapter's one subgroup size is the team's.
     pub fn for_context(ctx: &GpuContext) -> GemvLaunch {
         static FROM_ENV: OnceLock<Option<GemvLaunch>> = OnceLock::new();
         let from_env = FROM_ENV.get_or_init(|| {
@@ -99,7 +100,7 @@ impl GemvLaunch {
                 .map_err(|why| eprintln!("glim: ignoring GLIM_GEMV={text:?}: {why}"))
                 .ok()
         });
-        let chosen = match from_env {
+        let chosen = match ctx.gemv.as_ref().or(from_env.as_ref()) {
             Some(launch) => *launch,
             None if ctx.is_cpu() => Self::CPU,
             None => Self::GPU,
