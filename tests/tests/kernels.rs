@@ -7,7 +7,7 @@ use glim::kernels::matmul::{self, Epilogue, Fusion, GemvLaunch, Shape};
 use glim::kernels::rope::{self, QkvFusion, QkvOutputs, QkvShape, RopeMode};
 use glim::kernels::sample::{self, SampleSettings, SettingsPerRow};
 use glim::kernels::weight::GpuWeight;
-use glim::kernels::{argmax, embedding, norm, Place};
+use glim::kernels::{argmax, embedding, mask, norm, Place};
 use glim::quant::{PackedWeight, WeightFormat};
 use glim_tests::*;
 use std::collections::HashMap;
@@ -699,6 +699,53 @@ fn llama3_rope_scaling_matches_formula() {
     assert_eq!(scaled[0], plain[0]);
     assert!((scaled[63] - plain[63] / 8.0).abs() <= plain[63] * 1e-6);
     assert!(scaled.iter().zip(&plain).all(|(s, p)| s <= p));
+}
+
+/// Masked logits become `MASKED` on the GPU exactly where the host's `mask_row` puts it, in
+/// both precisions; the argmax after it picks the best allowed token; a row allowing all
+/// is untouched; tokens past `n` (padding) are left alone.
+#[test]
+fn mask_logits_forbids_what_the_mask_clears() {
+    let Some(ctx) = gpu() else { return };
+    let (rows, n, stride) = (3, 1000, 1030);
+    let words = mask::words(stride);
+    let mut r = rng(21);
+    let mut bits: Vec<u32> = (0..rows * words)
+        .map(|_| rand::Rng::random(&mut r))
+        .collect();
+    bits[words..2 * words].fill(u32::MAX); // row 1 allows all
+    for precision in precisions(ctx) {
+        let logits = as_stored(&random_vec(&mut r, rows * stride, 10.0), precision);
+        let lt = upload(ctx, &logits, precision);
+        let mt = ctx.tensor_from_u32(&bits, &[bits.len()]).unwrap();
+        let ids = ctx.zeros(&[rows], DType::U32).unwrap();
+        let op = mask::mask_logits(ctx, &lt, &mt, rows, n, stride).unwrap();
+        let pick = argmax::argmax(ctx, &lt, &ids, rows, n, stride).unwrap();
+        run(ctx, &[&op, &pick]);
+        let got = ctx.read_f32_blocking(&lt).unwrap();
+        let mut want = logits.clone();
+        for row in 0..rows {
+            let span = row * stride..row * stride + n;
+            mask::mask_row(&mut want[span], &bits[row * words..(row + 1) * words]);
+        }
+        assert_eq!(got, want, "{precision:?}");
+        assert_eq!(&got[stride..2 * stride], &logits[stride..2 * stride]);
+        let picked = ctx.read_u32_blocking(&ids).unwrap();
+        for (row, &id) in picked.iter().enumerate() {
+            let mask_row = &bits[row * words..(row + 1) * words];
+            assert!(
+                mask::allowed(mask_row, id as usize),
+                "{precision:?} row {row}: {id}"
+            );
+            let best = (0..n)
+                .filter(|&k| mask::allowed(mask_row, k))
+                .max_by(|&a, &b| logits[row * stride + a].total_cmp(&logits[row * stride + b]));
+            assert_eq!(
+                logits[row * stride + id as usize],
+                logits[row * stride + best.unwrap()]
+            );
+        }
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod mask;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -39,6 +40,7 @@ pub(crate) mod wgsl {
     pub const ATTENTION_COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
     pub const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
     pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+    pub const MASK_LOGITS: &str = include_str!("../../../shaders/mask_logits.wgsl");
     pub const SAMPLE: &str = include_str!("../../../shaders/sample.wgsl");
 }
 
@@ -95,6 +97,7 @@ pub fn all_sources() -> Vec<KernelSource> {
         all.extend(attention::sources(precision));
         all.push(argmax::source(precision));
         all.push(sample::source(precision));
+        all.push(mask::source(precision));
     }
     all
 }
