@@ -13,6 +13,7 @@ pub mod error;
 pub mod formats;
 pub mod generate;
 pub mod gpu;
+pub mod grammar;
 pub mod kernels;
 pub mod model;
 pub mod quant;

@@ -290,6 +290,16 @@ struct RunArgs {
     /// Stop the answer before this text (may be repeated)
     #[arg(long, value_name = "STR")]
     stop: Vec<String>,
+
+    /// Answer in JSON valid against the JSON Schema in FILE ({"type": "object"}: any
+    /// object); the answer ends when the JSON does
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    json_schema: Option<PathBuf>,
+
+    /// Answer in text the grammar in FILE accepts (llguidance's Lark syntax, e.g.
+    /// `start: "yes" | "no"`; a /regex/ may stand for a rule)
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

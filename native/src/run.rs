@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use glim::generate::{GenerationParams, GenerationStats, SamplingParams, Session};
+use glim::grammar::Grammar;
 use glim::model::graph::LoadOptions;
 use glim::text::{ChatTemplate, Message};
 
@@ -89,7 +90,38 @@ fn generation_params(args: &RunArgs) -> CliResult<GenerationParams> {
         max_tokens: args.max_tokens,
         stop_strings: args.stop.clone(),
         ignore_eos: false,
+        grammar: grammar(args)?,
     })
+}
+
+/// Grammar files are small; a larger one is a mistake, not a grammar.
+const MAX_GRAMMAR_BYTES: u64 = 1 << 20;
+
+/// The grammar `--json-schema` or `--grammar` names, read and parsed (compiled against
+/// the model's vocabulary once it is loaded).
+fn grammar(args: &RunArgs) -> CliResult<Option<Grammar>> {
+    let read = |flag: &str, path: &std::path::Path| -> CliResult<String> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))?;
+        if !meta.is_file() || meta.len() > MAX_GRAMMAR_BYTES {
+            bail!(
+                "{flag} {}: not a regular file of at most {MAX_GRAMMAR_BYTES} bytes",
+                path.display()
+            );
+        }
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))
+    };
+    if let Some(path) = &args.json_schema {
+        let text = read("--json-schema", path)?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError(format!("--json-schema {}: not JSON: {e}", path.display())))?;
+        return Ok(Some(Grammar::JsonSchema(schema)));
+    }
+    if let Some(path) = &args.grammar {
+        return Ok(Some(Grammar::Lark(read("--grammar", path)?)));
+    }
+    Ok(None)
 }
 
 /// Renders `prompt` (through the chat template unless `--raw`), streams the answer to

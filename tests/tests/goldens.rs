@@ -350,6 +350,7 @@ fn greedy_paths(
                 token: answers[slot][step - 1],
                 position: positions[slot] + step - 1,
                 next: NextToken::Logits,
+                mask: None,
             })
             .collect();
         let outputs = pollster::block_on(model.decode_batch(&batch)).unwrap();

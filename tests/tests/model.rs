@@ -227,6 +227,7 @@ fn batched_decoding_equals_decoding_alone() {
                         token: together[s][done - 1],
                         position: prompt.len() + done - 1,
                         next: at_step(nexts[s], done),
+                        mask: None,
                     },
                 ));
             }
@@ -253,12 +254,14 @@ fn batched_decoding_equals_decoding_alone() {
             token: last,
             position: head.len(),
             next: NextToken::Logits,
+            mask: None,
         },
         BatchToken {
             slot: 1,
             token: 42,
             position: prompts[1].len(),
             next: NextToken::Greedy,
+            mask: None,
         },
     ];
     let outs = pollster::block_on(model.decode_batch(&batch)).unwrap();
@@ -301,5 +304,223 @@ fn prefilling_after_a_cached_prefix_is_bitwise_a_whole_prefill() {
         pollster::block_on(model.fill(1, head, 0)).unwrap();
         let after = pollster::block_on(model.prefill(1, tail, split, NextToken::Logits)).unwrap();
         assert!(after == whole, "split at {split}: the logits differ");
+    }
+}
+
+/// A session on the default model with its own tokenizer and chat template.
+fn session(options: &LoadOptions) -> Option<(glim::generate::Session, glim::text::ChatTemplate)> {
+    let (model, file) = load(options)?;
+    let tokenizer = glim::text::Tokenizer::from_gguf(&file).unwrap();
+    let template = glim::text::ChatTemplate::from_tokenizer(&tokenizer).unwrap();
+    Some((glim::generate::Session::new(model, tokenizer), template))
+}
+
+/// The prompt ids of one user message through the chat template.
+fn chat_ids(
+    session: &glim::generate::Session,
+    template: &glim::text::ChatTemplate,
+    text: &str,
+) -> Vec<u32> {
+    let rendered = template
+        .render(&[glim::text::Message::user(text)], true)
+        .unwrap();
+    session.tokenizer.encode_prompt(&rendered).unwrap()
+}
+
+/// Constrained decoding: greedy, sampled on the GPU and sampled on the host (a penalty)
+/// answers all parse as JSON that the schema allows, however the model would have
+/// answered; a Lark grammar's answer is one of its words; the answer ends when the
+/// grammar does; a schema llguidance cannot compile is an `Invalid` error before any
+/// token.
+#[test]
+fn constrained_answers_match_their_grammar() {
+    use glim::generate::{GenerationParams, SamplingParams, StopReason};
+    use glim::grammar::Grammar;
+    let options = LoadOptions {
+        context: 256,
+        ..Default::default()
+    };
+    let Some((mut session, template)) = session(&options) else {
+        return;
+    };
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "city": {"enum": ["Paris", "Lyon", "Nice"]},
+            "pets": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 2}
+        },
+        "required": ["name", "age", "city", "pets"],
+        "additionalProperties": false
+    });
+    // The unconstrained answer is prose: the grammar is what makes it JSON.
+    let prompt = chat_ids(
+        &session,
+        &template,
+        "Tell me about a person who lives in France.",
+    );
+    let plain = GenerationParams {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        max_tokens: 60,
+        ..Default::default()
+    };
+    let (free, _) = session
+        .generate_blocking(&prompt, &plain, &mut |_| true)
+        .unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&free).is_err(),
+        "{free}"
+    );
+    let samplings = [
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 1.0,
+            seed: 3,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 0.7,
+            repetition_penalty: 1.3,
+            seed: 5,
+            ..Default::default()
+        },
+    ];
+    for sampling in samplings {
+        let params = GenerationParams {
+            sampling: sampling.clone(),
+            max_tokens: 120,
+            grammar: Some(Grammar::JsonSchema(schema.clone())),
+            ..Default::default()
+        };
+        let mut streamed = String::new();
+        let (text, stats) = session
+            .generate_blocking(&prompt, &params, &mut |piece| {
+                streamed.push_str(piece);
+                true
+            })
+            .unwrap();
+        assert_eq!(streamed, text);
+        assert_eq!(
+            stats.stop_reason,
+            StopReason::EndOfSequence,
+            "{sampling:?}: {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{sampling:?}: not JSON ({e}): {text}"));
+        let o = v.as_object().unwrap();
+        assert_eq!(o.len(), 4, "{text}");
+        assert!(o["name"].as_str().unwrap().chars().count() <= 12, "{text}");
+        assert!((0..=120).contains(&o["age"].as_i64().unwrap()), "{text}");
+        assert!(
+            ["Paris", "Lyon", "Nice"].contains(&o["city"].as_str().unwrap()),
+            "{text}"
+        );
+        assert!(o["pets"].as_array().unwrap().len() <= 2, "{text}");
+    }
+
+    let yes_no = GenerationParams {
+        max_tokens: 10,
+        grammar: Some(Grammar::Lark(r#"start: "yes" | "no""#.into())),
+        ..plain.clone()
+    };
+    let prompt = chat_ids(&session, &template, "Is Paris in France? Answer yes or no.");
+    let (answer, stats) = session
+        .generate_blocking(&prompt, &yes_no, &mut |_| true)
+        .unwrap();
+    assert!(answer == "yes" || answer == "no", "{answer:?}");
+    assert_eq!(stats.stop_reason, StopReason::EndOfSequence);
+
+    for bad in [
+        Grammar::JsonSchema(
+            serde_json::json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}),
+        ),
+        Grammar::JsonSchema(serde_json::json!({"type": "no-such-type"})),
+        Grammar::Lark("start: (".into()),
+    ] {
+        let params = GenerationParams {
+            grammar: Some(bad.clone()),
+            ..plain.clone()
+        };
+        match session.generate_blocking(&prompt, &params, &mut |_| true) {
+            Err(glim::Error::Invalid(message)) => {
+                assert!(message.contains("does not compile"), "{message}")
+            }
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+}
+
+/// In a batch, a constrained sequence gets its grammar's answer and an unconstrained one
+/// beside it the very tokens it gets alone (its mask row allows every token).
+#[test]
+fn a_grammar_in_a_batch_leaves_the_other_sequences_alone() {
+    use glim::generate::{Batcher, Event, GenerationParams, Listener, SamplingParams};
+    use glim::grammar::Grammar;
+    use std::sync::{Arc, Mutex};
+    let options = LoadOptions {
+        context: 128,
+        slots: 2,
+        ..Default::default()
+    };
+    let Some((mut session, template)) = session(&options) else {
+        return;
+    };
+    struct Collect(Arc<Mutex<Option<String>>>);
+    impl Listener for Collect {
+        fn event(&mut self, event: Event) -> bool {
+            match event {
+                Event::Done { text, .. } => *self.0.lock().unwrap() = Some(text),
+                Event::Failed(e) => panic!("{e}"),
+                Event::Text(_) => {}
+            }
+            true
+        }
+    }
+    let plain = GenerationParams {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let constrained = GenerationParams {
+        grammar: Some(Grammar::json_object()),
+        max_tokens: 40,
+        ..plain.clone()
+    };
+    let question = chat_ids(&session, &template, "What is the capital of France?");
+    let json_prompt = chat_ids(&session, &template, "Give me a JSON object about Paris.");
+    let (alone, _) = session
+        .generate_blocking(&question, &plain, &mut |_| true)
+        .unwrap();
+    let glim::generate::Session {
+        model, tokenizer, ..
+    } = session;
+    let mut batcher = Batcher::new(model, tokenizer);
+    let (a, b) = (Arc::default(), Arc::default());
+    batcher
+        .start(question, &plain, Box::new(Collect(Arc::clone(&a))))
+        .unwrap();
+    batcher
+        .start(json_prompt, &constrained, Box::new(Collect(Arc::clone(&b))))
+        .unwrap();
+    batcher.run_to_completion().unwrap();
+    assert_eq!(a.lock().unwrap().as_deref(), Some(alone.as_str()));
+    let json = b.lock().unwrap().clone().unwrap();
+    // At most 40 tokens: either a whole object, or the beginning of one cut off.
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(v) => assert!(v.is_object(), "{json}"),
+        Err(e) => assert!(
+            e.is_eof() && json.trim_start().starts_with('{'),
+            "{e}: {json}"
+        ),
     }
 }

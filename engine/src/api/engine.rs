@@ -155,6 +155,7 @@ impl Protocol {
             max_tokens,
             stop_strings: sampling.stop.clone(),
             ignore_eos: sampling.ignore_eos,
+            grammar: None,
         })
     }
 

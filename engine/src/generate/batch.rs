@@ -18,6 +18,7 @@ use super::{
     check_request, reusable_prefix, Continuation, GenerationParams, GenerationStats, StopReason,
 };
 use crate::error::{Error, Result};
+use crate::grammar::Constraint;
 use crate::model::graph::{BatchToken, Model};
 use crate::text::Tokenizer;
 
@@ -99,9 +100,14 @@ impl Batcher {
         self.active() < self.slots.len()
     }
 
-    /// Checks a request before it is queued: the errors [`Batcher::start`] would give.
+    /// Checks a request before it is queued: the errors [`Batcher::start`] would give (a
+    /// grammar that does not compile among them).
     pub fn check(&self, prompt: &[u32], params: &GenerationParams) -> Result<()> {
-        check_request(prompt, params, self.model.context)
+        check_request(prompt, params, self.model.context)?;
+        if let Some(grammar) = &params.grammar {
+            Constraint::new(&self.tokenizer, grammar)?;
+        }
+        Ok(())
     }
 
     /// Starts generating a continuation of `prompt` (token ids, special tokens included)
@@ -113,7 +119,8 @@ impl Batcher {
         params: &GenerationParams,
         listener: Box<dyn Listener>,
     ) -> Result<()> {
-        self.check(&prompt, params)?;
+        check_request(&prompt, params, self.model.context)?;
+        let sequence = Continuation::new(&self.tokenizer, &prompt, params)?;
         let max_rewind = self.model.max_rewind();
         let (index, reused) = self
             .slots
@@ -127,7 +134,7 @@ impl Batcher {
         slot.cached.truncate(reused);
         let now = Instant::now();
         slot.job = Some(Job {
-            sequence: Continuation::new(&self.tokenizer, &prompt, params),
+            sequence,
             prompt,
             prefilled: reused,
             reused,
@@ -188,9 +195,19 @@ impl Batcher {
         if end < job.prompt.len() {
             self.model.fill(index, tokens, start).await?;
         } else {
+            if let Err(e) = job.sequence.prepare(self.model.mask_words()) {
+                self.fail(index, e);
+                return Ok(());
+            }
             let output = self
                 .model
-                .prefill(index, tokens, start, job.sequence.next_token())
+                .prefill_masked(
+                    index,
+                    tokens,
+                    start,
+                    job.sequence.next_token(),
+                    job.sequence.mask(),
+                )
                 .await?;
             job.next = Some(job.sequence.pick(output));
             job.prefill_seconds = job.started.elapsed().as_secs_f64();
@@ -206,6 +223,18 @@ impl Batcher {
 
     /// One decode pass for every sequence with a token to feed.
     async fn decode(&mut self) -> Result<()> {
+        let words = self.model.mask_words();
+        let mut failed = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(job) = slot.job.as_mut().filter(|j| j.next.is_some()) {
+                if let Err(e) = job.sequence.prepare(words) {
+                    failed.push((i, e));
+                }
+            }
+        }
+        for (i, e) in failed {
+            self.fail(i, e);
+        }
         let batch: Vec<BatchToken> = self
             .slots
             .iter()
@@ -217,6 +246,7 @@ impl Batcher {
                     token: job.next?,
                     position: s.cached.len(),
                     next: job.sequence.next_token(),
+                    mask: job.sequence.mask(),
                 })
             })
             .collect();
@@ -224,14 +254,23 @@ impl Batcher {
             return Ok(());
         }
         let outputs = self.model.decode_batch(&batch).await?;
-        for (fed, output) in batch.iter().zip(outputs) {
-            let slot = &mut self.slots[fed.slot];
+        let fed: Vec<(usize, u32)> = batch.iter().map(|t| (t.slot, t.token)).collect();
+        for ((index, token), output) in fed.into_iter().zip(outputs) {
+            let slot = &mut self.slots[index];
             let job = slot.job.as_mut().expect("in the batch");
-            slot.cached.push(fed.token);
+            slot.cached.push(token);
             job.next = Some(job.sequence.pick(output));
-            self.take_token(fed.slot)?;
+            self.take_token(index)?;
         }
         Ok(())
+    }
+
+    /// Ends slot `index`'s request with `e`, leaving the others running (its grammar
+    /// failed, or its text could not be decoded).
+    fn fail(&mut self, index: usize, e: Error) {
+        if let Some(mut job) = self.slots[index].job.take() {
+            job.listener.event(Event::Failed(e.to_string()));
+        }
     }
 
     /// Hands slot `index`'s new token to its sequence and its listener; ends the request
@@ -241,7 +280,13 @@ impl Batcher {
         let slot = &mut self.slots[index];
         let job = slot.job.as_mut().expect("a running slot");
         let token = job.next.expect("a picked token");
-        let (piece, stop) = job.sequence.accept(&self.tokenizer, token)?;
+        let (piece, stop) = match job.sequence.accept(&self.tokenizer, token) {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.fail(index, e);
+                return Ok(());
+            }
+        };
         let mut end = stop;
         if !piece.is_empty() && !job.listener.event(Event::Text(piece)) {
             end = Some(StopReason::Cancelled);

@@ -16,8 +16,10 @@ pub use sampler::{Sampler, SamplingParams};
 use web_time::Instant;
 
 use crate::error::{Error, Result};
+use crate::grammar::{Constraint, Grammar};
+use crate::kernels::mask;
 use crate::kernels::sample::SampleSettings;
-use crate::model::graph::{BatchOutput, Model, NextToken};
+use crate::model::graph::{BatchOutput, BatchToken, Model, NextToken};
 use crate::text::{StreamDecoder, Tokenizer};
 
 /// What to generate and when to stop.
@@ -30,6 +32,9 @@ pub struct GenerationParams {
     pub stop_strings: Vec<String>,
     /// Keep going past end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// What the answer must match (constrained decoding); it ends once the grammar is
+    /// complete.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerationParams {
@@ -39,6 +44,7 @@ impl Default for GenerationParams {
             max_tokens: 256,
             stop_strings: Vec::new(),
             ignore_eos: false,
+            grammar: None,
         }
     }
 }
@@ -142,11 +148,21 @@ pub(crate) struct Continuation {
     pub text: String,
     pub generated: usize,
     pub sampler: Sampler,
+    /// The grammar's state, for a constrained answer.
+    constraint: Option<Constraint>,
+    /// The tokens the next pick may take (see [`Continuation::prepare`]).
+    mask: Option<Vec<u32>>,
 }
 
 impl Continuation {
-    pub fn new(tokenizer: &Tokenizer, prompt: &[u32], params: &GenerationParams) -> Self {
-        Self {
+    /// A continuation of `prompt`; fails when `params.grammar` does not compile.
+    pub fn new(tokenizer: &Tokenizer, prompt: &[u32], params: &GenerationParams) -> Result<Self> {
+        let constraint = params
+            .grammar
+            .as_ref()
+            .map(|g| Constraint::new(tokenizer, g))
+            .transpose()?;
+        Ok(Self {
             decoder: tokenizer.continuation_decoder(),
             filter: StopFilter {
                 stops: params.stop_strings.clone(),
@@ -158,7 +174,23 @@ impl Continuation {
             text: String::new(),
             generated: 0,
             sampler: Sampler::new(params.sampling.clone()),
+            constraint,
+            mask: None,
+        })
+    }
+
+    /// Before a step: works out which tokens the grammar allows next, as a mask row of
+    /// `words` words (nothing to do for an unconstrained answer).
+    pub fn prepare(&mut self, words: usize) -> Result<()> {
+        if let Some(constraint) = &mut self.constraint {
+            self.mask = Some(constraint.mask(words)?);
         }
+        Ok(())
+    }
+
+    /// The mask [`Continuation::prepare`] worked out, for the step.
+    pub fn mask(&self) -> Option<&[u32]> {
+        self.mask.as_deref()
     }
 
     /// Takes the next token: the new text to show, and why generation ends if it does.
@@ -170,12 +202,18 @@ impl Continuation {
         if !self.ignore_eos && tokenizer.is_eos(token) {
             return Ok((String::new(), Some(StopReason::EndOfSequence)));
         }
+        if let Some(constraint) = &mut self.constraint {
+            constraint.accept(token)?;
+        }
         self.generated += 1;
         self.history.push(token);
         let (piece, stopped) = self.filter.push(&self.decoder.push(token)?);
         self.text.push_str(&piece);
         let stop = if stopped {
             Some(StopReason::StopString)
+        } else if self.constraint.as_ref().is_some_and(Constraint::is_done) {
+            // The grammar is complete: nothing but the end may follow.
+            Some(StopReason::EndOfSequence)
         } else if self.generated >= self.max_tokens {
             Some(StopReason::MaxTokens)
         } else {
@@ -222,7 +260,12 @@ impl Continuation {
     pub fn pick(&mut self, output: BatchOutput) -> u32 {
         match output {
             BatchOutput::Token(t) => t,
-            BatchOutput::Logits(mut row) => self.sampler.sample(&mut row, &self.history),
+            BatchOutput::Logits(mut row) => {
+                if let Some(mask) = &self.mask {
+                    mask::mask_row(&mut row, mask);
+                }
+                self.sampler.sample(&mut row, &self.history)
+            }
         }
     }
 }
@@ -297,12 +340,20 @@ impl Session {
         // Reuse the cached prefix, but always run at least the last prompt token.
         let reused = reusable_prefix(&self.cached, prompt, self.model.max_rewind());
         self.cached.truncate(reused);
-        let mut sequence = Continuation::new(&self.tokenizer, prompt, params);
+        let mut sequence = Continuation::new(&self.tokenizer, prompt, params)?;
+        let words = self.model.mask_words();
 
         let started = Instant::now();
+        sequence.prepare(words)?;
         let first = self
             .model
-            .prefill(0, &prompt[reused..], reused, sequence.next_token())
+            .prefill_masked(
+                0,
+                &prompt[reused..],
+                reused,
+                sequence.next_token(),
+                sequence.mask(),
+            )
             .await?;
         let mut next = sequence.pick(first);
         self.cached.extend_from_slice(&prompt[reused..]);
@@ -317,11 +368,15 @@ impl Session {
             if let Some(stop) = stop {
                 break stop;
             }
-            let pos = self.cached.len();
-            let output = self
-                .model
-                .decode(0, next, pos, sequence.next_token())
-                .await?;
+            sequence.prepare(words)?;
+            let step = BatchToken {
+                slot: 0,
+                token: next,
+                position: self.cached.len(),
+                next: sequence.next_token(),
+                mask: sequence.mask(),
+            };
+            let output = self.model.decode_batch(&[step]).await?.remove(0);
             self.cached.push(next);
             next = sequence.pick(output);
         };

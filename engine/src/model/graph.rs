@@ -22,7 +22,7 @@ use crate::kernels::matmul::{self, Epilogue, Fusion};
 use crate::kernels::rope::{self, QkvFusion, QkvOutputs, QkvShape};
 use crate::kernels::sample::{self, SettingsPerRow};
 use crate::kernels::weight::GpuWeight;
-use crate::kernels::{argmax, embedding, norm};
+use crate::kernels::{argmax, embedding, mask, norm};
 use crate::quant::WeightFormat;
 
 pub use super::measure::{MemoryUse, StepShape};
@@ -77,6 +77,9 @@ pub(super) struct Buffers {
     /// The GPU sampler's settings, one [`SampleSettings`] per slot, rewritten before each
     /// sampled pass.
     pub(super) sample_settings: Tensor,
+    /// The tokens each row may pick, a mask row per slot (see `kernels::mask`), rewritten
+    /// before each constrained pass.
+    pub(super) mask: Tensor,
 }
 
 /// What a pass runs.
@@ -94,11 +97,26 @@ pub(super) enum Pass {
 
 /// How a pass picks its tokens from the logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Pick {
-    /// The most likely token.
-    Argmax,
-    /// A draw with the settings in `Buffers::sample_settings`.
-    Sample,
+pub(super) struct Pick {
+    /// A draw with the settings in `Buffers::sample_settings`; else the most likely token.
+    pub draw: bool,
+    /// Only among the tokens `Buffers::mask` allows (constrained decoding).
+    pub masked: bool,
+}
+
+impl Pick {
+    pub const ARGMAX: Pick = Pick {
+        draw: false,
+        masked: false,
+    };
+    pub const SAMPLE: Pick = Pick {
+        draw: true,
+        masked: false,
+    };
+
+    pub fn masked(self, masked: bool) -> Pick {
+        Pick { masked, ..self }
+    }
 }
 
 /// One recorded step of a pass: a kernel, or copying the last token's residual row for the
@@ -329,16 +347,27 @@ impl Model {
                 n
             }
         };
-        ops.push(Op::Kernel(match pick {
-            Pick::Argmax => argmax::argmax(
+        if pick.masked {
+            ops.push(Op::Kernel(mask::mask_logits(
+                ctx,
+                &b.logits,
+                &b.mask,
+                rows,
+                self.output_vocab,
+                c.vocab_size,
+            )?));
+        }
+        ops.push(Op::Kernel(if !pick.draw {
+            argmax::argmax(
                 ctx,
                 &b.logits,
                 &b.tokens,
                 rows,
                 self.output_vocab,
                 c.vocab_size,
-            )?,
-            Pick::Sample => sample::sample(
+            )?
+        } else {
+            sample::sample(
                 ctx,
                 &b.logits,
                 &b.sample_settings,
@@ -351,7 +380,7 @@ impl Model {
                 rows,
                 self.output_vocab,
                 c.vocab_size,
-            )?,
+            )?
         }));
         Ok(ops)
     }

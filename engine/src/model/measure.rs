@@ -146,6 +146,7 @@ impl Model {
             &b.logits,
             &b.tokens,
             &b.sample_settings,
+            &b.mask,
         ]
         .into_iter()
         .map(vector)
@@ -189,7 +190,7 @@ impl Model {
 
     /// Dispatches and copies in one greedy decode step.
     pub fn decode_step_shape(&mut self) -> Result<StepShape> {
-        let plan = self.cached_plan(ONE_TOKEN, Pick::Argmax)?;
+        let plan = self.cached_plan(ONE_TOKEN, Pick::ARGMAX)?;
         let dispatches = plan.iter().filter(|op| matches!(op, Op::Kernel(_))).count();
         // The plan's own copies, plus the token id's copy to the readback buffer.
         let copies = plan.len() - dispatches + 1;

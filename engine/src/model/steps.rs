@@ -7,6 +7,7 @@ use super::graph::{Model, Pass, Pick, ONE_TOKEN};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::floats_from_bytes;
 use crate::gpu::KernelTimer;
+use crate::kernels::mask;
 use crate::kernels::sample::SampleSettings;
 use crate::kernels::Place;
 
@@ -23,13 +24,16 @@ pub enum NextToken {
 
 /// One sequence's token in a [`Model::decode_batch`] step.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BatchToken {
+pub struct BatchToken<'a> {
     /// The KV-cache slot its sequence lives in.
     pub slot: usize,
     pub token: u32,
     /// Its position in the sequence (tokens already in the slot's cache).
     pub position: usize,
     pub next: NextToken,
+    /// The tokens the pick may take, as a mask row of [`Model::mask_words`] words (see
+    /// `kernels::mask`); `None` allows every token.
+    pub mask: Option<&'a [u32]>,
 }
 
 /// What a [`Model::decode_batch`] step gives each sequence.
@@ -71,12 +75,12 @@ impl Model {
             }
         };
         let plan = if n == 1 {
-            self.cached_plan(pass, Pick::Argmax)?;
+            self.cached_plan(pass, Pick::ARGMAX)?;
             self.plans
-                .remove(&(pass, Pick::Argmax))
+                .remove(&(pass, Pick::ARGMAX))
                 .expect("just built")
         } else {
-            self.plan(pass, Pick::Argmax)?
+            self.plan(pass, Pick::ARGMAX)?
         };
         let timed = async {
             let mut timer = KernelTimer::new(&self.ctx, plan.len())?;
@@ -91,7 +95,7 @@ impl Model {
         }
         .await;
         if n == 1 {
-            self.plans.insert((pass, Pick::Argmax), plan);
+            self.plans.insert((pass, Pick::ARGMAX), plan);
         }
         timed
     }
@@ -148,7 +152,7 @@ impl Model {
         logits: Logits,
     ) -> Result<Vec<u32>> {
         Ok(self
-            .forward_inner(0, tokens, start, logits, false, Pick::Argmax, false)
+            .forward_inner(0, tokens, start, logits, false, Pick::ARGMAX, false)
             .await?
             .0)
     }
@@ -162,7 +166,7 @@ impl Model {
         logits: Logits,
     ) -> Result<Vec<f32>> {
         Ok(self
-            .forward_inner(0, tokens, start, logits, true, Pick::Argmax, false)
+            .forward_inner(0, tokens, start, logits, true, Pick::ARGMAX, false)
             .await?
             .1)
     }
@@ -177,24 +181,44 @@ impl Model {
         start: usize,
         next: NextToken,
     ) -> Result<BatchOutput> {
+        self.prefill_masked(slot, tokens, start, next, None).await
+    }
+
+    /// [`Model::prefill`], the pick taking only tokens `mask` allows (a mask row of
+    /// [`Model::mask_words`] words; see `kernels::mask`).
+    pub async fn prefill_masked(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        start: usize,
+        next: NextToken,
+        mask: Option<&[u32]>,
+    ) -> Result<BatchOutput> {
         let last = Logits::Last;
+        if let Some(row) = mask {
+            self.write_masks(&[Some(row)])?;
+        }
+        let masked = mask.is_some();
         Ok(match next {
             NextToken::Greedy => {
+                let pick = Pick::ARGMAX.masked(masked);
                 let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, Pick::Argmax, true)
+                    .forward_inner(slot, tokens, start, last, false, pick, true)
                     .await?;
                 BatchOutput::Token(ids[0])
             }
             NextToken::Sample(settings) => {
                 self.write_sample_settings(&[settings]);
+                let pick = Pick::SAMPLE.masked(masked);
                 let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, Pick::Sample, true)
+                    .forward_inner(slot, tokens, start, last, false, pick, true)
                     .await?;
                 BatchOutput::Token(ids[0])
             }
             NextToken::Logits => {
+                let pick = Pick::ARGMAX.masked(masked);
                 let (_, mut row) = self
-                    .forward_inner(slot, tokens, start, last, true, Pick::Argmax, true)
+                    .forward_inner(slot, tokens, start, last, true, pick, true)
                     .await?;
                 row.truncate(self.output_vocab);
                 BatchOutput::Logits(row)
@@ -214,7 +238,7 @@ impl Model {
                 n: chunk.len(),
                 logits: None,
             };
-            let ops = self.plan(pass, Pick::Argmax)?;
+            let ops = self.plan(pass, Pick::ARGMAX)?;
             self.run(&ops, chunk.len(), 0).await?;
         }
         Ok(())
@@ -260,6 +284,7 @@ impl Model {
             token,
             position,
             next,
+            mask: None,
         };
         let mut outputs = self.decode_batch(&[step]).await?;
         Ok(outputs.remove(0))
@@ -269,7 +294,7 @@ impl Model {
     /// its position in its slot, in one pass over the weights, and each sequence's next
     /// token is picked as it asks. Every sequence gets the bits [`Model::decode`] of its
     /// token alone would give it. Slots must differ.
-    pub async fn decode_batch(&mut self, batch: &[BatchToken]) -> Result<Vec<BatchOutput>> {
+    pub async fn decode_batch(&mut self, batch: &[BatchToken<'_>]) -> Result<Vec<BatchOutput>> {
         let n = batch.len();
         if n == 0 || n > self.slots {
             return Err(Error::Invalid(format!(
@@ -310,10 +335,16 @@ impl Model {
                 })
                 .collect();
             self.write_sample_settings(&settings);
-            Pick::Sample
+            Pick::SAMPLE
         } else {
-            Pick::Argmax
+            Pick::ARGMAX
         };
+        let masked = batch.iter().any(|t| t.mask.is_some());
+        if masked {
+            let rows: Vec<Option<&[u32]>> = batch.iter().map(|t| t.mask).collect();
+            self.write_masks(&rows)?;
+        }
+        let pick = pick.masked(masked);
         let pass = Pass::Batch { n };
         self.cached_plan(pass, pick)?;
         let ids = self.run(&self.plans[&(pass, pick)], n, n).await?;
@@ -333,6 +364,34 @@ impl Model {
                 _ => BatchOutput::Token(ids[i]),
             })
             .collect())
+    }
+
+    /// Mask row words per token: [`crate::kernels::mask::words`] of the logits row.
+    pub fn mask_words(&self) -> usize {
+        mask::words(self.config.vocab_size)
+    }
+
+    /// Writes a mask row per picked row, all tokens allowed where `None`.
+    fn write_masks(&self, rows: &[Option<&[u32]>]) -> Result<()> {
+        let words = self.mask_words();
+        let mut all = Vec::with_capacity(rows.len() * words);
+        for row in rows {
+            match row {
+                Some(row) if row.len() == words => all.extend_from_slice(row),
+                Some(row) => {
+                    return Err(Error::Invalid(format!(
+                        "a token mask row has {} words, the model's logits need {words}",
+                        row.len()
+                    )))
+                }
+                None => all.extend(std::iter::repeat_n(u32::MAX, words)),
+            }
+        }
+        let buffer = &self.buf.mask.buffer;
+        self.ctx
+            .queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(&all));
+        Ok(())
     }
 
     fn write_sample_settings(&self, settings: &[SampleSettings]) {

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::gpu::{DType, GpuContext, Precision, Tensor};
 use crate::kernels::attention::AttentionShape;
+use crate::kernels::mask;
 use crate::kernels::sample::SampleSettings;
 use crate::kernels::weight::GpuWeight;
 use crate::quant::WeightFormat;
@@ -346,6 +347,7 @@ impl ModelLoader {
                 &[slots, std::mem::size_of::<SampleSettings>() / 4],
                 DType::U32,
             )?,
+            mask: ctx.zeros(&[slots, mask::words(config.vocab_size)], DType::U32)?,
         };
         ctx.take_error()?;
         let vocab = config.vocab_size;

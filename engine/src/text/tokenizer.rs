@@ -35,7 +35,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use llguidance::ParserFactory;
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel;
@@ -455,7 +457,11 @@ pub struct Tokenizer {
     /// Sorted, deduplicated end-of-generation ids (EOS, EOT, EOM and the known turn ends).
     eog: Vec<u32>,
     chat_template: Option<String>,
+    /// llguidance's index of this vocabulary, built on first use (see `crate::grammar`).
+    grammar: GrammarCache,
 }
+
+type GrammarCache = Arc<OnceLock<std::result::Result<Arc<ParserFactory>, String>>>;
 
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -658,6 +664,7 @@ impl Tokenizer {
             pad,
             eog,
             chat_template,
+            grammar: GrammarCache::default(),
         })
     }
 
@@ -749,6 +756,7 @@ impl Tokenizer {
             pad,
             eog: Vec::new(),
             chat_template: None,
+            grammar: GrammarCache::default(),
         };
         t.refresh_derived();
         t
@@ -826,6 +834,7 @@ impl Tokenizer {
             _ => {}
         }
         self.refresh_derived();
+        self.grammar = GrammarCache::default();
         Ok(self)
     }
 
@@ -990,7 +999,42 @@ impl Tokenizer {
         self.eog.extend(ids.iter().filter(|&&id| (id as usize) < n));
         self.eog.sort_unstable();
         self.eog.dedup();
+        self.grammar = GrammarCache::default();
         self
+    }
+
+    /// llguidance's parser factory for this vocabulary, built on first use and shared by
+    /// clones (indexing a vocabulary takes a while; each grammar then compiles against it).
+    pub(crate) fn grammar_factory(&self) -> Result<Arc<ParserFactory>> {
+        self.grammar
+            .get_or_init(|| {
+                // Without this cache, so the factory's copy does not keep itself alive.
+                let detached = Self {
+                    grammar: GrammarCache::default(),
+                    ..self.clone()
+                };
+                crate::grammar::build_factory(&detached)
+            })
+            .clone()
+            .map_err(Error::Unsupported)
+    }
+
+    /// The ids of special tokens (control tokens: the chat template's markers, BOS, EOS),
+    /// sorted.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, token)| token.special)
+            .map(|(&id, _)| id)
+            .chain(self.eog.iter().copied())
+            .chain(self.bos)
+            .chain(self.eos)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Every id that ends generation, sorted.
