@@ -11,8 +11,12 @@
 
 use std::time::Instant;
 
+use glim::generate::{GenerationParams, SamplingParams, Session};
+use glim::grammar::Grammar;
 use glim::model::graph::{LoadOptions, Logits, MemoryUse, Model};
+use glim::model::loader::LoadedModel;
 use glim::quant::WeightFormat;
+use glim::text::Message;
 use serde_json::json;
 
 use crate::{bail, model, BenchArgs, CliResult};
@@ -117,6 +121,11 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
     } else {
         args.quant.iter().map(|&q| Some(q.into())).collect()
     };
+    let grammar = args
+        .json_schema
+        .as_deref()
+        .map(crate::run::json_schema_file)
+        .transpose()?;
     let mut header_done = false;
     for format in formats {
         let options = LoadOptions {
@@ -127,9 +136,21 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
         };
         let mut loaded = model::load(&path, &options)?;
         let row = measure(&mut loaded.model, &args)?;
+        let grammar_cost = match &grammar {
+            Some(grammar) => {
+                let (cost, back) = constrained_cost(loaded, grammar, &args)?;
+                loaded = back;
+                Some(cost)
+            }
+            None => None,
+        };
         let summary = &loaded.model.gpu().summary;
         if args.json {
-            println!("{}", row_json(&row, &args, summary, context, &loaded.name));
+            let mut json = row_json(&row, &args, summary, context, &loaded.name);
+            if let Some(cost) = &grammar_cost {
+                json["constrained"] = cost.json();
+            }
+            println!("{json}");
         } else {
             if !header_done {
                 println!(
@@ -159,6 +180,9 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
             if let Some(shares) = &row.profile {
                 print_profile(&row, shares);
             }
+            if let Some(cost) = &grammar_cost {
+                println!("{cost}");
+            }
         }
         drop(loaded);
     }
@@ -169,6 +193,108 @@ pub fn bench(args: BenchArgs) -> CliResult<()> {
         );
     }
     Ok(())
+}
+
+/// The question constrained decoding is measured on: its answer is a JSON object.
+const SCHEMA_PROMPT: &str = "Describe a person, a city and a pet as JSON.";
+
+/// What constrained decoding costs: greedy chat answers to [`SCHEMA_PROMPT`] held to
+/// `grammar` (`--gen` tokens at most), against the same prompt decoding as many tokens
+/// without it, through the same generation loop; medians over `--runs` after a warm-up.
+/// Hands the model back.
+fn constrained_cost(
+    mut loaded: LoadedModel,
+    grammar: &Grammar,
+    args: &BenchArgs,
+) -> CliResult<(ConstrainedCost, LoadedModel)> {
+    let rendered = loaded
+        .template
+        .render(&[Message::user(SCHEMA_PROMPT)], true)?;
+    let prompt = loaded.tokenizer.encode_prompt(&rendered)?;
+    let room = (loaded.model.context + 1).saturating_sub(prompt.len());
+    if room < 2 {
+        bail!(
+            "--ctx {} leaves no room for the schema's answer",
+            loaded.model.context
+        );
+    }
+    let mut session = Session::new(loaded.model, loaded.tokenizer.clone());
+    let greedy = GenerationParams {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        max_tokens: args.gen.min(room),
+        ..GenerationParams::default()
+    };
+    let constrained = GenerationParams {
+        grammar: Some(grammar.clone()),
+        ..greedy.clone()
+    };
+    let (mut with, mut without, mut tokens) = (Vec::new(), Vec::new(), 0);
+    let mut run_all = || -> CliResult<()> {
+        for run in 0..=args.runs {
+            session.reset();
+            let (_, held) = session.generate_blocking(&prompt, &constrained, &mut |_| true)?;
+            tokens = held.generated_tokens;
+            let free_params = GenerationParams {
+                max_tokens: tokens,
+                ignore_eos: true,
+                ..greedy.clone()
+            };
+            session.reset();
+            let (_, free) = session.generate_blocking(&prompt, &free_params, &mut |_| true)?;
+            if run > 0 {
+                with.push(held.decode_tokens_per_second());
+                without.push(free.decode_tokens_per_second());
+            }
+        }
+        Ok(())
+    };
+    let measured = run_all();
+    loaded.model = session.model;
+    measured?;
+    let cost = ConstrainedCost {
+        tokens,
+        with: Spread { runs: with },
+        without: Spread { runs: without },
+    };
+    Ok((cost, loaded))
+}
+
+/// Decode speed of a schema's answers with the schema and without it.
+struct ConstrainedCost {
+    tokens: usize,
+    with: Spread,
+    without: Spread,
+}
+
+impl ConstrainedCost {
+    fn ratio(&self) -> f64 {
+        self.with.median() / self.without.median()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "tokens": self.tokens,
+            "decode_tok_s_with_schema": self.with.json(),
+            "decode_tok_s_without": self.without.json(),
+            "ratio": self.ratio(),
+        })
+    }
+}
+
+impl std::fmt::Display for ConstrainedCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "constrained decoding (--json-schema, {} tokens): decode {} tok/s with the schema, {} without: {:.0} %",
+            self.tokens,
+            self.with.text(),
+            self.without.text(),
+            100.0 * self.ratio()
+        )
+    }
 }
 
 /// Deterministic token ids spread over the vocabulary (as llama-bench, content does not

@@ -100,28 +100,34 @@ const MAX_GRAMMAR_BYTES: u64 = 1 << 20;
 /// The grammar `--json-schema` or `--grammar` names, read and parsed (compiled against
 /// the model's vocabulary once it is loaded).
 fn grammar(args: &RunArgs) -> CliResult<Option<Grammar>> {
-    let read = |flag: &str, path: &std::path::Path| -> CliResult<String> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))?;
-        if !meta.is_file() || meta.len() > MAX_GRAMMAR_BYTES {
-            bail!(
-                "{flag} {}: not a regular file of at most {MAX_GRAMMAR_BYTES} bytes",
-                path.display()
-            );
-        }
-        std::fs::read_to_string(path)
-            .map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))
-    };
     if let Some(path) = &args.json_schema {
-        let text = read("--json-schema", path)?;
-        let schema: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CliError(format!("--json-schema {}: not JSON: {e}", path.display())))?;
-        return Ok(Some(Grammar::JsonSchema(schema)));
+        return Ok(Some(json_schema_file(path)?));
     }
     if let Some(path) = &args.grammar {
-        return Ok(Some(Grammar::Lark(read("--grammar", path)?)));
+        return Ok(Some(Grammar::Lark(read_grammar_file("--grammar", path)?)));
     }
     Ok(None)
+}
+
+/// The text of a grammar or schema file given with `flag`: a regular file, and small.
+fn read_grammar_file(flag: &str, path: &std::path::Path) -> CliResult<String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))?;
+    if !meta.is_file() || meta.len() > MAX_GRAMMAR_BYTES {
+        bail!(
+            "{flag} {}: not a regular file of at most {MAX_GRAMMAR_BYTES} bytes",
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).map_err(|e| CliError(format!("{flag} {}: {e}", path.display())))
+}
+
+/// The JSON Schema in the file `--json-schema` names.
+pub fn json_schema_file(path: &std::path::Path) -> CliResult<Grammar> {
+    let text = read_grammar_file("--json-schema", path)?;
+    let schema: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError(format!("--json-schema {}: not JSON: {e}", path.display())))?;
+    Ok(Grammar::JsonSchema(schema))
 }
 
 /// Renders `prompt` (through the chat template unless `--raw`), streams the answer to

@@ -216,6 +216,75 @@ fn run_answers_a_prompt() {
     assert!(!stderr.contains("rounded a second time"), "{stderr}");
 }
 
+/// `--json-schema` holds the answer to the schema (benches/person.schema.json: its answer
+/// parses and keeps every rule); a schema that does not compile or a file that is not
+/// JSON is a clean error.
+#[test]
+fn run_answers_in_json_a_schema_allows() {
+    let schema_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/person.schema.json");
+    let bad_json = temp_path("not-json.json");
+    std::fs::write(&bad_json, "{ not json").unwrap();
+    let out = glim()
+        .args(["run", "/nonexistent.gguf", "-p", "hi", "--json-schema"])
+        .arg(&bad_json)
+        .output()
+        .unwrap();
+    assert!(assert_clean_error(&out).contains("not JSON"));
+    let Some(model) = test_model() else { return };
+    let _gpu = gpu_lock();
+    let run = |schema: &PathBuf| {
+        glim()
+            .arg("run")
+            .arg(&model)
+            .args([
+                "-p",
+                "Describe a person who lives in Europe.",
+                "-n",
+                "80",
+                "--ctx",
+                "256",
+            ])
+            .args(["--temperature", "0", "--json-schema"])
+            .arg(schema)
+            .output()
+            .unwrap()
+    };
+    let out = run(&schema_path);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let answer = text(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}\n{stderr}"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
+    let o = v.as_object().unwrap();
+    let required = schema["required"].as_array().unwrap();
+    assert_eq!(o.len(), required.len(), "{answer}");
+    assert!(
+        required.iter().all(|k| o.contains_key(k.as_str().unwrap())),
+        "{answer}"
+    );
+    let cities = schema["properties"]["city"]["enum"].as_array().unwrap();
+    assert!(cities.contains(&o["city"]), "{answer}");
+    assert!((0..=150).contains(&o["age"].as_i64().unwrap()), "{answer}");
+    assert!(
+        o["name"].as_str().unwrap().chars().count() <= 20,
+        "{answer}"
+    );
+
+    let uncompilable = temp_path("bad-schema.json");
+    std::fs::write(
+        &uncompilable,
+        r##"{"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}"##,
+    )
+    .unwrap();
+    let out = run(&uncompilable);
+    assert!(assert_clean_error(&out).contains("does not compile"));
+    let _ = std::fs::remove_file(&uncompilable);
+    let _ = std::fs::remove_file(&bad_json);
+}
+
 #[test]
 fn run_raw_prompt_is_greedy_and_matches_llama_cpp() {
     let Some(model) = test_model() else { return };
