@@ -19,7 +19,7 @@ if ! python3 -m venv "$venv" 2>/dev/null; then
     $sudo_ apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai==3.57.0
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai==3.57.0 jsonschema==4.25.1
 "$venv/bin/python" native/tests/openai_client.py "$glim" "$model"
 
 python3 benches/load_test.py "$model" --glim "$glim" --clients 8 --requests 12 \

@@ -5,8 +5,10 @@ installs it in a throwaway venv). Usage: openai_client.py GLIM MODEL
 Checks: the models list; a greedy chat answer equal to `glim run --temperature 0`'s;
 streaming with include_usage equal to non-streaming; a stop sequence; text completions; a
 seeded sampled answer that repeats; four concurrent greedy streams equal to their one-at-a-
-time answers; and the client's own error types for an invalid request, an unknown model
-and a wrong API key.
+time answers; structured output (`response_format` json_object and json_schema: a nested
+schema with $defs, enums, arrays and patterns, streamed and not, each answer validated with
+the jsonschema package, and a schema glim cannot compile refused with a 400); and the
+client's own error types for an invalid request, an unknown model and a wrong API key.
 """
 
 import concurrent.futures
@@ -14,6 +16,9 @@ import pathlib
 import subprocess
 import sys
 
+import json
+
+import jsonschema
 import openai
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benches"))
@@ -106,6 +111,8 @@ def main():
         assert together == alone, (together, alone)
         print("ok: four concurrent streams equal their one-at-a-time answers")
 
+        structured_output(chat, name)
+
         expect(openai.BadRequestError,
                lambda: chat.create(model=name, messages=messages, n=2), "`n`")
         expect(openai.BadRequestError,
@@ -118,6 +125,67 @@ def main():
         again = chat.create(model=name, messages=messages, temperature=0, max_tokens=24)
         assert again.choices[0].message.content == text
         print("ok: still serving the same answer")
+
+
+# Nested: a $ref'd definition used twice, an enum, a bounded array, a pattern, numbers.
+PERSON = {
+    "$defs": {
+        "place": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 24},
+                           "country": {"enum": ["France", "Italy", "Spain"]}},
+            "required": ["city", "country"], "additionalProperties": False,
+        },
+    },
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 24},
+        "age": {"type": "integer", "minimum": 1, "maximum": 120},
+        "height_m": {"type": "number", "minimum": 0.5, "maximum": 2.5},
+        "born": {"$ref": "#/$defs/place"},
+        "lives": {"$ref": "#/$defs/place"},
+        "languages": {"type": "array", "items": {"type": "string", "maxLength": 16},
+                      "minItems": 1, "maxItems": 3},
+        "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"},
+    },
+    "required": ["name", "age", "height_m", "born", "lives", "languages", "code"],
+    "additionalProperties": False,
+}
+
+
+def structured_output(chat, name):
+    ask = [{"role": "user", "content": "Describe a European person as JSON."}]
+    schema_format = {"type": "json_schema",
+                     "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    answer = chat.create(model=name, messages=ask, temperature=0, max_tokens=200,
+                         response_format=schema_format)
+    content = answer.choices[0].message.content
+    jsonschema.validate(json.loads(content), PERSON)
+    assert answer.choices[0].finish_reason == "stop", answer
+    parts = chat.create(model=name, messages=ask, temperature=0, max_tokens=200,
+                        response_format=schema_format, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
+    assert streamed == content, (streamed, content)
+    sampled = chat.create(model=name, messages=ask, temperature=1.0, seed=11, max_tokens=200,
+                          response_format=schema_format)
+    jsonschema.validate(json.loads(sampled.choices[0].message.content), PERSON)
+    print(f"ok: json_schema answers validate, streamed and not, greedy and sampled: {content}")
+
+    city = [{"role": "user", "content": "Return a JSON object with the keys city and country for Paris."}]
+    anything = chat.create(model=name, messages=city, temperature=0, max_tokens=60,
+                           response_format={"type": "json_object"})
+    text = anything.choices[0].message.content
+    assert anything.choices[0].finish_reason == "stop", anything
+    assert isinstance(json.loads(text), dict), text
+    print(f"ok: json_object answers a JSON object: {json.dumps(json.loads(text))}")
+
+    broken = {"type": "json_schema",
+              "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"$ref": "#/$defs/none"}}}}}
+    expect(openai.BadRequestError,
+           lambda: chat.create(model=name, messages=ask, response_format=broken), "does not compile")
+    expect(openai.BadRequestError,
+           lambda: chat.create(model=name, messages=ask, response_format={"type": "yaml"}), "response_format")
+    print("ok: a schema glim cannot compile and an unknown format are 400s naming the problem")
 
 
 if __name__ == "__main__":

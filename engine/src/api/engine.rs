@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::request::{Input, Request, Sampling};
 use crate::error::{Error, Result};
 use crate::generate::{GenerationParams, GenerationStats, SamplingParams, Session, StopReason};
+use crate::grammar::Constraint;
 use crate::text::{ChatTemplate, Tokenizer};
 
 /// Sampling defaults a model folder sets (`mlc-chat-config.json`'s `temperature`, `top_p`,
@@ -155,7 +156,7 @@ impl Protocol {
             max_tokens,
             stop_strings: sampling.stop.clone(),
             ignore_eos: sampling.ignore_eos,
-            grammar: None,
+            grammar: sampling.grammar.clone(),
         })
     }
 
@@ -176,6 +177,10 @@ impl Protocol {
         }
         let prompt = self.prompt_ids(&request.input)?;
         let params = self.generation_params(&request.sampling, prompt.len(), number)?;
+        // A schema that does not compile is the request's error, before it is queued.
+        if let Some(grammar) = &params.grammar {
+            Constraint::new(&self.tokenizer, grammar)?;
+        }
         let chat = matches!(request.input, Input::Messages(_));
         let reply = Reply {
             id: format!("{}-{number}", if chat { "chatcmpl" } else { "cmpl" }),

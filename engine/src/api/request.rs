@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::grammar::Grammar;
 use crate::text::Message;
 
 /// What to do with fields glim does not know.
@@ -29,6 +30,8 @@ pub struct Sampling {
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// `response_format`'s JSON object or schema the answer must be.
+    pub grammar: Option<Grammar>,
 }
 
 /// A chat or text completion request.
@@ -69,6 +72,7 @@ const SAMPLING_FIELDS: &[&str] = &[
     "ignore_eos",
     "logprobs",
     "user",
+    "response_format",
 ];
 const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
 const COMPLETION_FIELDS: &[&str] = &["prompt", "echo"];
@@ -223,10 +227,79 @@ impl Request {
                 seed,
                 stop,
                 ignore_eos: optional_bool(obj, "ignore_eos")?.unwrap_or(false),
+                grammar: response_format(obj.get("response_format"))?,
             },
             stream,
             include_usage,
         })
+    }
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}` (free text, as without it),
+/// `{"type": "json_object"}` (any JSON object) or `{"type": "json_schema", "json_schema":
+/// {"name", "schema", "strict", "description"}}` (JSON valid against `schema`).
+fn response_format(value: Option<&Value>) -> Result<Option<Grammar>> {
+    let format = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(bad("`response_format` must be an object")),
+    };
+    let only = |allowed: &[&str]| match format.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad(format!("`response_format.{k}` is not supported"))),
+        None => Ok(()),
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            only(&["type"])?;
+            Ok(None)
+        }
+        Some("json_object") => {
+            only(&["type"])?;
+            Ok(Some(Grammar::json_object()))
+        }
+        Some("json_schema") => {
+            only(&["type", "json_schema"])?;
+            let spec = match format.get("json_schema") {
+                Some(Value::Object(spec)) => spec,
+                _ => return Err(bad("`response_format.json_schema` must be an object")),
+            };
+            if let Some(k) = spec
+                .keys()
+                .find(|k| !["name", "schema", "strict", "description"].contains(&k.as_str()))
+            {
+                return Err(bad(format!(
+                    "`response_format.json_schema.{k}` is not supported"
+                )));
+            }
+            match spec.get("name") {
+                Some(Value::String(name)) if !name.is_empty() => {}
+                _ => {
+                    return Err(bad(
+                        "`response_format.json_schema.name` must be a non-empty string",
+                    ))
+                }
+            }
+            if spec
+                .get("strict")
+                .is_some_and(|v| !v.is_boolean() && !v.is_null())
+            {
+                return Err(bad(
+                    "`response_format.json_schema.strict` must be true or false",
+                ));
+            }
+            match spec.get("schema") {
+                Some(schema @ Value::Object(_)) => Ok(Some(Grammar::JsonSchema(schema.clone()))),
+                // OpenAI's default: any JSON object.
+                None | Some(Value::Null) => Ok(Some(Grammar::json_object())),
+                Some(_) => Err(bad(
+                    "`response_format.json_schema.schema` must be a JSON Schema object",
+                )),
+            }
+        }
+        Some(other) => Err(bad(format!(
+            "`response_format.type` {other:?} is not supported (text, json_object or json_schema)"
+        ))),
+        None => Err(bad("`response_format.type` is required")),
     }
 }
 
@@ -398,6 +471,39 @@ mod tests {
         let lax = |v: Value| Request::chat(&v, UnknownFields::Ignore);
         assert!(lax(json!({"messages": user.clone(), "tools": []})).is_ok());
         assert!(lax(json!({"messages": user.clone(), "top_k": 1.5})).is_err());
+    }
+
+    #[test]
+    fn response_format_becomes_a_grammar() {
+        let user = json!([{"role": "user", "content": "x"}]);
+        let with =
+            |format: Value| chat(json!({"messages": user.clone(), "response_format": format}));
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let got = |format: Value| with(format).unwrap().sampling.grammar;
+        assert_eq!(got(json!({"type": "text"})), None);
+        assert_eq!(
+            got(json!({"type": "json_object"})),
+            Some(Grammar::json_object())
+        );
+        assert_eq!(
+            got(
+                json!({"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": true}})
+            ),
+            Some(Grammar::JsonSchema(schema.clone()))
+        );
+        let e = |format: Value| with(format).unwrap_err().to_string();
+        assert!(e(json!("json")).contains("must be an object"));
+        assert!(e(json!({"type": "xml"})).contains("\"xml\""));
+        assert!(e(json!({})).contains("type` is required"));
+        assert!(e(json!({"type": "json_schema"})).contains("json_schema` must be an object"));
+        assert!(
+            e(json!({"type": "json_schema", "json_schema": {"schema": schema}})).contains("name")
+        );
+        assert!(
+            e(json!({"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}))
+                .contains("schema")
+        );
+        assert!(e(json!({"type": "json_object", "schema": {}})).contains("response_format.schema"));
     }
 
     #[test]
