@@ -10,7 +10,8 @@
 # LongRoPE, MLC's Phi-3 names) written by `glim quantize`, the same answer as `glim run`.
 # Last, tests/browser/gguf-e2e.mjs checks GGUF URLs through the package's API: a download
 # cut off and resumed, a reload, the cache API, a split model, bad files, a server without
-# Range.
+# Range, and an answer held to a JSON Schema (`response_format`) as `glim run --json-schema`
+# gives it.
 # Artifacts (screenshot, server logs, expected answers): target/browser-test/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,11 @@ echo "test-browser: glim run answers: $(cat "$out/expected.txt")" >&2
 raw_prompt="The first printing press in Europe was built by"
 target/debug/glim run "$gguf" --raw -p "$raw_prompt" --temperature 0 -n 6 > "$out/expected-raw.txt"
 echo "test-browser: glim run continues: $(cat "$out/expected-raw.txt")" >&2
+schema=tests/browser/capital.schema.json
+schema_prompt="France's capital city as JSON:"
+target/debug/glim run "$gguf" --raw -p "$schema_prompt" --temperature 0 -n 24 --json-schema "$schema" \
+    > "$out/expected-json.txt"
+echo "test-browser: glim run answers in JSON: $(cat "$out/expected-json.txt")" >&2
 target/debug/glim synth "$out/phi3.gguf" --from "$gguf" --arch phi3
 target/debug/glim quantize "$out/phi3.gguf" "$models/$phi3_id" --quant q4f16
 rm "$out/phi3.gguf"
@@ -106,6 +112,7 @@ serve plain --www tests/browser/page --ranges no
 node tests/browser/gguf-e2e.mjs --ranged "$ranged" --ranged-log "$out/ranged.log" --cut-at "$cut_at" \
     --plain "$url" --plain-log "$out/plain.log" --model "models/$gguf_name" --size "$size" \
     --prompt "$raw_prompt" --tokens 6 --expected "$out/expected-raw.txt" \
+    --schema "$schema" --schema-prompt "$schema_prompt" --schema-expected "$out/expected-json.txt" \
     --split models/split/SmolLM2-00001-of-00003.gguf \
     --bad "missing.gguf=HTTP 404" --bad "not-a-model.gguf=not a GGUF file" \
     --bad "unknown-arch.gguf=model architecture \`mamba\`"

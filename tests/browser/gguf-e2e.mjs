@@ -4,7 +4,8 @@
 //
 //   node tests/browser/gguf-e2e.mjs --ranged URL --ranged-log FILE --cut-at BYTE \
 //     --plain URL --plain-log FILE --model PATH --size BYTES --prompt "..." --tokens N \
-//     --expected FILE --split PATH [--chromium /usr/bin/chromium] [--bad NAME=NEEDLE]...
+//     --expected FILE --split PATH --schema FILE --schema-prompt "..." --schema-expected FILE \
+//     [--chromium /usr/bin/chromium] [--bad NAME=NEEDLE]...
 //
 // --ranged: a scripts/serve.mjs with Range support started with `--cut-at BYTE` (its
 // responses break off before that byte of a .gguf until /__heal); --plain: one started with
@@ -22,6 +23,9 @@
 // 200 response, exactly once. Every load but the first must continue the raw --prompt
 // greedily, --tokens tokens, as --expected says (`GLIM_PRECISION=f32 glim run --raw`, less
 // one trailing newline: SwiftShader has no shader-f16): each path got the file's bytes.
+// Last, a `response_format` request must answer as --schema-expected says (`glim run --raw
+// --json-schema --schema` on --schema-prompt), and a schema that does not compile be an
+// InvalidRequestError.
 // Exit status 0 when all of that held, 1 (`FAIL: ...`) otherwise.
 import fs from "node:fs";
 import os from "node:os";
@@ -39,7 +43,8 @@ const log = (text) => console.log(`[gguf-e2e] ${text}`);
 
 function parseArgs(argv) {
   const options = { ranged: null, "ranged-log": null, "cut-at": null, plain: null, "plain-log": null, model: null,
-    size: null, prompt: null, tokens: null, expected: null, split: null, chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", bad: [] };
+    size: null, prompt: null, tokens: null, expected: null, split: null, schema: null, "schema-prompt": null,
+    "schema-expected": null, chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", bad: [] };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, "");
     if (!argv[i].startsWith("--") || !(name in options) || i + 1 >= argv.length) {
@@ -175,6 +180,25 @@ async function main() {
     log(`without Range: loaded in ${plain.seconds.toFixed(1)} s from ${got.length} GET (${bytesOf(got)} bytes)`);
     if (got.length !== 1 || got[0].status !== 200 || bytesOf(got) !== o.size) fail(`without Range the file was read as ${JSON.stringify(got)}`);
     await sameContinuation("the model read without Range");
+
+    // Structured output through the worker engine: the same answer as `glim run --raw
+    // --json-schema` at f32, and JSON the schema allows.
+    const schema = JSON.parse(fs.readFileSync(o.schema, "utf8"));
+    const schemaExpected = fs.readFileSync(o["schema-expected"], "utf8").replace(/\n$/, "");
+    const held = await call("complete", o["schema-prompt"], 24,
+      { response_format: { type: "json_schema", json_schema: { name: "capital", schema } } });
+    if (!held.ok) fail(`a response_format request failed: ${held.error.name}: ${held.error.message}`);
+    log(`response_format json_schema answers ${JSON.stringify(held.text)} (${held.finish})`);
+    if (held.text !== schemaExpected) fail(`the schema's answer ${JSON.stringify(held.text)} is not glim run --json-schema's ${JSON.stringify(schemaExpected)}`);
+    const value = JSON.parse(held.text);
+    if (!schema.properties.capital.enum.includes(value.capital) || Object.keys(value).length !== 1 || held.finish !== "stop") {
+      fail(`the schema's answer breaks it: ${held.text} (${held.finish})`);
+    }
+    const refused = await call("complete", o["schema-prompt"], 4,
+      { response_format: { type: "json_schema", json_schema: { name: "x", schema: { $ref: "#/$defs/none" } } } });
+    if (refused.ok || refused.error.name !== "InvalidRequestError" || !refused.error.message.includes("does not compile")) {
+      fail(`a schema that does not compile gave ${JSON.stringify(refused)}`);
+    }
     log("PASS");
   } finally {
     await context.close().catch(() => {});

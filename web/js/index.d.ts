@@ -48,7 +48,14 @@ export interface SamplingFields {
   stream_options?: { include_usage?: boolean };
   n?: 1;
   ignore_eos?: boolean;
+  /** Hold the answer to JSON: any object, or JSON valid against a JSON Schema (OpenAI's shapes). */
+  response_format?: ResponseFormat;
 }
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | { type: "json_schema"; json_schema: { name: string; schema?: object; strict?: boolean; description?: string } };
 
 export interface ChatCompletionRequest extends SamplingFields {
   messages: ChatMessage[];

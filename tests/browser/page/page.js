@@ -26,11 +26,11 @@ window.glimTest = {
       return { ...failure(e), last: reports.at(-1) };
     }
   },
-  /** The greedy continuation of `prompt` (no chat template), `maxTokens` tokens at most. */
-  async complete(prompt, maxTokens) {
+  /** The greedy continuation of `prompt` (no chat template), `maxTokens` tokens at most, with `extra` request fields. */
+  async complete(prompt, maxTokens, extra = {}) {
     try {
-      const reply = await engine.completions.create({ prompt, temperature: 0, max_tokens: maxTokens });
-      return { ok: true, text: reply.choices[0].text };
+      const reply = await engine.completions.create({ ...extra, prompt, temperature: 0, max_tokens: maxTokens });
+      return { ok: true, text: reply.choices[0].text, finish: reply.choices[0].finish_reason };
     } catch (e) {
       return failure(e);
     }
