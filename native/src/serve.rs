@@ -492,9 +492,9 @@ fn stream(
                 .map(|c| c.to_string())
                 .into_iter()
                 .collect(),
-            Event::Done { stats, .. } => {
+            Event::Done { text, stats } => {
                 let mut data: Vec<String> = reply
-                    .final_chunks(&stats)
+                    .final_chunks(&text, &stats)
                     .iter()
                     .map(Value::to_string)
                     .collect();

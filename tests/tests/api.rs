@@ -11,10 +11,14 @@ use glim::Error;
 use serde_json::{json, Value};
 
 fn engine() -> Option<ChatEngine> {
+    engine_with_context(256)
+}
+
+fn engine_with_context(context: usize) -> Option<ChatEngine> {
     let path = glim_tests::test_model()?;
     let ctx = glim_tests::open_gpu()?;
     let options = LoadOptions {
-        context: 256,
+        context,
         ..LoadOptions::default()
     };
     let loaded = loader::load(&path, ctx, &options, &mut |_, _| {}).unwrap();
@@ -190,4 +194,117 @@ fn a_lost_device_is_an_error_and_the_engine_can_be_made_again() {
     let mut again = self::engine().unwrap();
     let (response, _) = respond(&mut again, &chat(question));
     assert_eq!(response["usage"]["completion_tokens"], 2);
+}
+
+/// Function calling on SmolLM2, whose template knows no tools (the generic format: the
+/// tools described in the system turn, calls as `<tool_call>` blocks): a named and a
+/// `required` choice answer with calls whose arguments the tool's schema allows, streamed
+/// as `delta.tool_calls` equal to the whole response's; a conversation carrying the call
+/// and its result goes on in text; `none` hides the tools.
+#[test]
+fn tool_calls_follow_the_tools_schemas() {
+    // The tools' descriptions take a system turn of their own.
+    let Some(mut engine) = engine_with_context(512) else {
+        return;
+    };
+    let weather = json!({"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city",
+        "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30},
+                           "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": false}}});
+    let time = json!({"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object",
+            "properties": {"timezone": {"type": "string", "maxLength": 40}},
+            "required": ["timezone"], "additionalProperties": false}}});
+    let ask = json!([{ "role": "user", "content": "What is the weather like in Paris?" }]);
+    let check = |call: &Value, name: &str| {
+        assert_eq!(call["type"], "function", "{call}");
+        assert_eq!(call["function"]["name"], name, "{call}");
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {call}"));
+        let args = args.as_object().unwrap();
+        match name {
+            "get_weather" => {
+                assert!(
+                    args["city"].as_str().unwrap().chars().count() <= 30,
+                    "{call}"
+                );
+                assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()));
+                assert_eq!(args.len(), 2, "{call}");
+            }
+            _ => assert_eq!(args.len(), 1, "{call}"),
+        }
+    };
+    for (choice, stream) in [
+        (
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+            false,
+        ),
+        (json!("required"), false),
+        (json!("required"), true),
+    ] {
+        let request = chat(json!({ "messages": ask, "tools": [weather, time],
+            "tool_choice": choice, "parallel_tool_calls": false,
+            "temperature": 0, "max_tokens": 80, "stream": stream }));
+        let (response, chunks) = respond(&mut engine, &request);
+        let choice_out = &response["choices"][0];
+        assert_eq!(choice_out["finish_reason"], "tool_calls", "{response}");
+        let calls = choice_out["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1, "{response}");
+        let name = calls[0]["function"]["name"].as_str().unwrap().to_string();
+        if choice.is_object() {
+            assert_eq!(name, "get_weather");
+        }
+        check(&calls[0], &name);
+        if stream {
+            // The call comes as its id and name, then its arguments; then the finish.
+            let deltas: Vec<&Value> = chunks
+                .iter()
+                .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0"))
+                .collect();
+            assert_eq!(deltas.len(), 2, "{chunks:?}");
+            assert_eq!(deltas[0]["id"], calls[0]["id"]);
+            assert_eq!(deltas[0]["function"]["name"], calls[0]["function"]["name"]);
+            assert_eq!(
+                deltas[1]["function"]["arguments"],
+                calls[0]["function"]["arguments"]
+            );
+            assert_eq!(streamed_text(&chunks), "", "{chunks:?}");
+            let finish = chunks
+                .iter()
+                .filter_map(|c| c.pointer("/choices/0/finish_reason"))
+                .filter(|f| !f.is_null())
+                .collect::<Vec<_>>();
+            assert_eq!(finish, [&json!("tool_calls")]);
+        }
+    }
+
+    // The call and its result in the conversation: the answer goes on in text.
+    let history = json!([
+        { "role": "user", "content": "What is the weather like in Paris?" },
+        { "role": "assistant", "content": null, "tool_calls": [{ "id": "call_1", "type": "function",
+            "function": { "name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"celsius\"}" } }] },
+        { "role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21, \"sky\": \"sunny\"}" }
+    ]);
+    let (response, _) = respond(
+        &mut engine,
+        &chat(json!({ "messages": history, "tools": [weather],
+        "tool_choice": "none", "temperature": 0, "max_tokens": 24 })),
+    );
+    let text = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !text.is_empty() && response["choices"][0]["message"]["tool_calls"].is_null(),
+        "{response}"
+    );
+
+    // A request that mixes a required call with a response_format is refused.
+    let both = chat(
+        json!({ "messages": ask, "tools": [weather], "tool_choice": "required",
+        "response_format": {"type": "json_object"} }),
+    );
+    let err = pollster::block_on(engine.respond(&both, &mut |_| {})).unwrap_err();
+    assert!(err.to_string().contains("response_format"), "{err}");
 }

@@ -13,6 +13,9 @@ use super::request::{Input, Request, Sampling};
 use crate::error::{Error, Result};
 use crate::generate::{GenerationParams, GenerationStats, SamplingParams, Session, StopReason};
 use crate::grammar::Constraint;
+use crate::text::ToolCall;
+
+use super::tools::{self, Tools};
 use crate::text::{ChatTemplate, Tokenizer};
 
 /// Sampling defaults a model folder sets (`mlc-chat-config.json`'s `temperature`, `top_p`,
@@ -97,11 +100,15 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 impl Protocol {
-    /// The prompt's token ids: messages through the chat template, or the prompt as is.
-    pub fn prompt_ids(&self, input: &Input) -> Result<Vec<u32>> {
-        let text = match input {
-            Input::Messages(messages) => self.template.render(messages, true)?,
-            Input::Prompt(prompt) => prompt.clone(),
+    /// The prompt's token ids: messages through the chat template (offering `tools` where
+    /// they are active), or the prompt as is.
+    pub fn prompt_ids(&self, input: &Input, tools: Option<&Tools>) -> Result<Vec<u32>> {
+        let text = match (input, tools) {
+            (Input::Messages(messages), Some(tools)) if tools.active() => {
+                tools::render(&self.template, messages, tools)?
+            }
+            (Input::Messages(messages), _) => self.template.render(messages, true)?,
+            (Input::Prompt(prompt), _) => prompt.clone(),
         };
         self.tokenizer.encode_prompt(&text)
     }
@@ -175,8 +182,19 @@ impl Protocol {
                 self.model_id
             )));
         }
-        let prompt = self.prompt_ids(&request.input)?;
-        let params = self.generation_params(&request.sampling, prompt.len(), number)?;
+        let tools = request.tools.as_ref().filter(|t| t.active());
+        let prompt = self.prompt_ids(&request.input, tools)?;
+        let mut params = self.generation_params(&request.sampling, prompt.len(), number)?;
+        // A required or named call holds the whole answer to the tools' parameters.
+        if let Some(grammar) = tools.and_then(|t| t.grammar(&self.tokenizer)) {
+            if params.grammar.is_some() {
+                return Err(Error::Invalid(
+                    "`response_format` and a required `tool_choice` cannot both shape the answer"
+                        .into(),
+                ));
+            }
+            params.grammar = Some(grammar);
+        }
         // A schema that does not compile is the request's error, before it is queued.
         if let Some(grammar) = &params.grammar {
             Constraint::new(&self.tokenizer, grammar)?;
@@ -192,6 +210,10 @@ impl Protocol {
             stream: request.stream,
             include_usage: request.include_usage,
             first: true,
+            tools: tools.cloned(),
+            number,
+            text: String::new(),
+            sent: 0,
         };
         Ok(Prepared {
             prompt,
@@ -267,7 +289,10 @@ impl ChatEngine {
                 !interrupt.load(Ordering::SeqCst)
             })
             .await?;
-        reply.final_chunks(&stats).into_iter().for_each(on_chunk);
+        reply
+            .final_chunks(&text, &stats)
+            .into_iter()
+            .for_each(on_chunk);
         let response = reply.response(&text, &stats);
         self.last = Some(stats);
         Ok(response)
@@ -301,6 +326,14 @@ pub struct Reply {
     include_usage: bool,
     /// No chunk sent yet (the first chat chunk carries the role).
     first: bool,
+    /// The tools offered, when calls are read back out of the answer.
+    tools: Option<Tools>,
+    /// The request's number (call ids are unique with it).
+    number: u64,
+    /// The answer so far and how much of it went out as content (with tools, text that may
+    /// open a call is held back).
+    text: String,
+    sent: usize,
 }
 
 impl Reply {
@@ -315,37 +348,96 @@ impl Reply {
 
     /// A streamed piece of text, or (with `finish`) the chunk that ends the answer.
     fn chunk(&mut self, text: Option<&str>, finish: Option<&str>) -> Value {
+        self.delta_chunk(text.map(|t| json!({ "content": t })), finish)
+    }
+
+    /// A chunk with `delta`'s fields (chat) or its `content` as text (completions).
+    fn delta_chunk(&mut self, fields: Option<Value>, finish: Option<&str>) -> Value {
         let mut c = self.envelope();
         let choice = if self.chat {
             let mut delta = json!({});
             if self.first {
                 delta["role"] = json!("assistant");
             }
-            if let Some(t) = text {
-                delta["content"] = json!(t);
+            if let Some(Value::Object(fields)) = &fields {
+                for (k, v) in fields {
+                    delta[k] = v.clone();
+                }
             }
             json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null })
         } else {
-            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish,
-                    "logprobs": null })
+            let text = fields
+                .as_ref()
+                .and_then(|f| f["content"].as_str())
+                .unwrap_or("");
+            json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null })
         };
         self.first = false;
         c["choices"] = json!([choice]);
         c
     }
 
-    /// The chunk carrying a new piece of the answer, when the request streams.
+    /// The chunk carrying a new piece of the answer, when the request streams. With tools,
+    /// text from a possible call's opening on waits for the end, where it turns out to be
+    /// calls or text.
     pub fn text_chunk(&mut self, text: &str) -> Option<Value> {
-        self.stream.then(|| self.chunk(Some(text), None))
+        if !self.stream {
+            return None;
+        }
+        if self.tools.is_none() {
+            return Some(self.chunk(Some(text), None));
+        }
+        self.text.push_str(text);
+        let safe = safe_text_end(&self.text);
+        if safe <= self.sent {
+            return None;
+        }
+        let piece = self.text[self.sent..safe].to_string();
+        self.sent = safe;
+        Some(self.chunk(Some(&piece), None))
     }
 
-    /// The chunks that end a stream: the finish reason, then usage when asked for; none
-    /// when the request does not stream.
-    pub fn final_chunks(&mut self, stats: &GenerationStats) -> Vec<Value> {
+    /// The calls in `text` when the request offered tools.
+    fn calls(&self, text: &str) -> (String, Vec<ToolCall>) {
+        match &self.tools {
+            Some(tools) => tools::split_calls(text, tools, self.number),
+            None => (text.to_string(), Vec::new()),
+        }
+    }
+
+    /// The chunks that end a stream of the answer `text`: what was held back (text, or
+    /// each call's name and arguments as `delta.tool_calls`), the finish reason, then usage
+    /// when asked for; none when the request does not stream.
+    pub fn final_chunks(&mut self, text: &str, stats: &GenerationStats) -> Vec<Value> {
         if !self.stream {
             return Vec::new();
         }
-        let mut chunks = vec![self.chunk(None, Some(finish_reason(stats.stop_reason)))];
+        let mut chunks = Vec::new();
+        let mut reason = finish_reason(stats.stop_reason);
+        if self.tools.is_some() {
+            let (content, calls) = self.calls(text);
+            let rest = if calls.is_empty() {
+                text
+            } else {
+                content.as_str()
+            };
+            if rest.len() > self.sent && rest.is_char_boundary(self.sent) {
+                let piece = rest[self.sent..].to_string();
+                chunks.push(self.chunk(Some(&piece), None));
+            }
+            for (index, call) in calls.iter().enumerate() {
+                let opening = json!({ "tool_calls": [{ "index": index, "id": call.id,
+                    "type": "function", "function": { "name": call.name, "arguments": "" } }] });
+                chunks.push(self.delta_chunk(Some(opening), None));
+                let arguments = json!({ "tool_calls": [{ "index": index,
+                    "function": { "arguments": call.arguments } }] });
+                chunks.push(self.delta_chunk(Some(arguments), None));
+            }
+            if !calls.is_empty() {
+                reason = "tool_calls";
+            }
+        }
+        chunks.push(self.chunk(None, Some(reason)));
         if self.include_usage {
             let mut last = self.envelope();
             last["choices"] = json!([]);
@@ -357,6 +449,23 @@ impl Reply {
 
     /// The whole response object.
     pub fn response(&self, text: &str, stats: &GenerationStats) -> Value {
+        let (content, calls) = self.calls(text);
+        if !calls.is_empty() {
+            let mut response = self.response(&content, stats);
+            let message = &mut response["choices"][0]["message"];
+            if content.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = calls
+                .iter()
+                .map(|c| {
+                    json!({ "id": c.id, "type": "function",
+                            "function": { "name": c.name, "arguments": c.arguments } })
+                })
+                .collect();
+            response["choices"][0]["finish_reason"] = json!("tool_calls");
+            return response;
+        }
         let reason = finish_reason(stats.stop_reason);
         let mut response = self.envelope();
         response["object"] = json!(if self.chat {
@@ -373,6 +482,23 @@ impl Reply {
         response["usage"] = usage(stats);
         response
     }
+}
+
+/// How much of `text` may stream as content while the answer may still open a call: up to
+/// the first call's opening, or before a tail that could begin one, less trailing
+/// whitespace (a call's text drops the whitespace before it).
+fn safe_text_end(text: &str) -> usize {
+    let end = match text.find(tools::CALL_OPEN) {
+        Some(at) => at,
+        None => {
+            let open = tools::CALL_OPEN;
+            (1..open.len())
+                .rev()
+                .find(|&n| text.ends_with(&open[..n]))
+                .map_or(text.len(), |n| text.len() - n)
+        }
+    };
+    text[..end].trim_end().len()
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod request;
+pub mod tools;
 
 pub use engine::{ChatEngine, Defaults, Prepared, Protocol, Reply};
 pub use request::{Input, Request, Sampling, UnknownFields};
+pub use tools::{ToolChoice, Tools};

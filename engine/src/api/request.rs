@@ -4,9 +4,10 @@
 
 use serde_json::{Map, Value};
 
+use super::tools::Tools;
 use crate::error::{Error, Result};
 use crate::grammar::Grammar;
-use crate::text::Message;
+use crate::text::{Message, ToolCall};
 
 /// What to do with fields glim does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct Request {
     pub stream: bool,
     /// Streaming only: end with a chunk carrying `usage`.
     pub include_usage: bool,
+    /// Chat only: the functions offered (`tools`, `tool_choice`, `parallel_tool_calls`).
+    pub tools: Option<Tools>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +77,13 @@ const SAMPLING_FIELDS: &[&str] = &[
     "user",
     "response_format",
 ];
-const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 const COMPLETION_FIELDS: &[&str] = &["prompt", "echo"];
 
 fn bad(message: impl Into<String>) -> Error {
@@ -95,12 +104,26 @@ impl Request {
             Some(_) => return Err(bad("`messages` must be an array of messages")),
             None => return Err(bad("`messages` is required")),
         };
-        if messages.last().map(|m| m.role.as_str()) != Some("user") {
+        if !matches!(
+            messages.last().map(|m| m.role.as_str()),
+            Some("user" | "tool")
+        ) {
             return Err(bad(
-                "the last message must be from the user (glim answers the user's message)",
+                "the last message must be from the user or a tool (glim answers it)",
+            ));
+        }
+        let tools = Tools::from_request(obj)?;
+        if messages
+            .iter()
+            .any(|m| m.role == "tool" || !m.tool_calls.is_empty())
+            && tools.is_none()
+        {
+            return Err(bad(
+                "`messages` carry tool calls or results, but the request offers no `tools`",
             ));
         }
         let mut request = Self::common(obj, Input::Messages(messages))?;
+        request.tools = tools;
         if let Some(n) = optional_count(obj, "max_completion_tokens")? {
             request.sampling.max_tokens = Some(n);
         }
@@ -231,6 +254,7 @@ impl Request {
             },
             stream,
             include_usage,
+            tools: None,
         })
     }
 }
@@ -328,23 +352,49 @@ fn message(i: usize, m: &Value, unknown: UnknownFields) -> Result<Message> {
         .as_object()
         .ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;
     if unknown == UnknownFields::Reject {
-        if let Some(k) = obj
-            .keys()
-            .find(|k| !["role", "content", "name"].contains(&k.as_str()))
-        {
+        if let Some(k) = obj.keys().find(|k| {
+            !["role", "content", "name", "tool_calls", "tool_call_id"].contains(&k.as_str())
+        }) {
             return Err(bad(format!("messages[{i}].{k} is not supported")));
         }
     }
     let role = match obj.get("role").and_then(Value::as_str) {
-        Some(r @ ("system" | "user" | "assistant")) => r,
+        Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
         Some(r) => {
             return Err(bad(format!(
-                "messages[{i}].role {r:?} is not supported (system, user or assistant)"
+                "messages[{i}].role {r:?} is not supported (system, user, assistant or tool)"
             )))
         }
         None => return Err(bad(format!("messages[{i}].role is required"))),
     };
+    let tool_calls = match (role, obj.get("tool_calls")) {
+        (_, None | Some(Value::Null)) => Vec::new(),
+        ("assistant", Some(Value::Array(calls))) => calls
+            .iter()
+            .enumerate()
+            .map(|(j, c)| tool_call(i, j, c))
+            .collect::<Result<_>>()?,
+        ("assistant", Some(_)) => {
+            return Err(bad(format!("messages[{i}].tool_calls must be an array")))
+        }
+        (_, Some(_)) => {
+            return Err(bad(format!(
+                "messages[{i}].tool_calls: only assistant messages carry calls"
+            )))
+        }
+    };
+    let tool_call_id = match (role, obj.get("tool_call_id")) {
+        ("tool", Some(Value::String(id))) => Some(id.clone()),
+        ("tool", _) => {
+            return Err(bad(format!(
+                "messages[{i}].tool_call_id is required for a tool message, as a string"
+            )))
+        }
+        _ => None,
+    };
     let content = match obj.get("content") {
+        // An assistant turn that only calls has no content.
+        None | Some(Value::Null) if !tool_calls.is_empty() => String::new(),
         Some(Value::String(s)) => s.clone(),
         // The list form: only text parts.
         Some(Value::Array(parts)) => {
@@ -367,7 +417,41 @@ fn message(i: usize, m: &Value, unknown: UnknownFields) -> Result<Message> {
         Some(_) => return Err(bad(format!("messages[{i}].content must be a string"))),
         None => return Err(bad(format!("messages[{i}].content is required"))),
     };
-    Ok(Message::new(role, content))
+    Ok(Message {
+        tool_calls,
+        tool_call_id,
+        ..Message::new(role, content)
+    })
+}
+
+/// `messages[i].tool_calls[j]`: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, arguments as JSON text (or an object, written back as text).
+fn tool_call(i: usize, j: usize, call: &Value) -> Result<ToolCall> {
+    let at = format!("messages[{i}].tool_calls[{j}]");
+    let function = call
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("{at}.function must be an object")))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("{at}.function.name is required")))?;
+    let arguments = match function.get("arguments") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => "{}".into(),
+        Some(other @ Value::Object(_)) => other.to_string(),
+        Some(_) => return Err(bad(format!("{at}.function.arguments must be JSON text"))),
+    };
+    let id = match call.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => format!("call_{i}_{j}"),
+        Some(_) => return Err(bad(format!("{at}.id must be a string"))),
+    };
+    Ok(ToolCall {
+        id,
+        name: name.to_string(),
+        arguments,
+    })
 }
 
 fn optional_number(obj: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
@@ -457,7 +541,8 @@ mod tests {
         assert!(with("max_tokens", json!(0)).contains("at least 1"));
         assert!(with("n", json!(2)).contains("`n`"));
         assert!(with("stop", json!([1])).contains("`stop`"));
-        assert!(with("tools", json!([])).contains("`tools`"));
+        assert!(with("tools", json!("all")).contains("`tools`"));
+        assert!(with("logit_bias", json!({})).contains("`logit_bias`"));
         assert!(with("stream_options", json!({"include_usage": true})).contains("stream"));
         assert!(err(json!({})).contains("`messages` is required"));
         assert!(err(json!({"messages": []})).contains("empty"));
@@ -469,7 +554,7 @@ mod tests {
         .contains("last message"));
         // The server's mode: unknown fields pass, known ones are still checked.
         let lax = |v: Value| Request::chat(&v, UnknownFields::Ignore);
-        assert!(lax(json!({"messages": user.clone(), "tools": []})).is_ok());
+        assert!(lax(json!({"messages": user.clone(), "logit_bias": {}})).is_ok());
         assert!(lax(json!({"messages": user.clone(), "top_k": 1.5})).is_err());
     }
 

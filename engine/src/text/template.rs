@@ -80,9 +80,22 @@ const NAME: &str = "chat_template";
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    /// `system`, `user`, `assistant`, or whatever else the template knows.
+    /// `system`, `user`, `assistant`, `tool`, or whatever else the template knows.
     pub role: String,
     pub content: String,
+    /// An assistant turn's function calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+/// One function call of an assistant turn, as OpenAI's API carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
 }
 
 impl Message {
@@ -90,6 +103,8 @@ impl Message {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
@@ -224,25 +239,41 @@ impl ChatTemplate {
     /// `Error::Invalid` when the template fails, with the message of its
     /// `raise_exception(...)` when it raised one (e.g. "Conversation roles must alternate").
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template itself renders tools and function calls (Hermes-style
+    /// `<tool_call>` blocks, as Qwen2.5's and Qwen3's do).
+    pub fn renders_tools(&self) -> bool {
+        self.source.contains("tool_call")
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (OpenAI's list, `[{"type": "function",
+    /// "function": {...}}]`) in the template's `tools` variable, as transformers'
+    /// `apply_chat_template(tools=...)` passes them. Assistant turns carry `tool_calls`
+    /// (arguments as the JSON object they spell, as templates expect), tool turns
+    /// `tool_call_id`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .env
             .get_template(NAME)
             .map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                Value::from_pairs([
-                    ("role", Value::from(m.role.as_str())),
-                    ("content", Value::from(m.content.as_str())),
-                ])
-            })
-            .collect();
-        let ctx = Value::from_pairs([
+        let messages: Vec<Value> = messages.iter().map(message_value).collect();
+        let mut pairs = vec![
             ("messages", Value::from(messages)),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
             ("bos_token", Value::from(self.bos_token.as_str())),
             ("eos_token", Value::from(self.eos_token.as_str())),
-        ]);
+        ];
+        if let Some(tools) = tools {
+            pairs.push(("tools", from_json(tools)));
+        }
+        let ctx = Value::from_pairs(pairs);
         template.render(ctx).map_err(|e| {
             let raised = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<Raised>());
             match raised {
@@ -252,6 +283,57 @@ impl ChatTemplate {
                 None => Error::Invalid(format!("chat template failed: {e}")),
             }
         })
+    }
+}
+
+/// A message as templates see it: `role` and `content`, plus `tool_calls` and
+/// `tool_call_id` where it has them.
+fn message_value(m: &Message) -> Value {
+    let mut pairs = vec![
+        ("role", Value::from(m.role.as_str())),
+        ("content", Value::from(m.content.as_str())),
+    ];
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<serde_json::Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                // Templates write the arguments with `tojson`: they expect the object.
+                let arguments = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                    .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                serde_json::json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": arguments},
+                })
+            })
+            .collect();
+        pairs.push(("tool_calls", from_json(&serde_json::Value::Array(calls))));
+    }
+    if let Some(id) = &m.tool_call_id {
+        pairs.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    Value::from_pairs(pairs)
+}
+
+/// A JSON value as a template value, objects keeping their key order.
+fn from_json(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(f)) => Value::from(f),
+            _ => Value::from(n.to_string()),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(items) => Value::from(items.iter().map(from_json).collect::<Vec<_>>()),
+        J::Object(map) => Value::from_pairs(
+            map.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), from_json(v)))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
