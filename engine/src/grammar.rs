@@ -114,6 +114,15 @@ impl Constraint {
             .map_err(|e| Error::Invalid(format!("constrained decoding failed: {e}")))
     }
 
+    /// Advances past `tokens` if the grammar allows every one of them; `false` (and the
+    /// state unchanged) otherwise.
+    pub fn accept_all(&mut self, tokens: &[u32]) -> bool {
+        match self.matcher.validate_tokens(tokens) {
+            Ok(n) if n == tokens.len() => self.matcher.consume_tokens(tokens).is_ok(),
+            _ => false,
+        }
+    }
+
     /// Whether the grammar is complete and allows nothing more but the end.
     pub fn is_done(&self) -> bool {
         self.matcher.is_stopped()

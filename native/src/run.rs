@@ -91,6 +91,7 @@ fn generation_params(args: &RunArgs) -> CliResult<GenerationParams> {
         stop_strings: args.stop.clone(),
         ignore_eos: false,
         grammar: grammar(args)?,
+        grammar_after: None,
     })
 }
 

@@ -425,6 +425,41 @@ fn constrained_answers_match_their_grammar() {
         assert!(o["pets"].as_array().unwrap().len() <= 2, "{text}");
     }
 
+    // A grammar that waits for its trigger: free text up to the first "{", then held.
+    let raw = session
+        .tokenizer
+        .encode_prompt(
+            "Person 1 as JSON: {\"name\": \"Bob\", \"city\": \"Rome\"}\nPerson 2 as JSON:",
+        )
+        .unwrap();
+    let (free, _) = session
+        .generate_blocking(
+            &raw,
+            &GenerationParams {
+                max_tokens: 12,
+                ..plain.clone()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert!(free.starts_with(" {\"name\": \"John\""), "{free:?}");
+    let after = GenerationParams {
+        max_tokens: 12,
+        grammar_after: Some((
+            "{".into(),
+            Grammar::Lark(r#"start: "\"name\": " %json {"enum": ["Ann", "Eve"]} "}""#.into()),
+        )),
+        ..plain.clone()
+    };
+    let (held, stats) = session
+        .generate_blocking(&raw, &after, &mut |_| true)
+        .unwrap();
+    assert!(
+        held == " {\"name\": \"Ann\"}" || held == " {\"name\": \"Eve\"}",
+        "{held:?}"
+    );
+    assert_eq!(stats.stop_reason, StopReason::EndOfSequence);
+
     let yes_no = GenerationParams {
         max_tokens: 10,
         grammar: Some(Grammar::Lark(r#"start: "yes" | "no""#.into())),

@@ -164,6 +164,7 @@ impl Protocol {
             stop_strings: sampling.stop.clone(),
             ignore_eos: sampling.ignore_eos,
             grammar: sampling.grammar.clone(),
+            grammar_after: None,
         })
     }
 
@@ -195,8 +196,16 @@ impl Protocol {
             }
             params.grammar = Some(grammar);
         }
+        // Under `auto`, a call the model opens is held to the tools from its opening on.
+        if params.grammar.is_none() {
+            params.grammar_after = tools.and_then(|t| t.grammar_after_opening(&self.tokenizer));
+        }
         // A schema that does not compile is the request's error, before it is queued.
-        if let Some(grammar) = &params.grammar {
+        for grammar in params
+            .grammar
+            .iter()
+            .chain(params.grammar_after.iter().map(|(_, g)| g))
+        {
             Constraint::new(&self.tokenizer, grammar)?;
         }
         let chat = matches!(request.input, Input::Messages(_));

@@ -153,13 +153,26 @@ impl Tools {
 
     /// The grammar a `required` or named choice holds the whole answer to: one call (or
     /// several, with `parallel`) whose JSON names a callable function and whose arguments
-    /// its parameters' schema allows. `None` for `auto` (free text or calls, read back
-    /// after) and `none`. Where the vocabulary has `<tool_call>` as a special token (Qwen),
-    /// the grammar asks for that token.
+    /// its parameters' schema allows. `None` for `auto` (see [`Tools::grammar_after_opening`])
+    /// and `none`.
     pub fn grammar(&self, tokenizer: &Tokenizer) -> Option<Grammar> {
         if !matches!(self.choice, ToolChoice::Required | ToolChoice::Named(_)) {
             return None;
         }
+        Some(self.calls_grammar(tokenizer, false))
+    }
+
+    /// Under `auto`, the model writes freely until it opens a call: the trigger text that
+    /// opens one, and the grammar that holds what follows it (the rest of that call, then
+    /// more calls with `parallel`).
+    pub fn grammar_after_opening(&self, tokenizer: &Tokenizer) -> Option<(String, Grammar)> {
+        (self.choice == ToolChoice::Auto)
+            .then(|| (CALL_OPEN.to_string(), self.calls_grammar(tokenizer, true)))
+    }
+
+    /// Calls in Lark: `opened` leaves out the first call's opening. Where the vocabulary
+    /// has `<tool_call>` as a special token (Qwen), the grammar asks for that token.
+    fn calls_grammar(&self, tokenizer: &Tokenizer, opened: bool) -> Grammar {
         let variants: Vec<Value> = self
             .callable()
             .map(|f| {
@@ -181,11 +194,12 @@ impl Tools {
         } else {
             ""
         };
-        Some(Grammar::Lark(format!(
-            "start: call{repeat}\ncall: {} \"\\n\" %json {schema} \"\\n\" {}\n",
+        let first = if opened { "body" } else { "call" };
+        Grammar::Lark(format!(
+            "start: {first}{repeat}\ncall: {} body\nbody: \"\\n\" %json {schema} \"\\n\" {}\n",
             marker(CALL_OPEN),
             marker(CALL_CLOSE),
-        )))
+        ))
     }
 
     /// The system turn's text that teaches a model whose template knows no tools how to

@@ -35,6 +35,9 @@ pub struct GenerationParams {
     /// What the answer must match (constrained decoding); it ends once the grammar is
     /// complete.
     pub grammar: Option<Grammar>,
+    /// A grammar that holds the answer from the first time its trigger text appears on
+    /// (a function call's body once the model opens one); free text before.
+    pub grammar_after: Option<(String, Grammar)>,
 }
 
 impl Default for GenerationParams {
@@ -45,6 +48,7 @@ impl Default for GenerationParams {
             stop_strings: Vec::new(),
             ignore_eos: false,
             grammar: None,
+            grammar_after: None,
         }
     }
 }
@@ -150,6 +154,11 @@ pub(crate) struct Continuation {
     pub sampler: Sampler,
     /// The grammar's state, for a constrained answer.
     constraint: Option<Constraint>,
+    /// [`GenerationParams::grammar_after`], compiled: its trigger and the grammar waiting
+    /// for it.
+    pending: Option<(String, Constraint)>,
+    /// Everything decoded so far, where the trigger is looked for.
+    decoded: String,
     /// The tokens the next pick may take (see [`Continuation::prepare`]).
     mask: Option<Vec<u32>>,
 }
@@ -162,6 +171,12 @@ impl Continuation {
             .as_ref()
             .map(|g| Constraint::new(tokenizer, g))
             .transpose()?;
+        let pending = match &params.grammar_after {
+            Some((trigger, g)) if constraint.is_none() => {
+                Some((trigger.clone(), Constraint::new(tokenizer, g)?))
+            }
+            _ => None,
+        };
         Ok(Self {
             decoder: tokenizer.continuation_decoder(),
             filter: StopFilter {
@@ -175,6 +190,8 @@ impl Continuation {
             generated: 0,
             sampler: Sampler::new(params.sampling.clone()),
             constraint,
+            pending,
+            decoded: String::new(),
             mask: None,
         })
     }
@@ -207,7 +224,11 @@ impl Continuation {
         }
         self.generated += 1;
         self.history.push(token);
-        let (piece, stopped) = self.filter.push(&self.decoder.push(token)?);
+        let decoded = self.decoder.push(token)?;
+        if self.pending.is_some() {
+            self.watch_for_trigger(tokenizer, &decoded);
+        }
+        let (piece, stopped) = self.filter.push(&decoded);
         self.text.push_str(&piece);
         let stop = if stopped {
             Some(StopReason::StopString)
@@ -220,6 +241,33 @@ impl Continuation {
             None
         };
         Ok((piece, stop))
+    }
+
+    /// Switches the pending grammar on once its trigger shows in the decoded text; text
+    /// the same token carried past the trigger goes to the grammar first (if it does not
+    /// fit, the answer stays free).
+    fn watch_for_trigger(&mut self, tokenizer: &Tokenizer, piece: &str) {
+        let Some((trigger, _)) = &self.pending else {
+            return;
+        };
+        // Where the trigger could start, at a character boundary.
+        let mut from = self.decoded.len().saturating_sub(trigger.len());
+        while !self.decoded.is_char_boundary(from) {
+            from -= 1;
+        }
+        self.decoded.push_str(piece);
+        let Some(at) = self.decoded[from..].find(trigger.as_str()) else {
+            return;
+        };
+        let after = self.decoded[from + at + trigger.len()..].to_string();
+        let (_, mut constraint) = self.pending.take().expect("checked above");
+        let fits = after.is_empty()
+            || tokenizer
+                .encode(&after, false)
+                .is_ok_and(|ids| constraint.accept_all(&ids));
+        if fits {
+            self.constraint = Some(constraint);
+        }
     }
 
     /// The text held back until the end (a partial character or a partial stop string that
