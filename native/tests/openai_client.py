@@ -112,6 +112,7 @@ def main():
         print("ok: four concurrent streams equal their one-at-a-time answers")
 
         structured_output(chat, name)
+        tool_calls(chat, name)
 
         expect(openai.BadRequestError,
                lambda: chat.create(model=name, messages=messages, n=2), "`n`")
@@ -186,6 +187,70 @@ def structured_output(chat, name):
     expect(openai.BadRequestError,
            lambda: chat.create(model=name, messages=ask, response_format={"type": "yaml"}), "response_format")
     print("ok: a schema glim cannot compile and an unknown format are 400s naming the problem")
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object",
+                   "properties": {"city": {"type": "string", "maxLength": 30},
+                                  "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a timezone",
+    "parameters": {"type": "object", "properties": {"timezone": {"type": "string", "maxLength": 40}},
+                   "required": ["timezone"], "additionalProperties": False}}}
+
+
+def tool_calls(chat, name):
+    ask = [{"role": "user", "content": "What is the weather like in Paris?"}]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in (named, "required"):
+        answer = chat.create(model=name, messages=ask, tools=[WEATHER, TIME], tool_choice=choice,
+                             temperature=0, max_tokens=100)
+        message = answer.choices[0].message
+        assert answer.choices[0].finish_reason == "tool_calls", answer
+        assert message.tool_calls, answer
+        for call in message.tool_calls:
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+        if choice is named:
+            assert {c.function.name for c in message.tool_calls} == {"get_weather"}, message
+        parts = list(chat.create(model=name, messages=ask, tools=[WEATHER, TIME], tool_choice=choice,
+                                 temperature=0, max_tokens=100, stream=True))
+        streamed = {}
+        for part in parts:
+            for delta in (part.choices[0].delta.tool_calls or []) if part.choices else []:
+                entry = streamed.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = delta.id or entry["id"]
+                entry["name"] += (delta.function.name or "") if delta.function else ""
+                entry["arguments"] += (delta.function.arguments or "") if delta.function else ""
+        whole = [{"name": c.function.name, "arguments": c.function.arguments}
+                 for c in message.tool_calls]
+        assert all(entry.pop("id") for entry in streamed.values()), streamed
+        assert [streamed[i] for i in sorted(streamed)] == whole, (streamed, whole)
+        assert parts[-1].choices[0].finish_reason == "tool_calls", parts[-1]
+    print(f"ok: named and required tool calls validate against their tools, streamed and not: {whole}")
+
+    call = message.tool_calls[0]
+    history = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "sunny"})},
+    ]
+    after = chat.create(model=name, messages=history, tools=[WEATHER, TIME], tool_choice="none",
+                        temperature=0, max_tokens=30)
+    assert after.choices[0].message.content and not after.choices[0].message.tool_calls, after
+    print(f"ok: the conversation goes on after the tool's result: {after.choices[0].message.content!r}")
+
+    broken = dict(WEATHER, function=dict(WEATHER["function"], parameters={"$ref": "#/$defs/none"}))
+    expect(openai.BadRequestError,
+           lambda: chat.create(model=name, messages=ask, tools=[broken], tool_choice="required"),
+           "does not compile")
+    expect(openai.BadRequestError,
+           lambda: chat.create(model=name, messages=ask, tools=[WEATHER],
+                               tool_choice={"type": "function", "function": {"name": "nope"}}), "nope")
+    print("ok: a tool schema glim cannot compile and an unknown named tool are 400s")
 
 
 if __name__ == "__main__":

@@ -42,17 +42,42 @@ CONVERSATIONS = [
     ([m("user", "One"), m("user", "Two")], True),
 ]
 
+# Function calling, for the templates that render tools themselves (`tool_call` in their
+# source): the tools offered, an assistant turn calling two of them (arguments as the
+# objects transformers passes), their results, and the next turn.
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                       "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+]
+CALLS = {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}},
+    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+]}
+TOOL_CONVERSATIONS = [
+    ([m("user", "Weather in Paris?")], True),
+    ([m("system", "Be brief."), m("user", "Weather in Paris?")], True),
+    ([m("user", "Weather and time in Paris?"), CALLS,
+      {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21}"},
+      {"role": "tool", "tool_call_id": "call_2", "content": "12:00"}], True),
+]
+
 
 def main():
     out = {"transformers": transformers.__version__, "templates": {}}
     for name, (bos, eos) in SPECIALS.items():
         source = (HERE / "templates" / name).read_text()
         cases = []
-        for messages, generation in CONVERSATIONS:
+        tool_cases = [(c, g, TOOLS) for c, g in TOOL_CONVERSATIONS] if "tool_call" in source else []
+        for messages, generation, tools in [(c, g, None) for c, g in CONVERSATIONS] + tool_cases:
             case = {"messages": messages, "add_generation_prompt": generation}
+            if tools:
+                case["tools"] = tools
             try:
                 rendered = render_jinja_template(
-                    conversations=[messages], chat_template=source,
+                    conversations=[messages], chat_template=source, tools=tools,
                     add_generation_prompt=generation, bos_token=bos, eos_token=eos)
                 case["rendered"] = rendered[0][0] if isinstance(rendered, tuple) else rendered[0]
             except Exception as e:  # the template's raise_exception

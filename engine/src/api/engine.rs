@@ -100,14 +100,12 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 impl Protocol {
-    /// The prompt's token ids: messages through the chat template (offering `tools` where
-    /// they are active), or the prompt as is.
+    /// The prompt's token ids: messages through the chat template (with the request's
+    /// `tools`, see [`tools::render`]), or the prompt as is.
     pub fn prompt_ids(&self, input: &Input, tools: Option<&Tools>) -> Result<Vec<u32>> {
         let text = match (input, tools) {
-            (Input::Messages(messages), Some(tools)) if tools.active() => {
-                tools::render(&self.template, messages, tools)?
-            }
-            (Input::Messages(messages), _) => self.template.render(messages, true)?,
+            (Input::Messages(messages), Some(_)) => tools::render(&self.template, messages, tools)?,
+            (Input::Messages(messages), None) => self.template.render(messages, true)?,
             (Input::Prompt(prompt), _) => prompt.clone(),
         };
         self.tokenizer.encode_prompt(&text)
@@ -183,8 +181,8 @@ impl Protocol {
                 self.model_id
             )));
         }
+        let prompt = self.prompt_ids(&request.input, request.tools.as_ref())?;
         let tools = request.tools.as_ref().filter(|t| t.active());
-        let prompt = self.prompt_ids(&request.input, tools)?;
         let mut params = self.generation_params(&request.sampling, prompt.len(), number)?;
         // A required or named call holds the whole answer to the tools' parameters.
         if let Some(grammar) = tools.and_then(|t| t.grammar(&self.tokenizer)) {

@@ -277,23 +277,31 @@ fn function(i: usize, tool: &Value) -> Result<Function> {
     })
 }
 
-/// The prompt text for `messages` offering `tools`: through the model's own template where
-/// it renders tools, else through its template with the tools described in the system turn
-/// and past calls and results written in the same Hermes-style blocks.
-pub fn render(template: &ChatTemplate, messages: &[Message], tools: &Tools) -> Result<String> {
+/// The prompt text for `messages`, offering `tools` where they are active: through the
+/// model's own template where it renders tools, else through its template with the tools
+/// described in the system turn and past calls and results written in the same
+/// Hermes-style blocks (so a conversation keeps its calls under `tool_choice: none` too).
+pub fn render(
+    template: &ChatTemplate,
+    messages: &[Message],
+    tools: Option<&Tools>,
+) -> Result<String> {
+    let offered = tools.filter(|t| t.active());
     if template.renders_tools() {
-        return template.render_with_tools(messages, Some(&tools.as_json()), true);
+        let list = offered.map(Tools::as_json);
+        return template.render_with_tools(messages, list.as_ref(), true);
     }
     let mut plain: Vec<Message> = Vec::with_capacity(messages.len() + 1);
-    let instructions = tools.instructions();
-    match messages.first() {
-        Some(m) if m.role == "system" => {
+    let system = messages.first().filter(|m| m.role == "system");
+    match (system, offered.map(Tools::instructions)) {
+        (Some(m), Some(instructions)) => {
             plain.push(Message::system(format!("{}\n\n{instructions}", m.content)))
         }
-        _ => plain.push(Message::system(instructions)),
+        (None, Some(instructions)) => plain.push(Message::system(instructions)),
+        (Some(m), None) => plain.push(m.clone()),
+        (None, None) => {}
     }
-    let skip = usize::from(messages.first().is_some_and(|m| m.role == "system"));
-    for m in &messages[skip..] {
+    for m in &messages[usize::from(system.is_some())..] {
         plain.push(match m.role.as_str() {
             "assistant" if !m.tool_calls.is_empty() => {
                 let mut text = m.content.clone();

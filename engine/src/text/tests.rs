@@ -998,8 +998,30 @@ fn gguf_tokenizers_export_as_hf_files() {
     }
 }
 
+/// A golden conversation's message, tool calls (arguments as objects, as transformers takes
+/// them) and tool results included.
+#[cfg(not(target_arch = "wasm32"))]
+fn golden_message(m: &serde_json::Value) -> Message {
+    let calls = m["tool_calls"].as_array().map_or(Vec::new(), |calls| {
+        calls
+            .iter()
+            .map(|c| super::ToolCall {
+                id: c["id"].as_str().unwrap().into(),
+                name: c["function"]["name"].as_str().unwrap().into(),
+                arguments: c["function"]["arguments"].to_string(),
+            })
+            .collect()
+    });
+    Message {
+        tool_calls: calls,
+        tool_call_id: m["tool_call_id"].as_str().map(str::to_string),
+        ..Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())
+    }
+}
+
 /// Real models' chat templates (Qwen2.5, Qwen3, Phi-3.5, Gemma 3) render as transformers'
-/// `apply_chat_template` renders them, over conversations that reach their Python-style
+/// `apply_chat_template` renders them (with tools and function calls where the template
+/// knows them), over conversations that reach their Python-style
 /// parts (namespaces, reversed loops, string methods, `trim`, slicing, `raise_exception`);
 /// and the Gemma fallback renders as Gemma 3's own template wherever that one accepts the
 /// conversation. Goldens: `tests/reference/template_goldens.py`.
@@ -1023,10 +1045,14 @@ fn real_templates_render_as_transformers_does() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+                .map(golden_message)
                 .collect();
             let generation = case["add_generation_prompt"].as_bool().unwrap();
-            let got = template.render(&messages, generation);
+            let tools = case.get("tools");
+            if tools.is_some() {
+                assert!(template.renders_tools(), "{name}");
+            }
+            let got = template.render_with_tools(&messages, tools, generation);
             match (&got, case["rendered"].as_str(), case["error"].as_str()) {
                 (Ok(got), Some(want), _) if got == want => {}
                 (Err(e), None, Some(want)) if e.to_string().contains(want) => {}
