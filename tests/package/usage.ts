@@ -22,8 +22,25 @@ export async function demo(modelUrl: string): Promise<string> {
     temperature: 0,
     max_tokens: 64,
   });
-  const content: string = reply.choices[0].message.content;
-  const reason: "stop" | "length" | "abort" = reply.choices[0].finish_reason;
+  const content: string = reply.choices[0].message.content ?? "";
+  const reason: "stop" | "length" | "abort" | "tool_calls" = reply.choices[0].finish_reason;
+  const weather = { type: "function" as const, function: { name: "get_weather", parameters: { type: "object" } } };
+  const called = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Weather in Paris?" }],
+    tools: [weather],
+    tool_choice: { type: "function", function: { name: "get_weather" } },
+    response_format: undefined,
+  });
+  const calls = called.choices[0].message.tool_calls ?? [];
+  const args: string = calls.length ? calls[0].function.arguments : "{}";
+  const structured = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "A city as JSON" }, { role: "assistant", content: null, tool_calls: calls },
+      { role: "tool", tool_call_id: calls[0]?.id ?? "", content: args }],
+    tools: [weather],
+    tool_choice: "none",
+    response_format: { type: "json_schema", json_schema: { name: "city", schema: { type: "object" } } },
+  });
+  console.log(structured.choices[0].message.content);
   const speed: number = reply.usage.extra.decode_tokens_per_s;
   let streamed = "";
   const chunks: AsyncIterable<ChatCompletionChunk> = await engine.chat.completions.create({

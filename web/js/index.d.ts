@@ -27,10 +27,29 @@ export interface EngineOptions {
 }
 
 export interface ChatMessage {
-  role: "system" | "user" | "assistant";
-  content: string | Array<{ type: "text"; text: string }>;
+  role: "system" | "user" | "assistant" | "tool";
+  /** May be null on an assistant turn that only calls tools. */
+  content: string | Array<{ type: "text"; text: string }> | null;
   name?: string;
+  /** An assistant turn's calls. */
+  tool_calls?: ToolCall[];
+  /** A tool turn: the call it answers. */
+  tool_call_id?: string;
 }
+
+export interface ToolCall {
+  id: string;
+  type: "function";
+  /** `arguments`: the arguments as JSON text. */
+  function: { name: string; arguments: string };
+}
+
+export interface Tool {
+  type: "function";
+  function: { name: string; description?: string; parameters?: object };
+}
+
+export type ToolChoice = "auto" | "none" | "required" | { type: "function"; function: { name: string } };
 
 export interface SamplingFields {
   model?: string;
@@ -60,13 +79,17 @@ export type ResponseFormat =
 export interface ChatCompletionRequest extends SamplingFields {
   messages: ChatMessage[];
   max_completion_tokens?: number;
+  /** Functions the model may call; calls come back as `message.tool_calls`. */
+  tools?: Tool[];
+  tool_choice?: ToolChoice;
+  parallel_tool_calls?: boolean;
 }
 
 export interface CompletionRequest extends SamplingFields {
   prompt: string;
 }
 
-export type FinishReason = "stop" | "length" | "abort";
+export type FinishReason = "stop" | "length" | "abort" | "tool_calls";
 
 export interface Usage {
   prompt_tokens: number;
@@ -88,7 +111,7 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    message: { role: "assistant"; content: string };
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
     logprobs: null;
   }>;
@@ -102,7 +125,12 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{
     index: number;
-    delta: { role?: "assistant"; content?: string };
+    delta: {
+      role?: "assistant";
+      content?: string;
+      /** A call's index, id and name first, then its arguments. */
+      tool_calls?: Array<{ index: number; id?: string; type?: "function"; function: { name?: string; arguments: string } }>;
+    };
     finish_reason: FinishReason | null;
     logprobs: null;
   }>;
