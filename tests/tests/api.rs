@@ -15,7 +15,10 @@ fn engine() -> Option<ChatEngine> {
 }
 
 fn engine_with_context(context: usize) -> Option<ChatEngine> {
-    let path = glim_tests::test_model()?;
+    engine_for(glim_tests::test_model()?, context)
+}
+
+fn engine_for(path: std::path::PathBuf, context: usize) -> Option<ChatEngine> {
     let ctx = glim_tests::open_gpu()?;
     let options = LoadOptions {
         context,
@@ -307,4 +310,66 @@ fn tool_calls_follow_the_tools_schemas() {
     );
     let err = pollster::block_on(engine.respond(&both, &mut |_| {})).unwrap_err();
     assert!(err.to_string().contains("response_format"), "{err}");
+}
+
+/// A model of another family (Gemma 3 270M, Q4_K_M, whose template knows no tools): a
+/// required call's arguments and a schema's answer follow their schemas there too.
+#[test]
+fn gemma_calls_tools_and_answers_in_json() {
+    let Some(path) = glim_tests::gemma_q4_k_m() else {
+        return;
+    };
+    let Some(mut engine) = engine_for(path, 512) else {
+        return;
+    };
+    let weather = json!({"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"], "additionalProperties": false}}});
+    let ask = json!([{ "role": "user", "content": "What is the weather like in Paris?" }]);
+    let (response, _) = respond(
+        &mut engine,
+        &chat(json!({ "messages": ask, "tools": [weather],
+        "tool_choice": "required", "parallel_tool_calls": false, "temperature": 0, "max_tokens": 60 })),
+    );
+    assert_eq!(
+        response["choices"][0]["finish_reason"], "tool_calls",
+        "{response}"
+    );
+    let call = &response["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{response}");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        args["city"].as_str().unwrap().chars().count() <= 30,
+        "{response}"
+    );
+    assert_eq!(args.as_object().unwrap().len(), 1, "{response}");
+
+    let schema = json!({"type": "object", "properties": {"capital": {"enum": ["Paris", "Rome"]},
+        "population_millions": {"type": "integer", "minimum": 0, "maximum": 100}},
+        "required": ["capital", "population_millions"], "additionalProperties": false});
+    let (response, _) = respond(
+        &mut engine,
+        &chat(json!({
+        "messages": [{ "role": "user", "content": "France's capital and its population, as JSON." }],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+        "temperature": 0, "max_tokens": 60 })),
+    );
+    let text = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        ["Paris", "Rome"].contains(&v["capital"].as_str().unwrap()),
+        "{text}"
+    );
+    assert!(
+        (0..=100).contains(&v["population_millions"].as_i64().unwrap()),
+        "{text}"
+    );
+    assert_eq!(
+        response["choices"][0]["finish_reason"], "stop",
+        "{response}"
+    );
 }
