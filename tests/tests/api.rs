@@ -244,7 +244,6 @@ fn tool_calls_follow_the_tools_schemas() {
             json!({"type": "function", "function": {"name": "get_weather"}}),
             false,
         ),
-        (json!("required"), false),
         (json!("required"), true),
     ] {
         let request = chat(json!({ "messages": ask, "tools": [weather, time],
