@@ -66,16 +66,16 @@ impl Constraint {
     /// compile (a malformed or unsupported schema, a syntax error) is `Error::Invalid`
     /// naming the problem.
     pub fn new(tokenizer: &Tokenizer, grammar: &Grammar) -> Result<Self> {
+        let refused = |e: &dyn std::fmt::Display| {
+            Error::Invalid(format!("the {} does not compile: {e}", grammar.kind()))
+        };
         let factory = tokenizer.grammar_factory()?;
         let parser = factory
             .create_parser(grammar.top_level())
-            .map_err(|e| Error::Invalid(format!("the {} does not compile: {e}", grammar.kind())))?;
+            .map_err(|e| refused(&e))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(Error::Invalid(format!(
-                "the {} does not compile: {e}",
-                grammar.kind()
-            )));
+            return Err(refused(&e));
         }
         Ok(Self {
             matcher,

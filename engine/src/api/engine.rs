@@ -10,13 +10,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::request::{Input, Request, Sampling};
-use crate::error::{Error, Result};
-use crate::generate::{GenerationParams, GenerationStats, SamplingParams, Session, StopReason};
-use crate::grammar::Constraint;
-use crate::text::ToolCall;
-
 use super::tools::{self, Tools};
-use crate::text::{ChatTemplate, Tokenizer};
+use crate::error::{Error, Result};
+use crate::generate::{
+    Continuation, GenerationParams, GenerationStats, SamplingParams, Session, StopReason,
+};
+use crate::text::{ChatTemplate, Tokenizer, ToolCall};
 
 /// Sampling defaults a model folder sets (`mlc-chat-config.json`'s `temperature`, `top_p`,
 /// `repetition_penalty`, `frequency_penalty`, `presence_penalty`); OpenAI's otherwise.
@@ -199,13 +198,7 @@ impl Protocol {
             params.grammar_after = tools.and_then(|t| t.grammar_after_opening(&self.tokenizer));
         }
         // A schema that does not compile is the request's error, before it is queued.
-        for grammar in params
-            .grammar
-            .iter()
-            .chain(params.grammar_after.iter().map(|(_, g)| g))
-        {
-            Constraint::new(&self.tokenizer, grammar)?;
-        }
+        Continuation::new(&self.tokenizer, &prompt, &params)?;
         let chat = matches!(request.input, Input::Messages(_));
         let reply = Reply {
             id: format!("{}-{number}", if chat { "chatcmpl" } else { "cmpl" }),

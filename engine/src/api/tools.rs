@@ -25,6 +25,17 @@ pub struct Function {
     pub parameters: Value,
 }
 
+impl Function {
+    /// `{"name", "parameters", "description"}`, as OpenAI's `function` object carries it.
+    fn signature(&self) -> Value {
+        let mut function = json!({"name": self.name, "parameters": self.parameters});
+        if let Some(d) = &self.description {
+            function["description"] = json!(d);
+        }
+        function
+    }
+}
+
 /// OpenAI's `tool_choice`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToolChoice {
@@ -140,13 +151,7 @@ impl Tools {
         Value::Array(
             self.functions
                 .iter()
-                .map(|f| {
-                    let mut function = json!({"name": f.name, "parameters": f.parameters});
-                    if let Some(d) = &f.description {
-                        function["description"] = json!(d);
-                    }
-                    json!({"type": "function", "function": function})
-                })
+                .map(|f| json!({"type": "function", "function": f.signature()}))
                 .collect(),
         )
     }
@@ -209,11 +214,7 @@ impl Tools {
             "You can call functions to help answer. Their signatures, as JSON, one per line:\n<tools>\n",
         );
         for f in self.functions.iter() {
-            let mut function = json!({"name": f.name, "parameters": f.parameters});
-            if let Some(d) = &f.description {
-                function["description"] = json!(d);
-            }
-            text.push_str(&function.to_string());
+            text.push_str(&f.signature().to_string());
             text.push('\n');
         }
         text.push_str(&format!(
@@ -322,11 +323,9 @@ pub fn render(
 
 /// A call as the model writes it.
 fn call_block(call: &ToolCall) -> String {
-    let arguments: Value =
-        serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
     format!(
         "{CALL_OPEN}\n{}\n{CALL_CLOSE}",
-        json!({"name": call.name, "arguments": arguments})
+        json!({"name": call.name, "arguments": call.arguments_json()})
     )
 }
 

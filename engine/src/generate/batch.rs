@@ -18,7 +18,6 @@ use super::{
     check_request, reusable_prefix, Continuation, GenerationParams, GenerationStats, StopReason,
 };
 use crate::error::{Error, Result};
-use crate::grammar::Constraint;
 use crate::model::graph::{BatchToken, Model};
 use crate::text::Tokenizer;
 
@@ -104,10 +103,7 @@ impl Batcher {
     /// grammar that does not compile among them).
     pub fn check(&self, prompt: &[u32], params: &GenerationParams) -> Result<()> {
         check_request(prompt, params, self.model.context)?;
-        if let Some(grammar) = &params.grammar {
-            Constraint::new(&self.tokenizer, grammar)?;
-        }
-        Ok(())
+        Continuation::new(&self.tokenizer, prompt, params).map(drop)
     }
 
     /// Starts generating a continuation of `prompt` (token ids, special tokens included)

@@ -17,7 +17,6 @@ use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::grammar::{Constraint, Grammar};
-use crate::kernels::mask;
 use crate::kernels::sample::SampleSettings;
 use crate::model::graph::{BatchOutput, BatchToken, Model, NextToken};
 use crate::text::{StreamDecoder, Tokenizer};
@@ -308,12 +307,9 @@ impl Continuation {
     pub fn pick(&mut self, output: BatchOutput) -> u32 {
         match output {
             BatchOutput::Token(t) => t,
-            BatchOutput::Logits(mut row) => {
-                if let Some(mask) = &self.mask {
-                    mask::mask_row(&mut row, mask);
-                }
-                self.sampler.sample(&mut row, &self.history)
-            }
+            // A constrained step's row comes back masked already (the GPU masks the
+            // logits before they are read).
+            BatchOutput::Logits(mut row) => self.sampler.sample(&mut row, &self.history),
         }
     }
 }

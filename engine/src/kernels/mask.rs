@@ -59,8 +59,7 @@ pub fn allowed(row: &[u32], k: usize) -> bool {
     row.get(k / 32).is_some_and(|w| w & (1 << (k % 32)) != 0)
 }
 
-/// CPU reference, and the host's own masking of a logits row: [`MASKED`] where `row`
-/// forbids.
+/// CPU reference: [`MASKED`] where `row` forbids.
 pub fn mask_row(logits: &mut [f32], row: &[u32]) {
     for (k, v) in logits.iter_mut().enumerate() {
         if !allowed(row, k) {

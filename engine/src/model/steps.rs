@@ -194,35 +194,26 @@ impl Model {
         next: NextToken,
         mask: Option<&[u32]>,
     ) -> Result<BatchOutput> {
-        let last = Logits::Last;
         if let Some(row) = mask {
             self.write_masks(&[Some(row)])?;
         }
-        let masked = mask.is_some();
-        Ok(match next {
-            NextToken::Greedy => {
-                let pick = Pick::ARGMAX.masked(masked);
-                let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, pick, true)
-                    .await?;
-                BatchOutput::Token(ids[0])
-            }
+        let (pick, read_logits) = match next {
+            NextToken::Greedy => (Pick::ARGMAX, false),
             NextToken::Sample(settings) => {
                 self.write_sample_settings(&[settings]);
-                let pick = Pick::SAMPLE.masked(masked);
-                let (ids, _) = self
-                    .forward_inner(slot, tokens, start, last, false, pick, true)
-                    .await?;
-                BatchOutput::Token(ids[0])
+                (Pick::SAMPLE, false)
             }
-            NextToken::Logits => {
-                let pick = Pick::ARGMAX.masked(masked);
-                let (_, mut row) = self
-                    .forward_inner(slot, tokens, start, last, true, pick, true)
-                    .await?;
-                row.truncate(self.output_vocab);
-                BatchOutput::Logits(row)
-            }
+            NextToken::Logits => (Pick::ARGMAX, true),
+        };
+        let pick = pick.masked(mask.is_some());
+        let (ids, mut row) = self
+            .forward_inner(slot, tokens, start, Logits::Last, read_logits, pick, true)
+            .await?;
+        Ok(if read_logits {
+            row.truncate(self.output_vocab);
+            BatchOutput::Logits(row)
+        } else {
+            BatchOutput::Token(ids[0])
         })
     }
 

@@ -98,6 +98,15 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+impl ToolCall {
+    /// The arguments as the JSON they spell (templates write them with `tojson`), or as
+    /// their text where it is not JSON.
+    pub fn arguments_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.arguments)
+            .unwrap_or_else(|_| serde_json::Value::String(self.arguments.clone()))
+    }
+}
+
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
@@ -298,13 +307,10 @@ fn message_value(m: &Message) -> Value {
             .tool_calls
             .iter()
             .map(|c| {
-                // Templates write the arguments with `tojson`: they expect the object.
-                let arguments = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                    .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
                 serde_json::json!({
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": arguments},
+                    "function": {"name": c.name, "arguments": c.arguments_json()},
                 })
             })
             .collect();
