@@ -8,10 +8,12 @@ the golden records the error; glim must refuse it too.
 Run (pip install transformers jinja2; no PyTorch needed):
     python3 tests/reference/template_goldens.py
 """
+import datetime
 import json
 import pathlib
 
 import transformers
+from transformers.utils import chat_template_utils
 from transformers.utils.chat_template_utils import render_jinja_template
 
 HERE = pathlib.Path(__file__).parent
@@ -22,7 +24,19 @@ SPECIALS = {
     "Qwen-Qwen3-0.6B.jinja": ("", "<|im_end|>"),
     "microsoft-Phi-3.5-mini-instruct.jinja": ("<s>", "<|endoftext|>"),
     "google-gemma-3-it.jinja": ("<bos>", "<eos>"),
+    "meta-llama-Llama-3.2-1B-Instruct.jinja": ("<|begin_of_text|>", "<|eot_id|>"),
+    "mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja": ("<s>", "</s>"),
 }
+
+# Llama 3.2's and Mistral's templates write today's date (`strftime_now`): the goldens are
+# rendered at this instant, and glim's test pins its clock to it.
+NOW = datetime.datetime(2025, 3, 9, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+class PinnedClock(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return NOW
 
 
 def m(role, content):
@@ -53,20 +67,26 @@ TOOLS = [
     {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
 ]
 CALLS = {"role": "assistant", "content": "", "tool_calls": [
-    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}},
-    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+    {"id": "call_0000001", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}},
+    {"id": "call_0000002", "type": "function", "function": {"name": "get_time", "arguments": {}}},
 ]}
+ONE_CALL = {**CALLS, "tool_calls": CALLS["tool_calls"][:1]}
 TOOL_CONVERSATIONS = [
     ([m("user", "Weather in Paris?")], True),
     ([m("system", "Be brief."), m("user", "Weather in Paris?")], True),
     ([m("user", "Weather and time in Paris?"), CALLS,
-      {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21}"},
-      {"role": "tool", "tool_call_id": "call_2", "content": "12:00"}], True),
+      {"role": "tool", "tool_call_id": "call_0000001", "content": "{\"temperature\": 21}"},
+      {"role": "tool", "tool_call_id": "call_0000002", "content": "12:00"}], True),
+    # One call (Llama 3.x's templates take no more), its result, and the next question.
+    ([m("user", "Weather in Paris?"), ONE_CALL,
+      {"role": "tool", "tool_call_id": "call_0000001", "content": "{\"temperature\": 21}"},
+      m("assistant", "It is 21 degrees."), m("user", "Thanks!")], True),
 ]
 
 
 def main():
-    out = {"transformers": transformers.__version__, "templates": {}}
+    chat_template_utils.datetime = PinnedClock
+    out = {"transformers": transformers.__version__, "clock": int(NOW.timestamp()), "templates": {}}
     for name, (bos, eos) in SPECIALS.items():
         source = (HERE / "templates" / name).read_text()
         cases = []

@@ -183,7 +183,7 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         #[cfg(not(target_arch = "wasm32"))]
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(NAME, source.clone())
+        env.add_template_owned(NAME, join_continued_strings(&source))
             .map_err(|e| Error::Invalid(format!("chat template does not compile: {e}")))?;
         Ok(Self {
             env,
@@ -220,6 +220,15 @@ impl ChatTemplate {
             None if gemma => Ok(Self::fallback(GEMMA_TEMPLATE, bos, eos)),
             None => Ok(Self::chatml(bos, eos)),
         }
+    }
+
+    /// The template with `strftime_now` reading a fixed clock, `secs` after the Unix epoch
+    /// (for goldens rendered at a known instant).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, secs: i64) -> Self {
+        self.env
+            .add_function("strftime_now", move |format: String| strftime(&format, secs));
+        self
     }
 
     /// The Jinja source.
@@ -341,6 +350,62 @@ fn from_json(v: &serde_json::Value) -> Value {
                 .collect::<Vec<_>>(),
         ),
     }
+}
+
+/// `source` with each backslash-newline inside a string literal of a tag removed: Jinja2
+/// reads string literals with Python's escapes, where that pair continues the line (Mistral
+/// Small 3.1's template splits its default system message so), while minijinja keeps both
+/// characters. Text outside tags, and comments, are left as they are.
+fn join_continued_strings(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    // The closing delimiter of the tag we are in, and the quote of the string we are in.
+    let mut tag: Option<char> = None;
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (tag, quote) {
+            (None, _) => {
+                if c == '{' {
+                    if let Some(&next @ ('{' | '%' | '#')) = chars.peek() {
+                        tag = Some(if next == '{' { '}' } else { next });
+                        out.push(c);
+                        out.push(next);
+                        chars.next();
+                        continue;
+                    }
+                }
+            }
+            (Some(close), None) => {
+                if close != '#' && (c == '"' || c == '\'') {
+                    quote = Some(c);
+                } else if c == close && chars.peek() == Some(&'}') {
+                    tag = None;
+                    out.push(c);
+                    out.push('}');
+                    chars.next();
+                    continue;
+                }
+            }
+            (Some(_), Some(q)) => {
+                if c == '\\' {
+                    match chars.next() {
+                        Some('\n') => {}
+                        Some(escaped) => {
+                            out.push(c);
+                            out.push(escaped);
+                        }
+                        None => out.push(c),
+                    }
+                    continue;
+                }
+                if c == q {
+                    quote = None;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `raise_exception(msg)`: HF templates call it to reject conversations they cannot format.

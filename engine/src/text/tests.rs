@@ -742,6 +742,15 @@ fn hf_template_features() {
     );
 }
 
+/// A backslash-newline inside a tag's string literal continues the line, as in Jinja2
+/// (Python's escapes); outside tags, and in comments, it is text as written.
+#[test]
+fn backslash_newline_continues_a_string_literal() {
+    let src = "It's {{ \"one \\\ntwo\" + 'it\\'s' }} {# don't \\\n #}x\\\ny {{ '}}' }}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    assert_eq!(t.render(&[], false).unwrap(), "It's one twoit's x\\\ny }}");
+}
+
 #[test]
 fn bad_templates_are_errors() {
     for src in [
@@ -1019,7 +1028,8 @@ fn golden_message(m: &serde_json::Value) -> Message {
     }
 }
 
-/// Real models' chat templates (Qwen2.5, Qwen3, Phi-3.5, Gemma 3) render as transformers'
+/// Real models' chat templates (Qwen2.5, Qwen3, Phi-3.5, Gemma 3, Llama 3.2, Mistral Small
+/// 3.1) render as transformers'
 /// `apply_chat_template` renders them (with tools and function calls where the template
 /// knows them), over conversations that reach their Python-style
 /// parts (namespaces, reversed loops, string methods, `trim`, slicing, `raise_exception`);
@@ -1032,14 +1042,17 @@ fn real_templates_render_as_transformers_does() {
     let goldens: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("template_goldens.json")).unwrap()).unwrap();
     let templates = goldens["templates"].as_object().unwrap();
-    assert_eq!(templates.len(), 4);
+    assert_eq!(templates.len(), 6);
+    let clock = goldens["clock"].as_i64().unwrap();
     let gemma_fallback =
         ChatTemplate::new(super::template::GEMMA_TEMPLATE, "<bos>", "<eos>").unwrap();
     let mut failures = Vec::new();
     for (name, t) in templates {
         let source = std::fs::read_to_string(dir.join("templates").join(name)).unwrap();
         let text = |k: &str| t[k].as_str().unwrap().to_string();
-        let template = ChatTemplate::new(source, text("bos_token"), text("eos_token")).unwrap();
+        let template = ChatTemplate::new(source, text("bos_token"), text("eos_token"))
+            .unwrap()
+            .with_clock(clock);
         for case in t["cases"].as_array().unwrap() {
             let messages: Vec<Message> = case["messages"]
                 .as_array()
