@@ -3,10 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use glim::api::{ChatEngine, Request, UnknownFields};
+use glim::api::{ChatEngine, Request, ToolChoice, Tools, UnknownFields};
 use glim::generate::Session;
+use glim::grammar::Constraint;
 use glim::model::graph::LoadOptions;
 use glim::model::loader;
+use glim::text::ChatTemplate;
 use glim::Error;
 use serde_json::{json, Value};
 
@@ -302,6 +304,51 @@ fn tool_calls_follow_the_tools_schemas() {
         "{response}"
     );
 
+    // Served with Llama 3.2's and Mistral Small 3.1's templates, the model is taught their
+    // call formats, its call is held to one and read back, and the call (with the id glim
+    // gave it: Mistral's template refuses ids under nine characters) and its result render
+    // in the next turn's prompt.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/templates");
+    let own = std::mem::replace(&mut engine.protocol.template, ChatTemplate::chatml("", ""));
+    for (file, stream) in [
+        ("meta-llama-Llama-3.2-1B-Instruct.jinja", false),
+        ("mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja", true),
+    ] {
+        let source = std::fs::read_to_string(dir.join(file)).unwrap();
+        engine.protocol.template =
+            ChatTemplate::new(source, own.bos_token(), own.eos_token()).unwrap();
+        // A short system turn: Mistral's default one is long.
+        let ask = json!([{ "role": "system", "content": "Be brief." }, ask[0]]);
+        let request = chat(json!({ "messages": ask, "tools": [weather],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "temperature": 0, "max_tokens": 60, "stream": stream }));
+        let (response, chunks) = respond(&mut engine, &request);
+        assert_eq!(
+            response["choices"][0]["finish_reason"], "tool_calls",
+            "{file}: {response}"
+        );
+        let calls = response["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .unwrap();
+        assert_eq!(calls.len(), 1, "{file}: {response}");
+        check(&calls[0], "get_weather");
+        if stream {
+            let streamed = chunks
+                .iter()
+                .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0/function/arguments"))
+                .filter(|a| a != &&json!(""))
+                .collect::<Vec<_>>();
+            assert_eq!(streamed, [&calls[0]["function"]["arguments"]], "{chunks:?}");
+        }
+        let history = json!([ask[0], ask[1],
+            { "role": "assistant", "content": null, "tool_calls": calls },
+            { "role": "tool", "tool_call_id": calls[0]["id"], "content": "{\"temperature\": 21}" }]);
+        let next = chat(json!({ "messages": history, "tools": [weather] }));
+        let prompt = engine.protocol.prompt_ids(&next.input, next.tools.as_ref());
+        assert!(prompt.is_ok(), "{file}: {prompt:?}");
+    }
+    engine.protocol.template = own;
+
     // A request that mixes a required call with a response_format is refused.
     let both = chat(
         json!({ "messages": ask, "tools": [weather], "tool_choice": "required",
@@ -309,6 +356,59 @@ fn tool_calls_follow_the_tools_schemas() {
     );
     let err = pollster::block_on(engine.respond(&both, &mut |_| {})).unwrap_err();
     assert!(err.to_string().contains("response_format"), "{err}");
+}
+
+/// Each template's call format, on SmolLM2's vocabulary: the grammar of a required call
+/// takes the call as the template itself renders one in a conversation (as a whole, and
+/// under `auto` from its trigger on), and it reads back as that call. No GPU.
+#[test]
+fn call_formats_hold_the_calls_their_templates_render() {
+    let Some(path) = glim_tests::test_model() else {
+        return;
+    };
+    let file = glim::formats::gguf::GgufFile::open(&path).unwrap();
+    let tokenizer = glim::text::Tokenizer::from_gguf(&file).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/templates");
+    let body = json!({"tools": [{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+            "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}}],
+        "tool_choice": "auto"});
+    let auto = Tools::from_request(body.as_object().unwrap())
+        .unwrap()
+        .unwrap();
+    // The calls as template_goldens.json has each template render them.
+    for (file, call) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja",
+         "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>"),
+        ("meta-llama-Llama-3.2-1B-Instruct.jinja",
+         "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}"),
+        ("mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja",
+         "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}]"),
+    ] {
+        let source = std::fs::read_to_string(dir.join(file)).unwrap();
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        let tools = auto.in_format(&template);
+        let required = Tools {
+            choice: ToolChoice::Required,
+            // One call: the grammar is then done where it ends.
+            parallel: false,
+            ..tools.clone()
+        };
+        let grammar = required.grammar(&tokenizer).unwrap();
+        let mut whole = Constraint::new(&tokenizer, &grammar).unwrap();
+        let ids = tokenizer.encode(call, false).unwrap();
+        assert!(whole.accept_all(&ids), "{file}: {grammar:?}");
+        assert!(whole.is_done(), "{file}");
+        let (trigger, grammar) = tools.grammar_after_opening(&tokenizer).unwrap();
+        let rest = &call[call.find(&trigger).unwrap() + trigger.len()..];
+        let mut after = Constraint::new(&tokenizer, &grammar).unwrap();
+        let ids = tokenizer.encode(rest, false).unwrap();
+        assert!(after.accept_all(&ids), "{file}: {grammar:?}");
+        let (text, calls) = glim::api::tools::split_calls(call, &tools, 1);
+        assert_eq!(text, "", "{file}");
+        assert_eq!(calls.len(), 1, "{file}");
+        assert_eq!(calls[0].arguments, r#"{"city":"Paris","unit":"celsius"}"#);
+    }
 }
 
 /// A model of another family (Gemma 3 270M, Q4_K_M, whose template knows no tools): a

@@ -181,7 +181,12 @@ impl Protocol {
             )));
         }
         let prompt = self.prompt_ids(&request.input, request.tools.as_ref())?;
-        let tools = request.tools.as_ref().filter(|t| t.active());
+        let tools = request
+            .tools
+            .as_ref()
+            .filter(|t| t.active())
+            .map(|t| t.in_format(&self.template));
+        let tools = tools.as_ref();
         let mut params = self.generation_params(&request.sampling, prompt.len(), number)?;
         // A required or named call holds the whole answer to the tools' parameters.
         if let Some(grammar) = tools.and_then(|t| t.grammar(&self.tokenizer)) {
@@ -384,11 +389,11 @@ impl Reply {
         if !self.stream {
             return None;
         }
-        if self.tools.is_none() {
+        let Some(tools) = &self.tools else {
             return Some(self.chunk(Some(text), None));
-        }
+        };
         self.text.push_str(text);
-        let safe = safe_text_end(&self.text);
+        let safe = safe_text_end(&self.text, tools.format.openings());
         if safe <= self.sent {
             return None;
         }
@@ -484,26 +489,39 @@ impl Reply {
     }
 }
 
-/// How much of `text` may stream as content while the answer may still open a call: up to
-/// the first call's opening, or before a tail that could begin one, less trailing
-/// whitespace (a call's text drops the whitespace before it).
-fn safe_text_end(text: &str) -> usize {
-    let end = match text.find(tools::CALL_OPEN) {
-        Some(at) => at,
-        None => {
-            let open = tools::CALL_OPEN;
+/// How much of `text` may stream as content while the answer may still open a call with
+/// one of `openings`: up to the first opening, or before a tail that could begin one, less
+/// trailing whitespace (a call's text drops the whitespace before it).
+fn safe_text_end(text: &str, openings: &[&str]) -> usize {
+    let opened = openings.iter().filter_map(|open| text.find(open)).min();
+    let end = opened.unwrap_or_else(|| {
+        let partial = |open: &str| {
             (1..open.len())
                 .rev()
                 .find(|&n| text.ends_with(&open[..n]))
-                .map_or(text.len(), |n| text.len() - n)
-        }
-    };
+                .unwrap_or(0)
+        };
+        text.len() - openings.iter().map(|open| partial(open)).max().unwrap_or(0)
+    });
     text[..end].trim_end().len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::CallFormat;
+
+    #[test]
+    fn text_that_may_open_a_call_is_held_back() {
+        let hermes = CallFormat::Hermes.openings();
+        assert_eq!(safe_text_end("Sure. <tool_c", hermes), 5);
+        assert_eq!(safe_text_end("Sure. <tool_call>\n{", hermes), 5);
+        assert_eq!(safe_text_end("Sure. It is <", hermes), 11);
+        let llama = CallFormat::Llama3.openings();
+        assert_eq!(safe_text_end("Sure. {\"na", llama), 5);
+        assert_eq!(safe_text_end("Sure. <|python", llama), 5);
+        assert_eq!(safe_text_end("a {b} c", llama), 7);
+    }
 
     #[test]
     fn a_chat_config_sets_the_sampling_defaults_it_gives() {

@@ -7,4 +7,4 @@ pub mod tools;
 
 pub use engine::{ChatEngine, Defaults, Prepared, Protocol, Reply};
 pub use request::{Input, Request, Sampling, UnknownFields};
-pub use tools::{ToolChoice, Tools};
+pub use tools::{CallFormat, ToolChoice, Tools};

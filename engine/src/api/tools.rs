@@ -3,8 +3,9 @@
 //! without tools), the grammar that holds a required call to a tool's parameters, and the
 //! calls read back out of the answer.
 //!
-//! Calls are written as Hermes-style blocks, the format Qwen2.5's and Qwen3's templates
-//! teach: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`, one per call.
+//! Calls are written in the format the model's template teaches ([`CallFormat`]): Hermes-style
+//! blocks (Qwen2.5, Qwen3), Llama 3.x's bare JSON, or Mistral's `[TOOL_CALLS]` array. A
+//! template without tools gets the Hermes format, described in the system turn.
 
 use serde_json::{json, Map, Value};
 
@@ -12,9 +13,78 @@ use crate::error::{Error, Result};
 use crate::grammar::Grammar;
 use crate::text::{ChatTemplate, Message, Tokenizer, ToolCall};
 
-/// What opens and closes a call in the answer.
+/// What opens and closes a Hermes-style call in the answer.
 pub const CALL_OPEN: &str = "<tool_call>";
 pub const CALL_CLOSE: &str = "</tool_call>";
+
+/// Llama 3.x's marker before a call it makes (optional in its custom-tool format).
+const PYTHON_TAG: &str = "<|python_tag|>";
+/// What opens Mistral's list of calls.
+const MISTRAL_CALLS: &str = "[TOOL_CALLS]";
+
+/// How a model writes its function calls, as its chat template teaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallFormat {
+    /// A block per call: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`
+    /// (Qwen2.5's and Qwen3's templates, and glim's description for templates without tools).
+    Hermes,
+    /// Llama 3.x: one call as bare JSON, `{"name": ..., "parameters": {...}}`, sometimes after
+    /// `<|python_tag|>`; its templates render one call per turn.
+    Llama3,
+    /// Mistral: `[TOOL_CALLS]` and a JSON array of `{"name": ..., "arguments": {...}}`.
+    Mistral,
+}
+
+impl CallFormat {
+    /// The format `template` renders calls in; `None` for a template that renders no tools
+    /// (or not in a format glim reads), whose model is then told of them in the system turn.
+    pub fn of(template: &ChatTemplate) -> Option<Self> {
+        let source = template.source();
+        if template.is_fallback() || !source.contains("tool_call") {
+            None
+        } else if source.contains(MISTRAL_CALLS) {
+            Some(Self::Mistral)
+        } else if source.contains(CALL_OPEN) {
+            Some(Self::Hermes)
+        } else if source.contains("ipython") && source.contains("\"parameters\"") {
+            Some(Self::Llama3)
+        } else {
+            None
+        }
+    }
+
+    /// The text that opens the model's calls; under `auto`, the tools' grammar holds what
+    /// follows it.
+    fn trigger(self) -> &'static str {
+        match self {
+            Self::Hermes => CALL_OPEN,
+            Self::Llama3 => "{\"name\"",
+            Self::Mistral => MISTRAL_CALLS,
+        }
+    }
+
+    /// Every text that may open calls (a stream holds them back until the answer ends).
+    pub(super) fn openings(self) -> &'static [&'static str] {
+        match self {
+            Self::Hermes => &[CALL_OPEN],
+            Self::Llama3 => &[PYTHON_TAG, "{\"name\""],
+            Self::Mistral => &[MISTRAL_CALLS],
+        }
+    }
+
+    /// The key that holds a call's arguments.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            Self::Llama3 => "parameters",
+            Self::Hermes | Self::Mistral => "arguments",
+        }
+    }
+
+    /// Whether one answer may hold several calls.
+    fn parallel(self) -> bool {
+        self != Self::Llama3
+    }
+}
 
 /// A function the model may call.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +126,9 @@ pub struct Tools {
     pub choice: ToolChoice,
     /// Several calls in one answer (`parallel_tool_calls`, default true).
     pub parallel: bool,
+    /// How the model writes calls (see [`Tools::in_format`]); Hermes' until a model's
+    /// template says otherwise.
+    pub format: CallFormat,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -130,7 +203,22 @@ impl Tools {
             functions,
             choice,
             parallel,
+            format: CallFormat::Hermes,
         }))
+    }
+
+    /// These tools for a model whose template is `template`: its calls are expected, held
+    /// and read in the template's format.
+    pub fn in_format(&self, template: &ChatTemplate) -> Tools {
+        Tools {
+            format: CallFormat::of(template).unwrap_or(CallFormat::Hermes),
+            ..self.clone()
+        }
+    }
+
+    /// Whether one answer may hold several calls: asked for, and the format has them.
+    fn parallel_calls(&self) -> bool {
+        self.parallel && self.format.parallel()
     }
 
     /// Whether the model is told of the tools and its calls are read back.
@@ -171,20 +259,26 @@ impl Tools {
     /// opens one, and the grammar that holds what follows it (the rest of that call, then
     /// more calls with `parallel`).
     pub fn grammar_after_opening(&self, tokenizer: &Tokenizer) -> Option<(String, Grammar)> {
-        (self.choice == ToolChoice::Auto)
-            .then(|| (CALL_OPEN.to_string(), self.calls_grammar(tokenizer, true)))
+        (self.choice == ToolChoice::Auto).then(|| {
+            (
+                self.format.trigger().to_string(),
+                self.calls_grammar(tokenizer, true),
+            )
+        })
     }
 
-    /// Calls in Lark: `opened` leaves out the first call's opening. Where the vocabulary
-    /// has `<tool_call>` as a special token (Qwen), the grammar asks for that token.
+    /// Calls in Lark, in the tools' format: `opened` leaves out what the trigger already
+    /// wrote. Where the vocabulary has a marker as a special token (Qwen's `<tool_call>`,
+    /// Mistral's `[TOOL_CALLS]`), the grammar asks for that token.
     fn calls_grammar(&self, tokenizer: &Tokenizer, opened: bool) -> Grammar {
+        let key = self.format.arguments_key();
         let variants: Vec<Value> = self
             .callable()
             .map(|f| {
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": f.name}, "arguments": f.parameters},
-                    "required": ["name", "arguments"],
+                    "properties": {"name": {"const": f.name}, key: f.parameters},
+                    "required": ["name", key],
                     "additionalProperties": false,
                 })
             })
@@ -192,19 +286,49 @@ impl Tools {
         let schema = json!({ "anyOf": variants });
         let marker = |text: &str| match tokenizer.token_to_id(text) {
             Some(id) if tokenizer.special_ids().binary_search(&id).is_ok() => format!("<[{id}]>"),
-            _ => serde_json::to_string(text).unwrap_or_default(),
+            _ => lark_string(text),
         };
-        let repeat = if self.parallel {
-            r#" ("\n" call)*"#
-        } else {
-            ""
-        };
-        let first = if opened { "body" } else { "call" };
-        Grammar::Lark(format!(
-            "start: {first}{repeat}\ncall: {} body\nbody: \"\\n\" %json {schema} \"\\n\" {}\n",
-            marker(CALL_OPEN),
-            marker(CALL_CLOSE),
-        ))
+        let parallel = self.parallel_calls();
+        Grammar::Lark(match self.format {
+            CallFormat::Hermes => {
+                let repeat = if parallel { r#" ("\n" call)*"# } else { "" };
+                let first = if opened { "body" } else { "call" };
+                format!(
+                    "start: {first}{repeat}\ncall: {} body\nbody: \"\\n\" %json {schema} \"\\n\" {}\n",
+                    marker(CALL_OPEN),
+                    marker(CALL_CLOSE),
+                )
+            }
+            CallFormat::Mistral => {
+                let mut list = json!({"type": "array", "items": schema, "minItems": 1});
+                if !parallel {
+                    list["maxItems"] = json!(1);
+                }
+                let open = if opened {
+                    String::new()
+                } else {
+                    marker(MISTRAL_CALLS)
+                };
+                format!("start: {open} \" \"? %json {list}\n")
+            }
+            CallFormat::Llama3 => {
+                // As the template writes a call: `{"name": "f", "parameters": ` + arguments + `}`.
+                let trigger = self.format.trigger();
+                let calls: Vec<String> = self
+                    .callable()
+                    .map(|f| {
+                        let head = format!("{{\"name\": \"{}\", \"parameters\": ", f.name);
+                        let head = if opened {
+                            &head[trigger.len()..]
+                        } else {
+                            &head
+                        };
+                        format!("{} %json {} \"}}\"", lark_string(head), f.parameters)
+                    })
+                    .collect();
+                format!("start: {}\n", calls.join(" | "))
+            }
+        })
     }
 
     /// The system turn's text that teaches a model whose template knows no tools how to
@@ -222,6 +346,11 @@ impl Tools {
         ));
         text
     }
+}
+
+/// `text` as a Lark string literal.
+fn lark_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
 }
 
 fn function(i: usize, tool: &Value) -> Result<Function> {
@@ -288,7 +417,7 @@ pub fn render(
     tools: Option<&Tools>,
 ) -> Result<String> {
     let offered = tools.filter(|t| t.active());
-    if template.renders_tools() {
+    if CallFormat::of(template).is_some() {
         let list = offered.map(Tools::as_json);
         return template.render_with_tools(messages, list.as_ref(), true);
     }
@@ -334,41 +463,83 @@ fn call_block(call: &ToolCall) -> String {
 /// that opens a call but does not hold one (cut off, or not JSON naming a known function)
 /// stays text.
 pub fn split_calls(answer: &str, tools: &Tools, number: u64) -> (String, Vec<ToolCall>) {
-    let Some(first) = answer.find(CALL_OPEN) else {
-        return (answer.to_string(), Vec::new());
+    let found = match tools.format {
+        CallFormat::Hermes => hermes_calls(answer),
+        CallFormat::Llama3 => llama3_calls(answer),
+        CallFormat::Mistral => mistral_calls(answer),
     };
-    let mut calls = Vec::new();
+    let key = tools.format.arguments_key();
+    let read = |(start, values): (usize, Vec<Value>)| {
+        let calls = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let name = v.get("name")?.as_str()?;
+                tools.functions.iter().find(|f| f.name == name)?;
+                let arguments = match v.get(key).cloned().unwrap_or(json!({})) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                Some(ToolCall {
+                    // Nine digits or more end each id: Mistral's template takes their last nine.
+                    id: format!("call_{number:07}{i:02}"),
+                    name: name.to_string(),
+                    arguments,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let text = answer[..start].trim_end();
+        let text = text.strip_suffix(PYTHON_TAG).unwrap_or(text).trim_end();
+        (!calls.is_empty()).then(|| (text.to_string(), calls))
+    };
+    found
+        .and_then(read)
+        .unwrap_or_else(|| (answer.to_string(), Vec::new()))
+}
+
+/// Hermes-style blocks: where the first opens, and each block's JSON.
+fn hermes_calls(answer: &str) -> Option<(usize, Vec<Value>)> {
+    let first = answer.find(CALL_OPEN)?;
+    let mut values = Vec::new();
     let mut rest = &answer[first..];
     while let Some(start) = rest.find(CALL_OPEN) {
         let body_start = start + CALL_OPEN.len();
-        let Some(len) = rest[body_start..].find(CALL_CLOSE) else {
-            break;
-        };
-        let body = rest[body_start..body_start + len].trim();
-        let parsed = serde_json::from_str::<Value>(body).ok().and_then(|v| {
-            let name = v.get("name")?.as_str()?.to_string();
-            tools.functions.iter().find(|f| f.name == name)?;
-            let arguments = v.get("arguments").cloned().unwrap_or(json!({}));
-            let arguments = match arguments {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            Some((name, arguments))
-        });
-        let Some((name, arguments)) = parsed else {
-            return (answer.to_string(), Vec::new());
-        };
-        calls.push(ToolCall {
-            id: format!("call_{number}_{}", calls.len()),
-            name,
-            arguments,
-        });
+        let len = rest[body_start..].find(CALL_CLOSE)?;
+        values.push(serde_json::from_str(rest[body_start..body_start + len].trim()).ok()?);
         rest = &rest[body_start + len + CALL_CLOSE.len()..];
     }
-    if calls.is_empty() {
-        return (answer.to_string(), Vec::new());
+    Some((first, values))
+}
+
+/// Llama 3.x's call: the first JSON object whose first key is `name`, ending the answer.
+fn llama3_calls(answer: &str) -> Option<(usize, Vec<Value>)> {
+    let start = answer
+        .match_indices('{')
+        .map(|(at, _)| at)
+        .find(|&at| answer[at + 1..].trim_start().starts_with("\"name\""))?;
+    let (value, end) = first_json(&answer[start..])?;
+    answer[start + end..]
+        .trim()
+        .is_empty()
+        .then(|| (start, vec![value]))
+}
+
+/// Mistral's calls: the JSON array after `[TOOL_CALLS]`, ending the answer.
+fn mistral_calls(answer: &str) -> Option<(usize, Vec<Value>)> {
+    let start = answer.find(MISTRAL_CALLS)?;
+    let after = &answer[start + MISTRAL_CALLS.len()..];
+    let (value, end) = first_json(after)?;
+    match value {
+        Value::Array(values) if after[end..].trim().is_empty() => Some((start, values)),
+        _ => None,
     }
-    (answer[..first].trim_end().to_string(), calls)
+}
+
+/// The JSON value `text` starts with (after whitespace), and where it ends.
+fn first_json(text: &str) -> Option<(Value, usize)> {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let value = values.next()?.ok()?;
+    Some((value, values.byte_offset()))
 }
 
 #[cfg(test)]
@@ -421,7 +592,7 @@ mod tests {
         let (text, calls) = split_calls(answer, &t, 7);
         assert_eq!(text, "Let me check.");
         assert_eq!(calls.len(), 2);
-        assert_eq!(calls[1].id, "call_7_1");
+        assert_eq!(calls[1].id, "call_000000701");
         assert_eq!(calls[0].name, "get_weather");
         assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);
         for broken in [
@@ -430,6 +601,88 @@ mod tests {
             "plain text",
         ] {
             assert_eq!(split_calls(broken, &t, 1), (broken.to_string(), vec![]));
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn formats_are_read_from_templates() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/templates");
+        for (file, want) in [
+            ("Qwen-Qwen2.5-7B-Instruct.jinja", Some(CallFormat::Hermes)),
+            ("Qwen-Qwen3-0.6B.jinja", Some(CallFormat::Hermes)),
+            (
+                "meta-llama-Llama-3.2-1B-Instruct.jinja",
+                Some(CallFormat::Llama3),
+            ),
+            (
+                "mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja",
+                Some(CallFormat::Mistral),
+            ),
+            ("microsoft-Phi-3.5-mini-instruct.jinja", None),
+            ("google-gemma-3-it.jinja", None),
+        ] {
+            let source = std::fs::read_to_string(dir.join(file)).unwrap();
+            let template = ChatTemplate::new(source, "", "").unwrap();
+            assert_eq!(CallFormat::of(&template), want, "{file}");
+        }
+        assert_eq!(CallFormat::of(&ChatTemplate::chatml("", "")), None);
+    }
+
+    #[test]
+    fn llama_and_mistral_calls_are_read_back() {
+        let auto = tools(json!("auto")).unwrap().unwrap();
+        let llama = Tools {
+            format: CallFormat::Llama3,
+            ..auto.clone()
+        };
+        for (answer, text) in [
+            (
+                "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+                "",
+            ),
+            (
+                "Let me look.\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n",
+                "Let me look.",
+            ),
+        ] {
+            let (got, calls) = split_calls(answer, &llama, 3);
+            assert_eq!(got, text);
+            assert_eq!(calls.len(), 1, "{answer}");
+            assert_eq!(
+                (calls[0].name.as_str(), calls[0].arguments.as_str()),
+                ("get_weather", r#"{"city":"Paris"}"#)
+            );
+        }
+        let mistral = Tools {
+            format: CallFormat::Mistral,
+            ..auto
+        };
+        let answer = "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}, \"id\": \"abcdefghi\"}]";
+        let (text, calls) = split_calls(answer, &mistral, 12);
+        assert_eq!(text, "");
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].arguments, r#"{"city":"Rome"}"#);
+        // Ids end in nine digits or more, which Mistral's template asks of the calls it renders.
+        assert_eq!(calls[1].id, "call_000001201");
+        for (t, broken) in [
+            (
+                &llama,
+                "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}} and more",
+            ),
+            (
+                &llama,
+                "{\"name\": \"get_weather\", \"parameters\": {\"city\"",
+            ),
+            (&llama, "{\"name\": \"other\", \"parameters\": {}}"),
+            (&mistral, "[TOOL_CALLS] [{\"name\": \"get_weather\""),
+            (
+                &mistral,
+                "[TOOL_CALLS] {\"name\": \"get_weather\", \"arguments\": {}}",
+            ),
+        ] {
+            assert_eq!(split_calls(broken, t, 1), (broken.to_string(), vec![]));
         }
     }
 }

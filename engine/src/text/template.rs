@@ -227,7 +227,9 @@ impl ChatTemplate {
     #[cfg(test)]
     pub(crate) fn with_clock(mut self, secs: i64) -> Self {
         self.env
-            .add_function("strftime_now", move |format: String| strftime(&format, secs));
+            .add_function("strftime_now", move |format: String| {
+                strftime(&format, secs)
+            });
         self
     }
 
@@ -258,12 +260,6 @@ impl ChatTemplate {
     /// `raise_exception(...)` when it raised one (e.g. "Conversation roles must alternate").
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.render_with_tools(messages, None, add_generation_prompt)
-    }
-
-    /// Whether the template itself renders tools and function calls (Hermes-style
-    /// `<tool_call>` blocks, as Qwen2.5's and Qwen3's do).
-    pub fn renders_tools(&self) -> bool {
-        self.source.contains("tool_call")
     }
 
     /// [`ChatTemplate::render`] with `tools` (OpenAI's list, `[{"type": "function",

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::template::strftime;
 use super::*;
+use crate::api::CallFormat;
 use crate::error::Error;
 use crate::formats::gguf::GgufFile;
 
@@ -1063,7 +1064,7 @@ fn real_templates_render_as_transformers_does() {
             let generation = case["add_generation_prompt"].as_bool().unwrap();
             let tools = case.get("tools");
             if tools.is_some() {
-                assert!(template.renders_tools(), "{name}");
+                assert!(CallFormat::of(&template).is_some(), "{name}");
             }
             let got = template.render_with_tools(&messages, tools, generation);
             match (&got, case["rendered"].as_str(), case["error"].as_str()) {
