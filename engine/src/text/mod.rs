@@ -11,7 +11,7 @@ pub mod template;
 pub mod tokenizer;
 
 pub use conv_template::ConvTemplate;
-pub use template::{ChatTemplate, Message, ToolCall, CHATML_TEMPLATE};
+pub use template::{ChatTemplate, Message, RenderLimits, ToolCall, CHATML_TEMPLATE};
 pub use tokenizer::{StreamDecoder, Tokenizer, SUPPORTED_PRE_TOKENIZERS};
 
 #[cfg(test)]

@@ -273,8 +273,33 @@ impl ChatTemplate {
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self
-            .env
+        self.render_spending(messages, tools, add_generation_prompt)
+            .map(|(text, _)| text)
+    }
+
+    /// [`ChatTemplate::render_with_tools`], with the fuel the render spent.
+    pub(crate) fn render_spending(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, u64)> {
+        let input = messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + tools.map_or(0, |t| t.to_string().len());
+        let limits = RenderLimits::for_input(input, messages.len());
+        // The template is a program from the model file: it runs on a budget.
+        let mut env = self.env.clone();
+        env.set_fuel(Some(limits.fuel));
+        let template = env
             .get_template(NAME)
             .map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
         let messages: Vec<Value> = messages.iter().map(message_value).collect();
@@ -288,15 +313,83 @@ impl ChatTemplate {
             pairs.push(("tools", from_json(tools)));
         }
         let ctx = Value::from_pairs(pairs);
-        template.render(ctx).map_err(|e| {
-            let raised = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<Raised>());
-            match raised {
-                Some(Raised(msg)) => {
+        let mut out = CappedText {
+            text: Vec::new(),
+            cap: limits.output,
+        };
+        let rendered = template
+            .render_captured_to(ctx, &mut out)
+            .map(|captured| captured.state().fuel_levels().map_or(0, |(spent, _)| spent));
+        if out.text.len() > out.cap {
+            return Err(Error::Invalid(format!(
+                "the model's chat template wrote more than {} bytes for a conversation of {input} bytes; the template is at fault",
+                limits.output
+            )));
+        }
+        let spent = match rendered {
+            Ok(spent) => spent,
+            Err(e) => {
+                let raised = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<Raised>());
+                return Err(match (raised, e.kind()) {
+                (Some(Raised(msg)), _) => {
                     Error::Invalid(format!("chat template raised an exception: {msg}"))
                 }
-                None => Error::Invalid(format!("chat template failed: {e}")),
+                (None, ErrorKind::OutOfFuel) => Error::Invalid(format!(
+                    "the model's chat template ran past its budget ({} steps for a conversation of {input} bytes: it loops too long or builds too much text); the template is at fault",
+                    limits.fuel
+                )),
+                (None, _) => Error::Invalid(format!("chat template failed: {e}")),
+            });
             }
-        })
+        };
+        let text = String::from_utf8(out.text)
+            .map_err(|_| Error::Invalid("chat template wrote invalid UTF-8".into()))?;
+        Ok((text, spent))
+    }
+}
+
+/// What rendering a conversation may spend. Fuel is minijinja's budget: about one unit per
+/// instruction and per 64 bytes a template creates, so it bounds time and memory alike.
+/// Both limits grow with the conversation; real templates stay far inside them (the tests'
+/// templates spend a few percent, see `real_templates_render_as_transformers_does`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RenderLimits {
+    pub fuel: u64,
+    /// Bytes of prompt text.
+    pub output: usize,
+}
+
+impl RenderLimits {
+    /// The limits for a conversation of `messages` messages and `input` bytes (contents,
+    /// calls and tools).
+    pub fn for_input(input: usize, messages: usize) -> Self {
+        Self {
+            fuel: 2_000_000 + 16 * input as u64 + 2_000 * messages as u64,
+            output: (4 << 20) + 4 * input,
+        }
+    }
+}
+
+/// A writer that keeps what a render writes up to `cap` bytes and fails past it, so a
+/// template's output stops growing there.
+struct CappedText {
+    text: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.cap {
+            self.text
+                .extend_from_slice(&buf[..(self.cap + 1).saturating_sub(self.text.len())]);
+            return Err(std::io::Error::other("the chat template's output cap"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

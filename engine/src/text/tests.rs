@@ -743,6 +743,29 @@ fn hf_template_features() {
     );
 }
 
+/// Templates are programs from the model file: one that loops for ever, recurses
+/// exponentially or doubles a string stops at its budget with an error that blames the
+/// template, and one that writes without end stops at the output cap.
+#[test]
+fn hostile_templates_stop_at_their_budget() {
+    for (source, blamed) in [
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "budget"),
+        ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}", "budget"),
+        ("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "budget"),
+        ("{% set s = namespace(v='x') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v | length }}", "budget"),
+        ("{{ 'x' * 1000000000 }}", "budget"),
+        ("{% for i in range(100000) %}{% for j in range(100) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}", "wrote more than"),
+        ("{{ 'x' * 100000000 }}", "wrote more than"),
+    ] {
+        let t = ChatTemplate::new(source, "", "").unwrap();
+        let e = t.render(&[Message::user("hi")], true).unwrap_err().to_string();
+        assert!(
+            e.contains("chat template") && e.contains(blamed) && e.contains("at fault"),
+            "{source}: {e}"
+        );
+    }
+}
+
 /// A backslash-newline inside a tag's string literal continues the line, as in Jinja2
 /// (Python's escapes); outside tags, and in comments, it is text as written.
 #[test]
@@ -1045,6 +1068,8 @@ fn real_templates_render_as_transformers_does() {
     let templates = goldens["templates"].as_object().unwrap();
     assert_eq!(templates.len(), 6);
     let clock = goldens["clock"].as_i64().unwrap();
+    // Real templates render far inside the budget a conversation of any size gets.
+    let mut most_spent = 0;
     let gemma_fallback =
         ChatTemplate::new(super::template::GEMMA_TEMPLATE, "<bos>", "<eos>").unwrap();
     let mut failures = Vec::new();
@@ -1066,7 +1091,11 @@ fn real_templates_render_as_transformers_does() {
             if tools.is_some() {
                 assert!(CallFormat::of(&template).is_some(), "{name}");
             }
-            let got = template.render_with_tools(&messages, tools, generation);
+            let got = template.render_spending(&messages, tools, generation);
+            if let Ok((_, spent)) = &got {
+                most_spent = most_spent.max(*spent);
+            }
+            let got = got.map(|(text, _)| text);
             match (&got, case["rendered"].as_str(), case["error"].as_str()) {
                 (Ok(got), Some(want), _) if got == want => {}
                 (Err(e), None, Some(want)) if e.to_string().contains(want) => {}
@@ -1086,5 +1115,29 @@ fn real_templates_render_as_transformers_does() {
             }
         }
     }
+    // A long conversation, too: the budget grows with it faster than templates spend.
+    let long: Vec<Message> = (0..2000)
+        .map(|i| match i % 2 {
+            0 => Message::user(format!("Question {i}?")),
+            _ => Message::assistant(format!("Answer {i}.")),
+        })
+        .collect();
+    for name in templates.keys() {
+        let source = std::fs::read_to_string(dir.join("templates").join(name)).unwrap();
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        let input = long.iter().map(|m| m.content.len()).sum::<usize>();
+        let limits = super::RenderLimits::for_input(input, long.len());
+        let (_, spent) = template.render_spending(&long, None, true).unwrap();
+        assert!(
+            spent * 4 < limits.fuel,
+            "{name}: {spent} of {}",
+            limits.fuel
+        );
+    }
+    let floor = super::RenderLimits::for_input(0, 0).fuel;
+    assert!(
+        most_spent * 10 < floor,
+        "a real template spent {most_spent} of the {floor} fuel any render gets"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
