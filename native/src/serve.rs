@@ -45,6 +45,10 @@ struct App {
     ready: OnceLock<Ready>,
     api_key: Option<String>,
     requests: AtomicU64,
+    /// Requests being prepared (chat template, tokenizer, grammar) at once, off the async
+    /// threads: the template is the model file's code, and a costly one must not stall the
+    /// server nor run once per open connection.
+    preparing: tokio::sync::Semaphore,
 }
 
 struct Ready {
@@ -144,6 +148,9 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
         ready: OnceLock::new(),
         api_key: args.api_key.clone(),
         requests: AtomicU64::new(0),
+        preparing: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
     });
     let router = router(app.clone(), &args)?;
     eprintln!("glim serve: listening on http://{addr} (loading the model)");
@@ -414,7 +421,21 @@ async fn answer(
     body: Result<Bytes, BytesRejection>,
     parse: fn(&Value, UnknownFields) -> glim::Result<Request>,
 ) -> Response {
-    match queue(&app, &headers, body, parse) {
+    let Ok(permit) = app.preparing.acquire().await else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
+            .into_response();
+    };
+    let worker = app.clone();
+    let queued = tokio::task::spawn_blocking(move || queue(&worker, &headers, body, parse))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("preparing the request failed: {e}"),
+            ))
+        });
+    drop(permit);
+    match queued {
         Ok((prepared, events)) if prepared.reply.stream => stream(prepared, events).into_response(),
         Ok((prepared, events)) => whole(prepared, events).await,
         Err(e) => e.into_response(),

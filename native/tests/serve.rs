@@ -12,12 +12,26 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::test_model;
+use common::{gguf_with, test_model};
 
-/// A running `glim serve`, killed when dropped.
+/// A running `glim serve`, killed when dropped; requests go through its [`Client`].
 struct Server {
     child: Child,
+    client: Client,
+}
+
+/// Sends requests to the server on `port`.
+#[derive(Clone, Copy)]
+struct Client {
     port: u16,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Drop for Server {
@@ -48,7 +62,10 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let server = Server { child, port };
+        let server = Server {
+            child,
+            client: Client { port },
+        };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok((200, _)) = server.try_request("GET", "/health", None, &[]) {
@@ -58,7 +75,9 @@ impl Server {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
 
+impl Client {
     fn try_request(
         &self,
         method: &str,
@@ -439,4 +458,42 @@ fn silent_floods_and_stalled_readers_do_not_stop_service() {
     }
     drop(flood);
     drop(stalled);
+}
+
+/// A model whose chat template never finishes (two nested loops of 100 000): chat requests
+/// get a 400 that blames the template, at once, while `/health` and raw completions, which
+/// need no template, keep being answered.
+#[test]
+fn a_looping_chat_template_is_refused_and_the_server_keeps_serving() {
+    let Some(model) = test_model() else { return };
+    let looping =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let hostile = gguf_with(&model, "tokenizer.chat_template", looping);
+    let server = Server::start(&hostile.0, &["--parallel", "1"]);
+    let chats: Vec<_> = (0..4)
+        .map(|_| {
+            let client = server.client;
+            std::thread::spawn(move || {
+                client.post_json("/v1/chat/completions", &chat_body("Hi", false))
+            })
+        })
+        .collect();
+    for chat in chats {
+        let (status, error) = chat.join().unwrap();
+        assert_eq!(status, 400, "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("chat template") && message.contains("at fault"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        server.try_request("GET", "/health", None, &[]).unwrap().0,
+        200
+    );
+    let (status, completion) = server.post_json(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{completion}");
 }

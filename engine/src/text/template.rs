@@ -364,7 +364,8 @@ impl RenderLimits {
     /// calls and tools).
     pub fn for_input(input: usize, messages: usize) -> Self {
         Self {
-            fuel: 2_000_000 + 16 * input as u64 + 2_000 * messages as u64,
+            // A floor of about 16 MB of work; real templates spend about 60 a message.
+            fuel: 250_000 + input as u64 + 500 * messages as u64,
             output: (4 << 20) + 4 * input,
         }
     }

@@ -754,8 +754,8 @@ fn hostile_templates_stop_at_their_budget() {
         ("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "budget"),
         ("{% set s = namespace(v='x') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v | length }}", "budget"),
         ("{{ 'x' * 1000000000 }}", "budget"),
-        ("{% for i in range(100000) %}{% for j in range(100) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}", "wrote more than"),
-        ("{{ 'x' * 100000000 }}", "wrote more than"),
+        ("{% for i in range(100000) %}{% for j in range(100) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}", "budget"),
+        ("{{ 'x' * 10000000 }}", "wrote more than"),
     ] {
         let t = ChatTemplate::new(source, "", "").unwrap();
         let e = t.render(&[Message::user("hi")], true).unwrap_err().to_string();

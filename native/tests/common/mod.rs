@@ -33,8 +33,52 @@ pub fn test_model() -> Option<PathBuf> {
                 std::env::var_os("CI").is_none(),
                 "CI needs the test model at {path:?}: run scripts/fetch-model.sh"
             );
-            eprintln!("skipping: no model at {path:?} (run scripts/fetch-model.sh)");
+            eprintln!("SKIPPED: no model at {path:?} (run scripts/fetch-model.sh)");
             None
         }
     }
+}
+
+/// A file removed when this is dropped.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A copy of the GGUF at `src` whose metadata `key` holds the string `value` (a model file
+/// as a stranger might hand one out), in the temporary directory.
+pub fn gguf_with(src: &std::path::Path, key: &str, value: &str) -> TempFile {
+    use glim::formats::gguf::{GgufFile, Value};
+    use glim::formats::gguf_writer::{GgufWriter, TensorSpec};
+    let file = GgufFile::open(src).unwrap();
+    let mut metadata: Vec<(&str, Value)> = file
+        .metadata_entries()
+        .filter(|(k, _)| *k != key)
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    metadata.push((key, Value::String(value.into())));
+    let specs: Vec<TensorSpec> = file
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name().to_string(),
+            dims: t.dims().to_vec(),
+            ggml_type: t.ggml_type(),
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!(
+        "glim-test-{}-{}.gguf",
+        key.replace('.', "-"),
+        std::process::id()
+    ));
+    let out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut writer = GgufWriter::new(out, &metadata, &specs).unwrap();
+    for t in file.tensors() {
+        writer.write_tensor(file.tensor_bytes(t)).unwrap();
+    }
+    writer.finish().unwrap();
+    TempFile(path)
 }
