@@ -482,7 +482,7 @@ impl GgufFile {
         let cannot = |e: std::io::Error| {
             Error::Invalid(format!("cannot open GGUF file {}: {e}", path.display()))
         };
-        let file = std::fs::File::open(path).map_err(cannot)?;
+        let file = super::files::open_regular(path).map_err(cannot)?;
         // SAFETY: the map is read-only and private to this value. Like every mmap-based model
         // loader (llama.cpp included), glim assumes nobody truncates or rewrites the file
         // while it is open; the parser never trusts the contents either way.

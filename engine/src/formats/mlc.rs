@@ -69,8 +69,7 @@ pub const MAX_SHARDS: usize = 1 << 16;
 pub const MAX_TENSORS: usize = 1 << 20;
 /// Most dimensions a tensor may have.
 pub const MAX_DIMS: usize = 8;
-/// Largest index (or other JSON file) the folder reader reads.
-pub const MAX_JSON_BYTES: u64 = 256 << 20;
+pub use super::MAX_JSON_BYTES;
 
 /// The file name of shard `n`.
 pub fn shard_file_name(n: usize) -> String {
@@ -1124,33 +1123,7 @@ mod folder {
 
     /// Reads `path` whole, refusing files over [`MAX_JSON_BYTES`]. `Ok(None)` when missing.
     fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
-        let cannot =
-            |e: std::io::Error| Error::Invalid(format!("cannot read {}: {e}", path.display()));
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(cannot(e)),
-        };
-        let len = file.metadata().map_err(cannot)?.len();
-        if len > MAX_JSON_BYTES {
-            return Err(Error::Invalid(format!(
-                "{}: {len} bytes is more than the {MAX_JSON_BYTES} glim reads",
-                path.display()
-            )));
-        }
-        let mut bytes = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(file, MAX_JSON_BYTES + 1),
-            &mut bytes,
-        )
-        .map_err(cannot)?;
-        if bytes.len() as u64 > MAX_JSON_BYTES {
-            return Err(Error::Invalid(format!(
-                "{}: more than the {MAX_JSON_BYTES} bytes glim reads",
-                path.display()
-            )));
-        }
-        Ok(Some(bytes))
+        crate::formats::files::read_capped(path, MAX_JSON_BYTES)
     }
 
     impl MlcFolder {
@@ -1198,7 +1171,7 @@ mod folder {
             let what = path.display().to_string();
             let cannot =
                 |e: std::io::Error| Error::Invalid(format!("cannot read shard {what}: {e}"));
-            let file = std::fs::File::open(&path).map_err(cannot)?;
+            let file = crate::formats::files::open_regular(&path).map_err(cannot)?;
             let len = file.metadata().map_err(cannot)?.len();
             if len != rec.nbytes as u64 {
                 return Err(Error::Invalid(format!(

@@ -41,7 +41,7 @@ impl SafetensorsFiles {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for path in &paths {
-            let file = std::fs::File::open(path)
+            let file = super::files::open_regular(path)
                 .map_err(|e| Error::Invalid(format!("cannot open {}: {e}", path.display())))?;
             // SAFETY: read-only private map; like any mmap loader, glim assumes the file is
             // not truncated while the model loads.

@@ -23,9 +23,8 @@ pub struct HfModel {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
+    let bytes = crate::formats::files::read_json_file(path)?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::Invalid(format!("{} is not valid JSON: {e}", path.display())))
 }
 

@@ -10,6 +10,8 @@ use super::mlc::{mlc_text, MlcModel};
 use super::source::{GgufWeights, WeightSource};
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
+use crate::formats::files::{read_capped, read_json_file};
+use crate::formats::MAX_JSON_BYTES;
 use crate::formats::mlc::{MlcFolder, INDEX_FILE, LEGACY_INDEX_FILE};
 use crate::gpu::GpuContext;
 use crate::text::{ChatTemplate, Tokenizer};
@@ -179,7 +181,7 @@ fn folder_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let tokenizer_json = tokenizer_path(dir)?;
     let mut tokenizer = Tokenizer::from_file(&tokenizer_json)?;
     let config_path = dir.join("tokenizer_config.json");
-    if let Ok(config) = std::fs::read(&config_path) {
+    if let Some(config) = read_capped(&config_path, MAX_JSON_BYTES)? {
         tokenizer = tokenizer
             .with_config_json(&config)
             .map_err(|e| Error::Invalid(format!("{}: {e}", config_path.display())))?;
@@ -196,9 +198,8 @@ fn folder_name(dir: &Path) -> String {
 
 fn open_mlc(dir: &Path) -> Result<OpenedModel> {
     let mlc = MlcModel::open(dir)?;
-    let tokenizer_json = std::fs::read(tokenizer_path(dir)?)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
-    let tokenizer_config = std::fs::read(dir.join("tokenizer_config.json")).ok();
+    let tokenizer_json = read_json_file(&tokenizer_path(dir)?)?;
+    let tokenizer_config = read_capped(&dir.join("tokenizer_config.json"), MAX_JSON_BYTES)?;
     let (tokenizer, template) = mlc_text(
         &tokenizer_json,
         tokenizer_config.as_deref(),

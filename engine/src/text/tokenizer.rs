@@ -672,8 +672,7 @@ impl Tokenizer {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = crate::formats::files::read_json_file(path)?;
         Self::from_json_bytes(&bytes).map_err(|e| match e {
             Error::Invalid(m) => Error::Invalid(format!("{}: {m}", path.display())),
             other => other,
