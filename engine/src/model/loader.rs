@@ -9,10 +9,10 @@ use super::hf::HfModel;
 use super::mlc::{mlc_text, MlcModel};
 use super::source::{GgufWeights, WeightSource};
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
 use crate::formats::files::{read_capped, read_json_file};
-use crate::formats::MAX_JSON_BYTES;
+use crate::formats::gguf::GgufFile;
 use crate::formats::mlc::{MlcFolder, INDEX_FILE, LEGACY_INDEX_FILE};
+use crate::formats::MAX_JSON_BYTES;
 use crate::gpu::GpuContext;
 use crate::text::{ChatTemplate, Tokenizer};
 

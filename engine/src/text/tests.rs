@@ -591,6 +591,54 @@ fn tokenizer_json_round_trip() {
     ));
 }
 
+/// A `tokenizer.json` is input from a stranger: one that would panic inside `tokenizers`,
+/// take quadratic time (a giant added token) or multiply text (a chain of growing
+/// replacements) is refused with an error naming what is wrong; ordinary normalizers load.
+#[test]
+fn pathological_tokenizer_json_is_refused() {
+    let json = bpe("smollm").inner().to_string(false).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = base.clone();
+        edit(&mut v);
+        Tokenizer::from_json_bytes(v.to_string().as_bytes())
+    };
+    let replace = |pattern: &str, content: &str| serde_json::json!({"type": "Replace", "pattern": {"String": pattern}, "content": content});
+    let ok = with(&|v| v["normalizer"] = replace(" ", "\u{2581}")).unwrap();
+    assert!(!ok.encode("hello world", false).unwrap().is_empty());
+    for (what, edit) in [
+        (
+            "empty",
+            Box::new(|v: &mut serde_json::Value| v["normalizer"] = replace("", "xx"))
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "grow",
+            Box::new(|v: &mut serde_json::Value| {
+                v["normalizer"] = serde_json::json!({"type": "Sequence",
+                    "normalizers": vec![replace("a", "aaaa"); 12]})
+            }),
+        ),
+        (
+            "added token",
+            Box::new(|v: &mut serde_json::Value| {
+                v["added_tokens"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({
+                    "id": 300, "content": "x".repeat(30_000), "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+            }),
+        ),
+    ] {
+        let e = with(&*edit).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains(what)),
+            "{what}: {e:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Chat templates.
 // ---------------------------------------------------------------------------------------

@@ -595,6 +595,14 @@ impl Tokenizer {
         if !spm && matches!(pre, Some("glm4" | "chatglm-bpe")) {
             bos = None;
         }
+        if let Some(i) =
+            (0..n).find(|&i| is_special(i) && vocab.tokens[i].len() > MAX_ADDED_TOKEN_BYTES)
+        {
+            return Err(Error::Invalid(format!(
+                "tokenizer.ggml.tokens: added token {i} is {} bytes long (glim takes up to {MAX_ADDED_TOKEN_BYTES})",
+                vocab.tokens[i].len()
+            )));
+        }
         let added: Vec<AddedToken> = (0..n)
             .filter(|&i| is_special(i))
             .map(|i| {
@@ -682,7 +690,12 @@ impl Tokenizer {
     /// Parses the contents of a Hugging Face `tokenizer.json`. BOS and EOS are guessed from
     /// the usual token names until [`Tokenizer::with_config_json`] says otherwise.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))?;
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Invalid(format!("tokenizer.json is not valid JSON: {e}")))?;
+        check_tokenizer_json(&json)?;
+        let inner = guarded("building the tokenizer of tokenizer.json", || {
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))
+        })?;
         let vocab = inner.get_vocab(true);
         let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
         // Ids index a table: a stray huge id must not allocate gigabytes.
@@ -842,10 +855,11 @@ impl Tokenizer {
     /// [`Tokenizer::add_bos`]); a chat template that writes `bos_token` itself wants
     /// `add_special = false`.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special && !self.manual_specials)
-            .map_err(tk_err("tokenizing failed"))?;
+        let enc = guarded("tokenizing", || {
+            self.inner
+                .encode_fast(text, add_special && !self.manual_specials)
+                .map_err(tk_err("tokenizing failed"))
+        })?;
         let ids = enc.get_ids();
         if !(add_special && self.manual_specials) {
             return Ok(ids.to_vec());
@@ -1401,4 +1415,76 @@ fn token_ids(tokens: &[String]) -> ahash::AHashMap<String, u32> {
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect()
+}
+
+/// The longest added (special or user-defined) token glim takes: real ones are a few dozen
+/// bytes, and `tokenizers` matches them in time quadratic in their length.
+const MAX_ADDED_TOKEN_BYTES: usize = 1024;
+/// How many times over a `tokenizer.json`'s normalizers may grow a text (a space becoming
+/// `▁` grows it threefold in bytes).
+const MAX_NORMALIZER_GROWTH: f64 = 64.0;
+
+/// Refuses a `tokenizer.json` that `tokenizers` would panic on or spend unbounded time or
+/// memory with: added tokens past [`MAX_ADDED_TOKEN_BYTES`], a `Replace` normalizer with an
+/// empty pattern, and normalizers that together grow a text past [`MAX_NORMALIZER_GROWTH`].
+fn check_tokenizer_json(json: &serde_json::Value) -> Result<()> {
+    let bad = |m: String| Err(Error::Invalid(format!("tokenizer.json: {m}")));
+    for token in json["added_tokens"].as_array().into_iter().flatten() {
+        let len = token["content"].as_str().map_or(0, str::len);
+        if len > MAX_ADDED_TOKEN_BYTES {
+            return bad(format!(
+                "an added token is {len} bytes long (glim takes up to {MAX_ADDED_TOKEN_BYTES})"
+            ));
+        }
+    }
+    let growth = normalizer_growth(&json["normalizer"], 0)?;
+    if growth > MAX_NORMALIZER_GROWTH {
+        return bad(format!(
+            "the normalizers would grow a text {growth:.0}-fold (glim takes up to {MAX_NORMALIZER_GROWTH}-fold)"
+        ));
+    }
+    Ok(())
+}
+
+/// How many times over `normalizer` may make a text longer, in bytes, at worst.
+fn normalizer_growth(normalizer: &serde_json::Value, depth: usize) -> Result<f64> {
+    let bad = |m: &str| Err(Error::Invalid(format!("tokenizer.json: {m}")));
+    if depth > 8 {
+        return bad("normalizers nest too deeply");
+    }
+    match normalizer["type"].as_str() {
+        Some("Sequence") => {
+            let list = normalizer["normalizers"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            if list.len() > 64 {
+                return bad("a normalizer sequence of more than 64 steps");
+            }
+            list.iter()
+                .try_fold(1.0, |g, n| Ok(g * normalizer_growth(n, depth + 1)?))
+        }
+        Some("Replace") => {
+            let content = normalizer["content"].as_str().map_or(0, str::len) as f64;
+            match &normalizer["pattern"] {
+                serde_json::Value::Object(p) => match p.get("String").and_then(|s| s.as_str()) {
+                    Some("") => bad("a Replace normalizer has an empty pattern"),
+                    Some(s) => Ok((content / s.len() as f64).max(1.0)),
+                    // A regex may match the empty string: one insertion per character.
+                    None => Ok(1.0 + content),
+                },
+                _ => Ok(1.0 + content),
+            }
+        }
+        // Unicode normalization and the rest change a text by a bounded amount.
+        _ => Ok(1.0),
+    }
+}
+
+/// Runs `work` inside `tokenizers`, turning a panic there into an error naming `what`.
+fn guarded<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(Error::Invalid(format!(
+            "{what} failed inside the tokenizers library (a malformed tokenizer)"
+        )))
+    })
 }
