@@ -175,16 +175,24 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
                 return;
             }
         };
+        // A model folder's sampling defaults apply to requests that leave them out, as
+        // with MLC's own server; OpenAI's otherwise.
+        let defaults = match loaded.chat_config.as_ref().map(Defaults::from_chat_config) {
+            None => Defaults::default(),
+            Some(Ok(defaults)) => defaults,
+            Some(Err(e)) => {
+                let _ = loaded_tx.send(Err(crate::CliError(format!(
+                    "{}: {e}",
+                    model_path.display()
+                ))));
+                return;
+            }
+        };
         let protocol = Protocol {
             tokenizer: loaded.tokenizer.clone(),
             template: loaded.template,
             model_id,
-            // A model folder's sampling defaults apply to requests that leave them out,
-            // as with MLC's own server; OpenAI's otherwise.
-            defaults: loaded
-                .chat_config
-                .as_ref()
-                .map_or_else(Defaults::default, Defaults::from_chat_config),
+            defaults,
             context: loaded.model.context,
         };
         let (jobs, receiver) = mpsc::channel(queue.max(1));

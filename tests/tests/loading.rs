@@ -320,6 +320,56 @@ fn bad_model_files_are_one_line_errors() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Hyper-parameters that would make every answer garbage (a RoPE base of NaN, 0 or
+/// infinity, a negative norm epsilon) are refused when the config is read, from a GGUF, a
+/// Hugging Face config and an MLC chat config alike. No GPU.
+#[test]
+fn unusable_hyper_parameters_are_refused() {
+    let Some(gguf) = glim_tests::test_model() else {
+        return;
+    };
+    let bytes = std::fs::read(&gguf).unwrap();
+    // The f32 after a key: its value type (u32) comes first.
+    let patched = |key: &str, value: f32| {
+        let at = bytes
+            .windows(key.len())
+            .position(|w| w == key.as_bytes())
+            .unwrap()
+            + key.len()
+            + 4;
+        let mut b = bytes.clone();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        ModelConfig::from_gguf(&GgufFile::from_bytes(b).unwrap())
+    };
+    assert!(patched("llama.rope.freq_base", 10_000.0).is_ok());
+    for base in [f32::NAN, 0.0, f32::INFINITY, -1.0] {
+        let e = patched("llama.rope.freq_base", base)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RoPE base"), "{base}: {e}");
+    }
+    for eps in [-1e-5, f32::NAN, 0.0] {
+        let e = patched("llama.attention.layer_norm_rms_epsilon", eps)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epsilon"), "{eps}: {e}");
+    }
+    let hf = |theta: f64| {
+        ModelConfig::from_hf_json(&serde_json::json!({"model_type": "llama",
+            "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2,
+            "intermediate_size": 16, "vocab_size": 10, "rope_theta": theta}))
+    };
+    assert!(hf(10_000.0).is_ok());
+    assert!(hf(0.0).unwrap_err().to_string().contains("RoPE base"));
+    let mlc = serde_json::json!({"model_type": "llama", "quantization": "q4f16_1",
+        "model_config": {"num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2,
+            "intermediate_size": 16, "vocab_size": 10, "position_embedding_base": 0}});
+    let e = glim::model::mlc::config_from_chat_config(&mlc)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("RoPE base"), "{e}");
+}
+
 #[test]
 fn prompts_past_the_context_are_errors() {
     let Some(gguf) = glim_tests::test_model() else {

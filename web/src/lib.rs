@@ -302,7 +302,7 @@ async fn load(options: JsValue) -> Result<Engine, JsValue> {
     let llama = load_streamed(loader, &mut model, fetch, window, &mut progress)
         .await
         .map_err(load_error)?;
-    let defaults = Defaults::from_chat_config(&model.chat_config);
+    let defaults = Defaults::from_chat_config(&model.chat_config).map_err(load_error)?;
     ready(llama, tokenizer, template, model_id, adapter, defaults)
 }
 

@@ -41,21 +41,27 @@ impl Default for Defaults {
 }
 
 impl Defaults {
-    /// The defaults an `mlc-chat-config.json` gives, OpenAI's where it gives none.
-    pub fn from_chat_config(chat: &Value) -> Self {
+    /// The defaults an `mlc-chat-config.json` gives, OpenAI's where it gives none. They
+    /// are held to the ranges a request's fields are: a folder's `temperature` of -5 is an
+    /// error naming the file, not the default of every request that leaves it out.
+    pub fn from_chat_config(chat: &Value) -> Result<Self> {
         let base = Self::default();
-        let get = |k: &str, fallback: f32| {
-            chat.get(k)
-                .and_then(Value::as_f64)
-                .map_or(fallback, |x| x as f32)
+        let empty = serde_json::Map::new();
+        let fields = chat.as_object().unwrap_or(&empty);
+        let get = |k: &str, fallback: f32| -> Result<f32> {
+            let x = super::request::sampling_number(fields, k).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!("mlc-chat-config.json: {m}")),
+                other => other,
+            })?;
+            Ok(x.unwrap_or(fallback))
         };
-        Self {
-            temperature: get("temperature", base.temperature),
-            top_p: get("top_p", base.top_p),
-            repetition_penalty: get("repetition_penalty", base.repetition_penalty),
-            frequency_penalty: get("frequency_penalty", base.frequency_penalty),
-            presence_penalty: get("presence_penalty", base.presence_penalty),
-        }
+        Ok(Self {
+            temperature: get("temperature", base.temperature)?,
+            top_p: get("top_p", base.top_p)?,
+            repetition_penalty: get("repetition_penalty", base.repetition_penalty)?,
+            frequency_penalty: get("frequency_penalty", base.frequency_penalty)?,
+            presence_penalty: get("presence_penalty", base.presence_penalty)?,
+        })
     }
 }
 
@@ -525,7 +531,8 @@ mod tests {
 
     #[test]
     fn a_chat_config_sets_the_sampling_defaults_it_gives() {
-        let defaults = Defaults::from_chat_config(&json!({"temperature": 0.6, "top_p": 0.9}));
+        let defaults =
+            Defaults::from_chat_config(&json!({"temperature": 0.6, "top_p": 0.9})).unwrap();
         assert_eq!(
             (
                 defaults.temperature,
@@ -534,6 +541,23 @@ mod tests {
             ),
             (0.6, 0.9, 0.0)
         );
-        assert_eq!(Defaults::from_chat_config(&json!({})), Defaults::default());
+        assert_eq!(
+            Defaults::from_chat_config(&json!({})).unwrap(),
+            Defaults::default()
+        );
+        for (field, value) in [
+            ("temperature", json!(-5)),
+            ("top_p", json!(0)),
+            ("repetition_penalty", json!(0)),
+            ("presence_penalty", json!("high")),
+        ] {
+            let e = Defaults::from_chat_config(&json!({ field: value }))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("mlc-chat-config.json") && e.contains(field),
+                "{e}"
+            );
+        }
     }
 }

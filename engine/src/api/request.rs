@@ -154,22 +154,7 @@ impl Request {
     }
 
     fn common(obj: &Map<String, Value>, input: Input) -> Result<Self> {
-        let range = |name: &str, lo: f32, hi: f32| -> Result<Option<f32>> {
-            match optional_number(obj, name)? {
-                Some(x) if !(lo..=hi).contains(&x) => Err(bad(format!(
-                    "`{name}` must be between {lo} and {hi}, got {x}"
-                ))),
-                x => Ok(x),
-            }
-        };
-        let repetition_penalty = match optional_number(obj, "repetition_penalty")? {
-            Some(x) if x <= 0.0 => {
-                return Err(bad(format!(
-                    "`repetition_penalty` must be more than 0, got {x}"
-                )))
-            }
-            x => x,
-        };
+        let number = |name: &str| sampling_number(obj, name);
         let max_tokens = optional_count(obj, "max_tokens")?;
         if max_tokens == Some(0) {
             return Err(bad("`max_tokens` must be at least 1"));
@@ -236,16 +221,13 @@ impl Request {
             input,
             model,
             sampling: Sampling {
-                temperature: range("temperature", 0.0, 2.0)?,
-                top_p: match range("top_p", 0.0, 1.0)? {
-                    Some(p) if p <= 0.0 => return Err(bad("`top_p` must be more than 0")),
-                    p => p,
-                },
+                temperature: number("temperature")?,
+                top_p: number("top_p")?,
                 top_k: optional_count(obj, "top_k")?,
-                min_p: range("min_p", 0.0, 1.0)?,
-                repetition_penalty,
-                frequency_penalty: range("frequency_penalty", -2.0, 2.0)?,
-                presence_penalty: range("presence_penalty", -2.0, 2.0)?,
+                min_p: number("min_p")?,
+                repetition_penalty: number("repetition_penalty")?,
+                frequency_penalty: number("frequency_penalty")?,
+                presence_penalty: number("presence_penalty")?,
                 max_tokens,
                 seed,
                 stop,
@@ -452,6 +434,32 @@ fn tool_call(i: usize, j: usize, call: &Value) -> Result<ToolCall> {
         name: name.to_string(),
         arguments,
     })
+}
+
+/// A sampling field of `obj` (`temperature`, `top_p`, `min_p`, `repetition_penalty`,
+/// `frequency_penalty`, `presence_penalty`), checked against the range OpenAI's API takes;
+/// a model folder's defaults are held to the same ranges.
+pub(crate) fn sampling_number(obj: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
+    let Some(x) = optional_number(obj, name)? else {
+        return Ok(None);
+    };
+    let (lo, hi, open_low) = match name {
+        "temperature" => (0.0, 2.0, false),
+        "top_p" => (0.0, 1.0, true),
+        "min_p" => (0.0, 1.0, false),
+        "repetition_penalty" => (0.0, f32::INFINITY, true),
+        "frequency_penalty" | "presence_penalty" => (-2.0, 2.0, false),
+        other => unreachable!("`{other}` is not a sampling number"),
+    };
+    if open_low && x <= lo {
+        return Err(bad(format!("`{name}` must be more than {lo}, got {x}")));
+    }
+    if !(lo..=hi).contains(&x) {
+        return Err(bad(format!(
+            "`{name}` must be between {lo} and {hi}, got {x}"
+        )));
+    }
+    Ok(Some(x))
 }
 
 fn optional_number(obj: &Map<String, Value>, name: &str) -> Result<Option<f32>> {

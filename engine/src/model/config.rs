@@ -159,6 +159,7 @@ pub struct ModelConfig {
 pub(crate) const MAX_LAYERS: usize = 1024;
 const MAX_WIDTH: usize = 1 << 20;
 const MAX_VOCAB: usize = 1 << 24;
+const MAX_CONTEXT: usize = 1 << 24;
 
 /// Checks a count read from a file (`value` `what`) is 1 to `max`.
 pub(crate) fn check_size(what: &str, value: usize, max: usize) -> Result<()> {
@@ -239,6 +240,43 @@ impl ModelConfig {
         }
         if self.layers.iter().any(|l| l.window == Some(0)) {
             return bad("an attention window of no keys".into());
+        }
+        // Numbers a file gives that would make every answer garbage: refused, not run.
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if !(positive(self.rms_eps) && self.rms_eps < 1.0) {
+            return bad(format!(
+                "RMS norm epsilon {} (expected between 0 and 1)",
+                self.rms_eps
+            ));
+        }
+        if !positive(self.embed_scale) || !self.final_softcap.is_none_or(positive) {
+            return bad(
+                "an embedding scale or logit soft-cap that is not a positive number".into(),
+            );
+        }
+        if self.context_length == 0 || self.context_length > MAX_CONTEXT {
+            return bad(format!(
+                "a trained context of {} tokens (expected 1 to {MAX_CONTEXT})",
+                self.context_length
+            ));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            if !(positive(layer.rope.base) && layer.rope.base > 1.0) {
+                return bad(format!(
+                    "layer {i}: RoPE base {} (expected a finite number above 1)",
+                    layer.rope.base
+                ));
+            }
+            if !layer.rope.inv_freq(self.head_dim).into_iter().all(positive) {
+                return bad(format!(
+                    "layer {i}: RoPE scaling gives frequencies that are not positive numbers"
+                ));
+            }
+            if !positive(layer.attn_scale) || !layer.attn_softcap.is_none_or(positive) {
+                return bad(format!(
+                    "layer {i}: an attention scale or soft-cap that is not a positive number"
+                ));
+            }
         }
         // Rows of f16 activations are copied whole; copies move 4-byte units.
         if !self.dim.is_multiple_of(2) {
