@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -49,6 +48,8 @@ struct App {
     /// threads: the template is the model file's code, and a costly one must not stall the
     /// server nor run once per open connection.
     preparing: tokio::sync::Semaphore,
+    /// `--max-body`.
+    max_body: usize,
 }
 
 struct Ready {
@@ -148,6 +149,7 @@ async fn run(args: ServeArgs, path: &Path) -> CliResult<()> {
         ready: OnceLock::new(),
         api_key: args.api_key.clone(),
         requests: AtomicU64::new(0),
+        max_body: args.max_body,
         preparing: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -230,6 +232,9 @@ const MAX_CONNECTIONS: usize = 512;
 /// How long a connection may take to send a request's headers (also the idle time allowed
 /// between requests on a kept-alive connection); then it is closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a request body may arrive, in bytes per second, past a first
+/// [`HEADER_TIMEOUT`]: a client that trickles its body is shed like a silent one.
+const MIN_BODY_RATE: u64 = 64 << 10;
 
 /// Accepts connections and serves each on a task of its own. This is `axum::serve` plus
 /// the two limits above, which it does not offer: without them, clients that connect and
@@ -295,6 +300,12 @@ fn router(app: Arc<App>, args: &ServeArgs) -> CliResult<Router> {
             post(|State(app), headers, body| answer(app, headers, body, Request::completion)),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("this route does not take {method} requests"),
+            )
+        })
         .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(app);
     if let Some(origin) = &args.cors {
@@ -426,15 +437,22 @@ fn unknown_model(asked: &str, served: &str) -> ApiError {
 async fn answer(
     app: Arc<App>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     parse: fn(&Value, UnknownFields) -> glim::Result<Request>,
 ) -> Response {
+    if let Err(e) = check_key(&app, &headers) {
+        return e.into_response();
+    }
+    let body = match read_body(&headers, body, app.max_body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
     let Ok(permit) = app.preparing.acquire().await else {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
             .into_response();
     };
     let worker = app.clone();
-    let queued = tokio::task::spawn_blocking(move || queue(&worker, &headers, body, parse))
+    let queued = tokio::task::spawn_blocking(move || queue(&worker, body, parse))
         .await
         .unwrap_or_else(|e| {
             Err(ApiError::new(
@@ -450,21 +468,57 @@ async fn answer(
     }
 }
 
+/// A request's body, read within its deadline: [`HEADER_TIMEOUT`] plus the time its size
+/// takes at [`MIN_BODY_RATE`]. A body declared larger than `max` bytes is refused before
+/// any of it is read, one that grows past it as soon as it does.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than this server takes (--max-body {max} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let size = declared.unwrap_or(max as u64);
+    let deadline = HEADER_TIMEOUT + Duration::from_secs(size / MIN_BODY_RATE);
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            if bytes.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            ))
+        })
+}
+
 fn queue(
     app: &App,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
     parse: fn(&Value, UnknownFields) -> glim::Result<Request>,
 ) -> Result<(Prepared, mpsc::UnboundedReceiver<Event>), ApiError> {
-    check_key(app, headers)?;
-    let body = body.map_err(|r| {
-        let message = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is larger than this server takes (--max-body)".to_string()
-        } else {
-            format!("cannot read the request body: {}", r.body_text())
-        };
-        ApiError::new(r.status(), message)
-    })?;
     let ready = ready(app)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;

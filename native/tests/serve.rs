@@ -318,6 +318,27 @@ fn serves_openai_requests_and_batches_concurrent_streams() {
     let huge = vec![b' '; 2 << 20];
     assert_eq!(error_status(&server, &huge, chat).0, 413);
     assert_eq!(error_status(&server, b"{}", "/v1/nothing").0, 404);
+    // A wrong method is a 405 in OpenAI's shape too.
+    let (got, text) = server.try_request("GET", chat, None, &[]).unwrap();
+    assert_eq!(got, 405, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(error["error"]["message"].as_str().unwrap().contains("GET"));
+    // A body declared past --max-body is refused before any of it is sent.
+    let mut declared = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        declared,
+        "POST {chat} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    declared
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut status_line = String::new();
+    BufReader::new(&declared)
+        .read_line(&mut status_line)
+        .unwrap();
+    assert!(status_line.contains(" 413 "), "{status_line:?}");
     // Still serving, the same answer.
     let (status, again) = server.post_json(chat, &chat_body(prompt, false));
     assert_eq!(status, 200);
@@ -413,34 +434,54 @@ fn silent_floods_and_stalled_readers_do_not_stop_service() {
     halfway
         .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
+    // Whole headers and a body that never comes (the slow-body attack).
+    let mut bodiless: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = connect();
+            write!(
+                s,
+                "POST {chat} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"messages\": "
+            )
+            .unwrap();
+            s
+        })
+        .collect();
     let (status, again) = server.post_json(chat, &body);
     assert_eq!(status, 200, "{again}");
     assert_eq!(&again["choices"][0]["message"]["content"], answer);
-    // The server closes them once its header timeout (10 s) has passed.
-    for stream in silent.iter_mut().chain([&mut halfway]) {
+    // The server closes them once its header timeout (10 s), and for a body the time it
+    // takes at the slowest rate served, have passed.
+    for stream in silent
+        .iter_mut()
+        .chain([&mut halfway])
+        .chain(bodiless.iter_mut())
+    {
         assert!(closed_within(stream, Duration::from_secs(60)));
     }
 
     // A flood past the cap of 512 open connections: the ones past it are closed at once,
-    // long before the header timeout.
-    let flood_start = Instant::now();
+    // while those within it wait for the header timeout (counted, not timed: when all the
+    // ones past the cap are closed, those within it are still open).
     let mut flood: Vec<TcpStream> = (0..600).map(|_| connect()).collect();
     let past_cap = flood.len() - 512;
-    loop {
-        let closed = flood
-            .iter_mut()
-            .map(|s| closed_within(s, Duration::from_millis(1)))
-            .filter(|&closed| closed)
-            .count();
-        if closed >= past_cap {
-            break;
+    let mut open = vec![true; flood.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open.iter().filter(|&&o| !o).count() < past_cap {
+        for (stream, open) in flood.iter_mut().zip(open.iter_mut()) {
+            *open = *open && !closed_within(stream, Duration::from_millis(1));
         }
         assert!(
-            flood_start.elapsed() < Duration::from_secs(8),
-            "only {closed} of the connections past the cap were closed"
+            Instant::now() < deadline,
+            "the connections past the cap stay open"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let closed = open.iter().filter(|&&o| !o).count();
+    assert!(
+        closed < past_cap + 50,
+        "{closed} closed: the cap, not the header timeout, should close them"
+    );
     // Once the flood's silent connections time out, requests are answered again.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
