@@ -334,8 +334,19 @@ fn engine_loop(mut batcher: Batcher, mut jobs: mpsc::Receiver<Job>) {
             return; // its client left while it waited
         }
         let listener = Box::new(ChannelListener(job.events.clone()));
-        if let Err(e) = batcher.start(job.prompt, &job.params, listener) {
-            let _ = job.events.send(Event::Failed(e.to_string()));
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batcher.start(job.prompt, &job.params, listener)
+        }));
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = job.events.send(Event::Failed(e.to_string()));
+            }
+            Err(_) => {
+                let _ = job
+                    .events
+                    .send(Event::Failed("internal error starting the request".into()));
+            }
         }
     };
     loop {
@@ -352,12 +363,27 @@ fn engine_loop(mut batcher: Batcher, mut jobs: mpsc::Receiver<Job>) {
             }
             continue;
         }
-        if let Err(e) = pollster::block_on(batcher.step()) {
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pollster::block_on(batcher.step())
+        }));
+        match stepped {
+            Ok(Ok(_)) => {}
             // Every running request heard it; the next ones get their own chance.
-            eprintln!(
+            Ok(Err(e)) => eprintln!(
                 "glim serve: generation failed: {}",
                 crate::one_line(&e.to_string())
-            );
+            ),
+            // A bug, not the requests' fault: they end with it, and the server goes on
+            // rather than answering "the engine has stopped" from then on.
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                eprintln!("glim serve: generation panicked: {}", crate::one_line(&what));
+                batcher.fail_all(&format!("internal error while generating: {what}"));
+            }
         }
     }
 }

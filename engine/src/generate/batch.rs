@@ -161,15 +161,20 @@ impl Batcher {
         }
         .await;
         if let Err(e) = &result {
-            for slot in &mut self.slots {
-                if let Some(mut job) = slot.job.take() {
-                    job.listener.event(Event::Failed(e.to_string()));
-                }
-                // What the cache holds is unknown now.
-                slot.cached.clear();
-            }
+            self.fail_all(&e.to_string());
         }
         result.map(|()| true)
+    }
+
+    /// Ends every running request with `message` and forgets what the caches hold (after a
+    /// step failed, or panicked, it is unknown).
+    pub fn fail_all(&mut self, message: &str) {
+        for slot in &mut self.slots {
+            if let Some(mut job) = slot.job.take() {
+                job.listener.event(Event::Failed(message.to_string()));
+            }
+            slot.cached.clear();
+        }
     }
 
     /// One prefill pass for the first slot whose prompt is not in yet. The chunks are the
