@@ -244,10 +244,10 @@ pub fn print_list() -> CliResult<()> {
         for e in &entries {
             println!(
                 "{:width$}  {:>10}  {:4}  {}",
-                e.name,
+                crate::shown(&e.name),
                 human_size(e.size),
                 e.kind.label(),
-                e.model.display()
+                crate::shown(&e.model.display().to_string())
             );
         }
     }

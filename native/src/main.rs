@@ -494,6 +494,20 @@ macro_rules! bail {
 }
 
 /// `message` on one line: multi-line engine errors (shader logs, template errors) joined.
+/// `text` with control characters (terminal escapes, newlines) escaped, for printing names
+/// that come from elsewhere (a repository's file list, the cache's folders).
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn one_line(message: &str) -> String {
     message
         .lines()

@@ -36,6 +36,11 @@ const THREADS: usize = 4;
 /// Tries per file before a broken connection fails the pull (each continues the last).
 const ATTEMPTS: u32 = 3;
 
+/// Most redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+/// Most files a repo's listing may hold (real ones hold hundreds).
+const MAX_LISTED_FILES: usize = 100_000;
+
 /// GGUF quantizations glim decodes, in the order `glim pull` prefers them (llama.cpp's
 /// `-hf` default first).
 const GGUF_PREFERENCE: [&str; 22] = [
@@ -76,6 +81,13 @@ fn parse_source(source: &str) -> CliResult<Source> {
         Some(_) => return Err(bad()),
         None => (repo_rev, "main"),
     };
+    // Checked before any request: no `..` reaches the Hub to be resolved there.
+    let revision_ok = revision != "."
+        && revision != ".."
+        && !revision.chars().any(|c| c.is_control() || c == '\\');
+    if !revision_ok || file.as_deref().is_some_and(|f| !plain_path(f)) {
+        return Err(bad());
+    }
     let part_ok = |p: &str| {
         !p.is_empty()
             && p != "."
@@ -91,6 +103,17 @@ fn parse_source(source: &str) -> CliResult<Source> {
         }),
         _ => Err(bad()),
     }
+}
+
+/// Whether `path` is a plain relative path: `/`-separated names, none empty, `.` or `..`,
+/// and no control characters or backslashes.
+fn plain_path(path: &str) -> bool {
+    path.split('/').all(|part| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && !part.chars().any(|c| c.is_control() || c == '\\')
+    })
 }
 
 /// `text` percent-encoded for a URL path, keeping `/` when `keep_slash`.
@@ -154,6 +177,12 @@ fn parse_tree(json: &str) -> CliResult<Vec<RemoteFile>> {
         let Some(path) = item.get("path").and_then(|p| p.as_str()) else {
             bail!("the Hub's file list has a file without a path");
         };
+        if !plain_path(path) {
+            bail!(
+                "the Hub's file list has a file path glim refuses: \"{}\"",
+                crate::shown(path)
+            );
+        }
         let lfs = item.get("lfs");
         let size = lfs
             .and_then(|l| l.get("size"))
@@ -440,7 +469,8 @@ impl Hub {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_per_read(Some(Duration::from_secs(60)))
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            // Redirects are followed by hand, so the token goes to its own origin only.
+            .max_redirects(0)
             .build();
         Hub {
             agent: config.into(),
@@ -452,18 +482,34 @@ impl Hub {
         }
     }
 
-    /// GET `url`, from byte `from` on when not 0. The token goes to the Hub only.
+    /// GET `url`, from byte `from` on when not 0, following redirects. The token goes only
+    /// to the endpoint's own origin (scheme, host and port), on every hop.
     fn get(&self, url: &str, from: u64) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        let mut request = self.agent.get(url);
-        if let Some(token) = &self.token {
-            if url.starts_with(&format!("{}/", self.endpoint)) {
-                request = request.header("Authorization", format!("Bearer {token}"));
+        let hub = origin(&self.endpoint);
+        let mut at = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.agent.get(&at);
+            if let Some(token) = &self.token {
+                if hub.is_some() && origin(&at) == hub {
+                    request = request.header("Authorization", format!("Bearer {token}"));
+                }
+            }
+            if from > 0 {
+                request = request.header("Range", format!("bytes={from}-"));
+            }
+            let response = request.call()?;
+            let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+            let next = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| resolve(&at, l));
+            match next {
+                Some(next) if redirect => at = next,
+                _ => return Ok(response),
             }
         }
-        if from > 0 {
-            request = request.header("Range", format!("bytes={from}-"));
-        }
-        request.call()
+        Err(ureq::Error::TooManyRedirects)
     }
 
     fn file_url(&self, repo: &str, revision: &str, path: &str) -> String {
@@ -483,7 +529,13 @@ impl Hub {
             encode(revision, false)
         ));
         let mut files = Vec::new();
+        let mut pages = HashSet::new();
         while let Some(at) = url.take() {
+            if !pages.insert(at.clone()) {
+                bail!(
+                    "the file list of {repo} leads back to a page it gave before ({at}); giving up"
+                );
+            }
             let mut response = self
                 .get(&at, 0)
                 .map_err(|e| CliError(format!("cannot list the files of {repo} at {at}: {e}")))?;
@@ -512,6 +564,11 @@ impl Hub {
                 );
             }
             files.extend(parse_tree(&body)?);
+            if files.len() > MAX_LISTED_FILES {
+                bail!(
+                    "{repo} lists more than {MAX_LISTED_FILES} files; glim pulls from smaller repos"
+                );
+            }
             url = response
                 .headers()
                 .get("link")
@@ -657,11 +714,18 @@ fn transfer(
             ))))
         }
     }
-    if fetch.size.is_none() {
+    let sent = response.body().content_length();
+    match fetch.size {
         // A plain URL (pulled alone): the length the server gives is all there is to go by.
-        if let Some(length) = response.body().content_length() {
-            bar.set_length(have + length);
+        None => {
+            if let Some(length) = sent {
+                bar.set_length(have + length);
+            }
         }
+        Some(size) if sent.is_some_and(|n| have + n > size) => {
+            return Err(fatal(overflow(fetch, size)));
+        }
+        Some(_) => {}
     }
     let mut body = response.into_body().into_reader();
     let mut buf = vec![0; 256 << 10];
@@ -681,6 +745,11 @@ fn transfer(
                 ))))
             }
         };
+        if fetch.size.is_some_and(|size| got + n as u64 > size) {
+            // Not one byte past the listed size is kept.
+            let _ = file.set_len(0);
+            return Err(fatal(overflow(fetch, fetch.size.unwrap_or(0))));
+        }
         file.write_all(&buf[..n])
             .map_err(|e| fatal(io_error("write", part, e)))?;
         got += n as u64;
@@ -689,6 +758,42 @@ fn transfer(
     file.flush()
         .map_err(|e| fatal(io_error("write", part, e)))?;
     Ok(())
+}
+
+/// The error for a server sending more of `fetch` than its listed `size`.
+fn overflow(fetch: &Fetch, size: u64) -> CliError {
+    CliError(format!(
+        "{} sent more than the {size} bytes its listing gives for {}: refused",
+        fetch.url, fetch.label
+    ))
+}
+
+/// `(scheme, host, port)` of an absolute http(s) URL, the port made explicit.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let default = if scheme == "https" { 443 } else { 80 };
+    Some((scheme, host, uri.port_u16().unwrap_or(default)))
+}
+
+/// Where a redirect from `from` to `location` leads: an absolute URL, or one relative to
+/// `from`'s origin or folder.
+fn resolve(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_string());
+    }
+    let uri: ureq::http::Uri = from.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return Some(format!("{scheme}://{rest}"));
+    }
+    let root = format!("{scheme}://{}", uri.authority()?);
+    if location.starts_with('/') {
+        return Some(format!("{root}{location}"));
+    }
+    let path = uri.path();
+    Some(format!("{root}{}{location}", &path[..=path.rfind('/')?]))
 }
 
 /// Downloads `fetch` into `dir`, trying again (and continuing) when a connection breaks,
@@ -919,7 +1024,11 @@ pub fn pull(args: PullArgs) -> CliResult<()> {
             )
         }
     };
-    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+    if name.is_empty()
+        || name.starts_with('.')
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+    {
         bail!("cannot store a model named {name:?}");
     }
     let dest = models.join(&name);

@@ -381,7 +381,10 @@ fn engine_loop(mut batcher: Batcher, mut jobs: mpsc::Receiver<Job>) {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".into());
-                eprintln!("glim serve: generation panicked: {}", crate::one_line(&what));
+                eprintln!(
+                    "glim serve: generation panicked: {}",
+                    crate::one_line(&what)
+                );
                 batcher.fail_all(&format!("internal error while generating: {what}"));
             }
         }

@@ -41,6 +41,14 @@ struct Tricks {
     delay: Duration,
     /// Answer for LFS files with a redirect to `/cdn/{repo}/{file}`, as the Hub does.
     redirect_lfs: bool,
+    /// Where those redirects go instead of this server (another origin).
+    cdn: Option<String>,
+    /// The tree API's `Link` points back at the page it is on.
+    loop_pages: bool,
+    /// File path → the size the tree API lists for it (less than it is).
+    listed_size: HashMap<String, usize>,
+    /// A path the tree API lists besides the repo's files.
+    extra_listed: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -159,7 +167,7 @@ impl Hub {
             .get(&repo)
             .and_then(|files| files.iter().find(|f| f.path == file))
             .map_or((None, false), |f| (Some(f.bytes.clone()), f.lfs));
-        let (delay, missing, wrong, ignore_range, redirect) = {
+        let (delay, missing, wrong, ignore_range, redirect, cdn) = {
             let t = lock(&self.tricks);
             let redirect = t.redirect_lfs && resolve && is_lfs;
             (
@@ -168,10 +176,12 @@ impl Hub {
                 t.wrong.contains(&file),
                 t.ignore_range,
                 redirect,
+                t.cdn.clone(),
             )
         };
         if redirect {
-            let location = format!("{}/cdn/{repo}/{file}", self.endpoint());
+            let origin = cdn.unwrap_or_else(|| self.endpoint());
+            let location = format!("{origin}/cdn/{repo}/{file}");
             return respond(&mut stream, 302, &[("Location", location)], b"");
         }
         let Some(mut bytes) = bytes.filter(|_| !missing) else {
@@ -251,6 +261,7 @@ impl Hub {
         let Some(files) = repos.get(repo) else {
             return respond(stream, 404, &[], br#"{"error":"Repository not found"}"#);
         };
+        let tricks = lock(&self.tricks);
         let from: usize = query
             .split('&')
             .find_map(|p| p.strip_prefix("cursor="))
@@ -269,19 +280,33 @@ impl Hub {
                 } else {
                     String::new()
                 };
+                let size = tricks.listed_size.get(&f.path).copied();
+                let lfs = match size {
+                    Some(size) => lfs.replace(
+                        &format!("\"size\":{}", f.bytes.len()),
+                        &format!("\"size\":{size}"),
+                    ),
+                    None => lfs,
+                };
                 format!(
                     r#"{{"type":"file","oid":"0123abcd","size":{},"path":"{}"{lfs}}}"#,
-                    f.bytes.len(),
+                    size.unwrap_or(f.bytes.len()),
                     f.path
                 )
             })
+            .chain(tricks.extra_listed.iter().map(|p| {
+                format!(
+                    r#"{{"type":"file","oid":"0","size":1,"path":{}}}"#,
+                    serde_json::to_string(p).unwrap()
+                )
+            }))
             .collect();
         let mut headers = Vec::new();
-        if from + PAGE < files.len() {
+        if from + PAGE < files.len() || tricks.loop_pages {
+            let cursor = if tricks.loop_pages { from } else { from + PAGE };
             let next = format!(
-                "<{}/api/models/{path}?recursive=true&cursor={}>; rel=\"next\"",
+                "<{}/api/models/{path}?recursive=true&cursor={cursor}>; rel=\"next\"",
                 self.endpoint(),
-                from + PAGE
             );
             headers.push(("Link", next));
         }
@@ -873,6 +898,70 @@ fn missing_files_and_repos_are_clear_errors() {
         err.contains("holds no model") && err.contains("notes.txt"),
         "{err}"
     );
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// What a hostile or broken hub can try: a redirect to another port of the same host gets
+/// no token; a page list that loops, a file longer than listed, a listed path with `..`
+/// or a terminal escape, and a FILE with `..` are clear errors, with nothing past the
+/// listed size written and no request for the `..` path made.
+#[test]
+fn pull_keeps_the_token_home_and_refuses_hostile_listings() {
+    let hub = Hub::start();
+    gguf_repo(&hub);
+    let cdn = Hub::start();
+    gguf_repo(&cdn);
+    {
+        let mut t = lock(&hub.tricks);
+        t.redirect_lfs = true;
+        t.cdn = Some(cdn.endpoint());
+    }
+    let home = home("hostile");
+    let token = [("HF_TOKEN", "hf_secret")];
+    ok(&glim_with(
+        &home,
+        &hub.endpoint(),
+        &token,
+        &["pull", "test-org/tiny-GGUF"],
+    ));
+    let fetched = cdn.requests("/cdn/");
+    assert_eq!(fetched.len(), 1, "{:?}", cdn.requests(""));
+    assert!(fetched[0].auth.is_none(), "{fetched:?}");
+    assert!(hub.requests("/resolve/").iter().all(|r| r.auth.is_some()));
+
+    lock(&hub.tricks).loop_pages = true;
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:Q8_0"]));
+    assert!(err.contains("leads back"), "{err}");
+    lock(&hub.tricks).loop_pages = false;
+
+    lock(&hub.tricks).redirect_lfs = false;
+    lock(&hub.tricks)
+        .listed_size
+        .insert("tiny-Q8_0.gguf".into(), 10);
+    let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF:Q8_0"]));
+    assert!(err.contains("more than the 10 bytes"), "{err}");
+    let parts = files_under(&home.join("models"));
+    for part in parts.iter().filter(|p| p.ends_with(".part")) {
+        assert!(read(home.join("models").join(part)).len() <= 10, "{part}");
+    }
+    lock(&hub.tricks).listed_size.clear();
+
+    for listed in ["../escape.gguf", "evil\u{1b}[31m.gguf"] {
+        lock(&hub.tricks).extra_listed = Some(listed.into());
+        let err = assert_clean_error(&glim(&home, &hub, &["pull", "test-org/tiny-GGUF"]));
+        assert!(
+            err.contains("refuses") && !err.contains('\u{1b}'),
+            "{err:?}"
+        );
+    }
+    let before = hub.requests("").len();
+    let err = assert_clean_error(&glim(
+        &home,
+        &hub,
+        &["pull", "test-org/tiny-GGUF:../../x.gguf"],
+    ));
+    assert!(err.contains("ORG/NAME"), "{err}");
+    assert_eq!(hub.requests("").len(), before, "a request went out");
     std::fs::remove_dir_all(&home).unwrap();
 }
 
