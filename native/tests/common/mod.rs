@@ -82,3 +82,49 @@ pub fn gguf_with(src: &std::path::Path, key: &str, value: &str) -> TempFile {
     writer.finish().unwrap();
     TempFile(path)
 }
+
+/// `Command::output` with a time limit: a child still running after five minutes is
+/// killed and the test fails, rather than hanging the run.
+pub trait TimedOutput {
+    fn timed_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl TimedOutput for std::process::Command {
+    fn timed_output(&mut self) -> std::io::Result<Output> {
+        use std::io::Read;
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let limit = Duration::from_secs(300);
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |mut source: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = source.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().expect("piped")));
+        let err = drain(Box::new(child.stderr.take().expect("piped")));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{self:?} ran past {} s", limit.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+}
