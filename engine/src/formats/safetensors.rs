@@ -23,6 +23,36 @@ pub struct SafetensorsFiles {
     index: HashMap<String, Entry>,
 }
 
+/// A tensor a safetensors header lists: its name, type, shape and byte range in the file.
+pub type HeaderEntry = (
+    String,
+    safetensors::Dtype,
+    Vec<usize>,
+    std::ops::Range<usize>,
+);
+
+/// The tensors the header of the safetensors file `bytes` lists, each checked to lie
+/// within the file.
+pub fn read_header(bytes: &[u8]) -> Result<Vec<HeaderEntry>> {
+    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::Invalid(format!("not a valid safetensors file: {e}")))?;
+    let data_start = 8 + header_len;
+    metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (begin, end) = info.data_offsets;
+            let range = data_start + begin..data_start + end;
+            if range.end > bytes.len() {
+                return Err(Error::Invalid(format!(
+                    "tensor {name} runs past the end of the file"
+                )));
+            }
+            Ok((name, info.dtype, info.shape.clone(), range))
+        })
+        .collect()
+}
+
 impl SafetensorsFiles {
     /// Maps every `*.safetensors` file in `dir`, checking each header against its file.
     pub fn open_dir(dir: &Path) -> Result<Self> {
@@ -47,27 +77,15 @@ impl SafetensorsFiles {
             // not truncated while the model loads.
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .map_err(|e| Error::Invalid(format!("cannot map {}: {e}", path.display())))?;
-            let (header_len, metadata) =
-                safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-                    Error::Invalid(format!(
-                        "{} is not a valid safetensors file: {e}",
-                        path.display()
-                    ))
-                })?;
-            let data_start = 8 + header_len;
-            for (name, info) in metadata.tensors() {
-                let (begin, end) = info.data_offsets;
-                let range = data_start + begin..data_start + end;
-                if range.end > map.len() {
-                    return Err(Error::Invalid(format!(
-                        "{}: tensor {name} runs past the end of the file",
-                        path.display()
-                    )));
-                }
+            let tensors = read_header(&map).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!("{}: {m}", path.display())),
+                other => other,
+            })?;
+            for (name, dtype, shape, range) in tensors {
                 let entry = Entry {
                     file: files.len(),
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
+                    dtype,
+                    shape,
                     range,
                 };
                 index.insert(name, entry);

@@ -693,9 +693,14 @@ impl Tokenizer {
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Invalid(format!("tokenizer.json is not valid JSON: {e}")))?;
         check_tokenizer_json(&json)?;
-        let inner = guarded("building the tokenizer of tokenizer.json", || {
-            tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))
-        })?;
+        // Building it and reading its tokens back both run `tokenizers` on the file's
+        // settings: a panic there is the file's error.
+        guarded("reading tokenizer.json", || Self::from_checked_json(bytes))
+    }
+
+    /// [`Tokenizer::from_json_bytes`] once the file has passed [`check_tokenizer_json`].
+    fn from_checked_json(bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))?;
         let vocab = inner.get_vocab(true);
         let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
         // Ids index a table: a stray huge id must not allocate gigabytes.
@@ -890,10 +895,11 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         if self.decode_with_inner {
             self.check_ids(ids)?;
-            return self
-                .inner
-                .decode(ids, false)
-                .map_err(tk_err("decoding failed"));
+            return guarded("decoding", || {
+                self.inner
+                    .decode(ids, false)
+                    .map_err(tk_err("decoding failed"))
+            });
         }
         let mut stream = self.stream_decoder();
         let mut text = String::new();
