@@ -180,8 +180,9 @@ def check_stream(events, ref):
     return tokens
 
 
-async def one_request(host, port, prompt, leaves, args, refs, result):
-    """Streams one answer into `result`: ttft, then tokens and latency, or left, or error."""
+async def one_request(host, port, prompt, leaves, args, refs, result, pause=0.0):
+    """Streams one answer into `result`: ttft, then tokens and latency, or left, or error.
+    With `pause`, waits that many seconds after each piece read (a slow reader)."""
     sent = time.monotonic()
     while True:
         status, headers, reader, writer = await http_request(
@@ -215,6 +216,8 @@ async def one_request(host, port, prompt, leaves, args, refs, result):
             if leaves and texts >= 2:
                 result["left"] = True
                 return
+            if pause:
+                await asyncio.sleep(pause)
         result["tokens"] = check_stream(events, refs[prompt])
         result["latency"] = time.monotonic() - sent
     finally:

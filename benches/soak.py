@@ -37,13 +37,9 @@ from load_test import (  # noqa: E402
     ROOT,
     Failure,
     GlimServer,
-    body_pieces,
-    chat_body,
-    check_stream,
     ensure_glim_and_model,
-    http_request,
+    one_request,
     reference,
-    whole_body,
 )
 
 KINDS = ["stream", "stream", "stream", "stream", "leave", "slow-reader", "slow-body", "malformed"]
@@ -64,34 +60,9 @@ async def raw(host, port, data, wait=30.0):
 
 async def streamed(host, port, prompt, args, refs, leave=False, pause=0.0):
     """One streamed answer, checked against its reference (or left after two pieces)."""
-    while True:
-        status, headers, reader, writer = await http_request(
-            host, port, "/v1/chat/completions", chat_body(prompt, args, True))
-        if status != 503:
-            break
-        await whole_body(headers, reader)
-        writer.close()
-        await asyncio.sleep(float(headers.get("retry-after", "1")))
-    try:
-        if status != 200:
-            raise Failure(f"status {status}: {(await whole_body(headers, reader))[:200]!r}")
-        events, pending, texts = [], b"", 0
-        async for piece in body_pieces(headers, reader):
-            pending += piece
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                line = line.decode().rstrip("\r")
-                if line.startswith("data: "):
-                    events.append(line[len("data: "):])
-                    texts += '"content"' in line
-            if leave and texts >= 2:
-                return "left"
-            if pause:
-                await asyncio.sleep(pause)
-        check_stream(events, refs[prompt])
-        return "ok"
-    finally:
-        writer.close()
+    result = {}
+    await one_request(host, port, prompt, leave, args, refs, result, pause=pause)
+    return "left" if result.get("left") else "ok"
 
 
 def malformed_cases(host, port, args):

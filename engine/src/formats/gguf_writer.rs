@@ -19,6 +19,15 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
+    /// The spec of a tensor a GGUF file holds, to write it again.
+    pub fn of(info: &super::gguf::TensorInfo) -> Self {
+        Self {
+            name: info.name().to_string(),
+            dims: info.dims().to_vec(),
+            ggml_type: info.ggml_type(),
+        }
+    }
+
     /// Bytes of data: whole rows of `dims[0]` elements.
     pub fn n_bytes(&self) -> Result<usize> {
         let rows: u64 = self.dims.iter().skip(1).product();
@@ -203,14 +212,7 @@ pub fn write_split<W: Write>(
         }
         metadata.extend(split_keys(i));
         let mine = &tensors[i * tensors.len() / parts..(i + 1) * tensors.len() / parts];
-        let specs: Vec<TensorSpec> = mine
-            .iter()
-            .map(|t| TensorSpec {
-                name: t.name().to_string(),
-                dims: t.dims().to_vec(),
-                ggml_type: t.ggml_type(),
-            })
-            .collect();
+        let specs: Vec<TensorSpec> = mine.iter().map(TensorSpec::of).collect();
         let mut writer = GgufWriter::new(out(i)?, &metadata, &specs)?;
         for t in mine {
             writer.write_tensor(file.tensor_bytes(t))?;

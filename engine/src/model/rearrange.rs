@@ -38,8 +38,7 @@ const PHI3_ORIGINAL_CONTEXT: usize = 512;
 fn spec_of(info: &crate::formats::gguf::TensorInfo, name: &str) -> TensorSpec {
     TensorSpec {
         name: name.into(),
-        dims: info.dims().to_vec(),
-        ggml_type: info.ggml_type(),
+        ..TensorSpec::of(info)
     }
 }
 

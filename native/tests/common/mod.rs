@@ -60,15 +60,7 @@ pub fn gguf_with(src: &std::path::Path, key: &str, value: &str) -> TempFile {
         .map(|(k, v)| (k, v.clone()))
         .collect();
     metadata.push((key, Value::String(value.into())));
-    let specs: Vec<TensorSpec> = file
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name().to_string(),
-            dims: t.dims().to_vec(),
-            ggml_type: t.ggml_type(),
-        })
-        .collect();
+    let specs: Vec<TensorSpec> = file.tensors().iter().map(TensorSpec::of).collect();
     let path = std::env::temp_dir().join(format!(
         "glim-test-{}-{}.gguf",
         key.replace('.', "-"),
