@@ -504,7 +504,10 @@ fn hermes_calls(answer: &str) -> Option<(usize, Vec<Value>)> {
     let mut rest = &answer[first..];
     while let Some(start) = rest.find(CALL_OPEN) {
         let body_start = start + CALL_OPEN.len();
-        let len = rest[body_start..].find(CALL_CLOSE)?;
+        // A last call cut off (at the token limit) ends the list; those before it stand.
+        let Some(len) = rest[body_start..].find(CALL_CLOSE) else {
+            break;
+        };
         values.push(serde_json::from_str(rest[body_start..body_start + len].trim()).ok()?);
         rest = &rest[body_start + len + CALL_CLOSE.len()..];
     }
@@ -595,6 +598,9 @@ mod tests {
         assert_eq!(calls[1].id, "call_000000701");
         assert_eq!(calls[0].name, "get_weather");
         assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);
+        // A call cut off after whole ones: the whole ones are read.
+        let cut = format!("{answer}\n<tool_call>\n{{\"name\": \"get_");
+        assert_eq!(split_calls(&cut, &t, 7).1.len(), 2);
         for broken in [
             "<tool_call>\n{\"name\": \"get_weather\"",
             "<tool_call>\n{\"name\": \"other\", \"arguments\": {}}\n</tool_call>",

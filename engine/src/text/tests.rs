@@ -130,6 +130,34 @@ fn bpe(pre: &str) -> Tokenizer {
     Tokenizer::from_gguf(&bpe_gguf(pre)).unwrap()
 }
 
+/// A GGUF vocabulary with a control token of 30 000 bytes is refused before `tokenizers`
+/// indexes it (it matches added tokens in time quadratic in their length).
+#[test]
+fn a_giant_added_token_in_a_gguf_vocabulary_is_refused() {
+    let mut tokens = byte_chars();
+    tokens.extend(strs(&BPE_SPECIALS));
+    tokens[257] = "<".repeat(30_000);
+    for m in BPE_MERGES {
+        tokens.push(m.replace(' ', ""));
+    }
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if (256..259).contains(&i) { 3 } else { 1 })
+        .collect();
+    let g = gguf(&[
+        ("tokenizer.ggml.model", V::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", V::Str("gpt-2".into())),
+        ("tokenizer.ggml.tokens", V::Strs(tokens)),
+        ("tokenizer.ggml.token_type", V::I32s(types)),
+        ("tokenizer.ggml.merges", V::Strs(strs(&BPE_MERGES))),
+    ]);
+    let e = Tokenizer::from_gguf(&g).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("added token 257") && e.contains("30000 bytes")),
+        "{e:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Byte-level BPE.
 // ---------------------------------------------------------------------------------------
