@@ -75,18 +75,21 @@ pub fn gguf_with(src: &std::path::Path, key: &str, value: &str) -> TempFile {
     TempFile(path)
 }
 
-/// `Command::output` with a time limit: a child still running after five minutes is
-/// killed and the test fails, rather than hanging the run.
+/// `Command::output` with a time limit: a child still running after it (five minutes for
+/// `timed_output`) is killed and the test fails, rather than hanging the run.
 pub trait TimedOutput {
-    fn timed_output(&mut self) -> std::io::Result<Output>;
+    fn output_within(&mut self, limit: std::time::Duration) -> std::io::Result<Output>;
+
+    fn timed_output(&mut self) -> std::io::Result<Output> {
+        self.output_within(std::time::Duration::from_secs(300))
+    }
 }
 
 impl TimedOutput for std::process::Command {
-    fn timed_output(&mut self) -> std::io::Result<Output> {
+    fn output_within(&mut self, limit: std::time::Duration) -> std::io::Result<Output> {
         use std::io::Read;
         use std::process::Stdio;
         use std::time::{Duration, Instant};
-        let limit = Duration::from_secs(300);
         let mut child = self
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
