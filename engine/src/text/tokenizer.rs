@@ -695,12 +695,14 @@ impl Tokenizer {
         check_tokenizer_json(&json)?;
         // Building it and reading its tokens back both run `tokenizers` on the file's
         // settings: a panic there is the file's error.
-        guarded("reading tokenizer.json", || Self::from_checked_json(bytes))
+        guarded("reading tokenizer.json", || Self::from_checked_json(json))
     }
 
-    /// [`Tokenizer::from_json_bytes`] once the file has passed [`check_tokenizer_json`].
-    fn from_checked_json(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(tk_err("tokenizer.json"))?;
+    /// [`Tokenizer::from_json_bytes`] once the file, parsed once, has passed
+    /// [`check_tokenizer_json`].
+    fn from_checked_json(json: serde_json::Value) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = serde_json::from_value(json)
+            .map_err(|e| Error::Invalid(format!("tokenizer.json: {e}")))?;
         let vocab = inner.get_vocab(true);
         let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
         // Ids index a table: a stray huge id must not allocate gigabytes.
