@@ -82,10 +82,7 @@ fn parse_source(source: &str) -> CliResult<Source> {
         None => (repo_rev, "main"),
     };
     // Checked before any request: no `..` reaches the Hub to be resolved there.
-    let revision_ok = revision != "."
-        && revision != ".."
-        && !revision.chars().any(|c| c.is_control() || c == '\\');
-    if !revision_ok || file.as_deref().is_some_and(|f| !plain_path(f)) {
+    if !plain_path(revision) || file.as_deref().is_some_and(|f| !plain_path(f)) {
         return Err(bad());
     }
     let part_ok = |p: &str| {
@@ -590,10 +587,11 @@ struct Fetch {
     sha256: Option<String>,
 }
 
-/// `rel` as a path under a folder: plain names only, no `..`, no root.
+/// `rel` as a path under a folder: a [`plain_path`], and on this system only normal
+/// components (no root, no prefix).
 fn relative(rel: &str) -> CliResult<PathBuf> {
     let path = Path::new(rel);
-    if rel.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+    if !plain_path(rel) || !path.components().all(|c| matches!(c, Component::Normal(_))) {
         bail!("refusing the file path {rel:?}: not a plain relative path");
     }
     Ok(path.to_path_buf())
@@ -745,10 +743,10 @@ fn transfer(
                 ))))
             }
         };
-        if fetch.size.is_some_and(|size| got + n as u64 > size) {
+        if let Some(size) = fetch.size.filter(|&size| got + n as u64 > size) {
             // Not one byte past the listed size is kept.
             let _ = file.set_len(0);
-            return Err(fatal(overflow(fetch, fetch.size.unwrap_or(0))));
+            return Err(fatal(overflow(fetch, size)));
         }
         file.write_all(&buf[..n])
             .map_err(|e| fatal(io_error("write", part, e)))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -306,7 +306,6 @@ fn router(app: Arc<App>, args: &ServeArgs) -> CliResult<Router> {
                 format!("this route does not take {method} requests"),
             )
         })
-        .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(app);
     if let Some(origin) = &args.cors {
         let allow = if origin == "*" {
