@@ -21,6 +21,8 @@ pub const CALL_CLOSE: &str = "</tool_call>";
 const PYTHON_TAG: &str = "<|python_tag|>";
 /// What opens Mistral's list of calls.
 const MISTRAL_CALLS: &str = "[TOOL_CALLS]";
+/// How Llama 3.x's call begins (its JSON's first key).
+const LLAMA_CALL: &str = "{\"name\"";
 
 /// How a model writes its function calls, as its chat template teaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +60,7 @@ impl CallFormat {
     fn trigger(self) -> &'static str {
         match self {
             Self::Hermes => CALL_OPEN,
-            Self::Llama3 => "{\"name\"",
+            Self::Llama3 => LLAMA_CALL,
             Self::Mistral => MISTRAL_CALLS,
         }
     }
@@ -67,7 +69,7 @@ impl CallFormat {
     pub(super) fn openings(self) -> &'static [&'static str] {
         match self {
             Self::Hermes => &[CALL_OPEN],
-            Self::Llama3 => &[PYTHON_TAG, "{\"name\""],
+            Self::Llama3 => &[PYTHON_TAG, LLAMA_CALL],
             Self::Mistral => &[MISTRAL_CALLS],
         }
     }
@@ -313,13 +315,12 @@ impl Tools {
             }
             CallFormat::Llama3 => {
                 // As the template writes a call: `{"name": "f", "parameters": ` + arguments + `}`.
-                let trigger = self.format.trigger();
                 let calls: Vec<String> = self
                     .callable()
                     .map(|f| {
-                        let head = format!("{{\"name\": \"{}\", \"parameters\": ", f.name);
+                        let head = format!("{LLAMA_CALL}: \"{}\", \"{key}\": ", f.name);
                         let head = if opened {
-                            &head[trigger.len()..]
+                            &head[LLAMA_CALL.len()..]
                         } else {
                             &head
                         };
